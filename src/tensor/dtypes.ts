@@ -1,0 +1,119 @@
+// The storage dtypes dsv3 understands, and how one element of each widens to float32.
+// This is the table every other layer consults: io uses the byte sizes, kernels use the
+// decoders. Nothing here allocates per-tensor memory; decoding tables are built once.
+
+/** Safetensors dtype tags that dsv3 can hold weights in. */
+export type DType = 'F32' | 'BF16' | 'F16' | 'F8_E4M3';
+
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
+  F32: 4,
+  BF16: 2,
+  F16: 2,
+  F8_E4M3: 1,
+};
+
+export function isDType(s: string): s is DType {
+  return Object.prototype.hasOwnProperty.call(DTYPE_BYTES, s);
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** BF16 is the upper half of a float32: widen by shifting the bits back. */
+export function bf16ToF32(bits: number): number {
+  u32Scratch[0] = bits << 16;
+  return f32Scratch[0];
+}
+
+/** Round a float32 value to BF16 bits, nearest-even (NaN stays NaN). */
+export function f32ToBf16(v: number): number {
+  f32Scratch[0] = v;
+  const u = u32Scratch[0];
+  if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x40;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+function halfToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >>> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** IEEE half precision widened to float32, as a 65536-entry table. */
+export const F16_TABLE: Float32Array = (() => {
+  const t = new Float32Array(65536);
+  for (let i = 0; i < 65536; i++) t[i] = halfToF32(i);
+  return t;
+})();
+
+/**
+ * float8 e4m3fn (torch.float8_e4m3fn): 1 sign, 4 exponent bits (bias 7), 3 mantissa bits,
+ * no infinities, 0x7F/0xFF are NaN, largest finite 448.
+ */
+export const E4M3_TABLE: Float32Array = (() => {
+  const t = new Float32Array(256);
+  for (let i = 0; i < 256; i++) {
+    const s = i & 0x80 ? -1 : 1;
+    const e = (i >>> 3) & 0xf;
+    const m = i & 7;
+    if (e === 15 && m === 7) t[i] = NaN;
+    else if (e === 0) t[i] = s * (m / 8) * 2 ** -6;
+    else t[i] = s * (1 + m / 8) * 2 ** (e - 7);
+  }
+  return t;
+})();
+
+/** Encode a float to the nearest e4m3fn code (round to nearest even, saturating at ±448). */
+export function f32ToE4m3(v: number): number {
+  if (Number.isNaN(v)) return 0x7f;
+  const sign = v < 0 || Object.is(v, -0) ? 0x80 : 0;
+  const a = Math.abs(v);
+  if (a >= 448) return sign | 0x7e;
+  // Binary search over the 127 non-negative finite codes, which increase monotonically.
+  let lo = 0;
+  let hi = 0x7e;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (E4M3_TABLE[mid] <= a) lo = mid;
+    else hi = mid;
+  }
+  const dLo = a - E4M3_TABLE[lo];
+  const dHi = E4M3_TABLE[hi] - a;
+  const code = dLo < dHi ? lo : dHi < dLo ? hi : (lo & 1 ? hi : lo);
+  return sign | code;
+}
+
+/** Widen `n` elements of raw little-endian storage to float32. */
+export function toF32(dtype: DType, bytes: Uint8Array, n?: number): Float32Array {
+  const count = n ?? bytes.byteLength / DTYPE_BYTES[dtype];
+  const out = new Float32Array(count);
+  switch (dtype) {
+    case 'F32':
+      out.set(new Float32Array(...aligned(bytes, 4), count));
+      break;
+    case 'BF16': {
+      const src = new Uint16Array(...aligned(bytes, 2), count);
+      const u = new Uint32Array(out.buffer);
+      for (let i = 0; i < count; i++) u[i] = src[i] << 16;
+      break;
+    }
+    case 'F16': {
+      const src = new Uint16Array(...aligned(bytes, 2), count);
+      for (let i = 0; i < count; i++) out[i] = F16_TABLE[src[i]];
+      break;
+    }
+    case 'F8_E4M3':
+      for (let i = 0; i < count; i++) out[i] = E4M3_TABLE[bytes[i]];
+      break;
+  }
+  return out;
+}
+
+/** `bytes` as a typed-array-compatible (buffer, offset) pair; copies only when misaligned. */
+function aligned(bytes: Uint8Array, align: number): [ArrayBufferLike, number] {
+  if (bytes.byteOffset % align === 0) return [bytes.buffer, bytes.byteOffset];
+  return [bytes.slice().buffer, 0];
+}
