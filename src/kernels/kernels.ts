@@ -1,0 +1,138 @@
+// The Kernels interface: every hot loop of the model goes through it. The pure-TypeScript
+// implementation in ref/ is the executable definition of each op and the test oracle;
+// the native addon implements the same signatures. Model code only sees this interface.
+//
+// Conventions: all activations are float32, row-major, contiguous. Outputs are written
+// (not accumulated) unless the doc says otherwise. Every op must give a result for a row
+// that does not depend on how many other rows are in the call (batch invariance), so that
+// batched, incremental and speculative decoding agree token for token.
+//
+// Legend: M/T rows (tokens), K in-features, N out-features, H heads, S cached positions,
+// C kv_lora_rank (latent width), R qk_rope_head_dim, E routed experts.
+
+import type { LinearWeight } from '../tensor/weight.ts';
+
+/** How the MoE gate turns router logits into expert choices (DeepSeekMoE). */
+export interface RouteParams {
+  /** Routed experts per token (num_experts_per_tok). */
+  topk: number;
+  /** Expert groups (n_group) and how many of them survive (topk_group). */
+  nGroup: number;
+  topkGroup: number;
+  scoring: 'sigmoid' | 'softmax';
+  /** e_score_correction_bias: added to the scores for selection only; null when absent. */
+  bias: Float32Array | null;
+  /** Divide the chosen (unbiased) scores by their sum. */
+  normalize: boolean;
+  /** routed_scaling_factor, applied last. */
+  scale: number;
+}
+
+export interface Kernels {
+  readonly name: string;
+
+  /**
+   * out[m, n] = Σ_k x[m, k] · W[r0 + n, k] for n < N. x is [M, W.cols], out is [M, N].
+   * r0 defaults to 0 and N to W.rows - r0. The weight is widened to f32 inside the kernel.
+   */
+  matmul(out: Float32Array, x: Float32Array, M: number, w: LinearWeight, r0?: number, N?: number): void;
+
+  /**
+   * Transposed use of a row slice: out[m, c] = Σ_r x[m, r] · W[r0 + r, c] for r < R.
+   * x is [M, R], out is [M, W.cols]. (MLA absorbs kv_b_proj's key half into q this way.)
+   */
+  matmulT(out: Float32Array, x: Float32Array, M: number, w: LinearWeight, r0: number, R: number): void;
+
+  /** out[t, :] = row ids[t] of the table, widened to f32. out is [T, table.cols]. */
+  embedding(out: Float32Array, table: LinearWeight, ids: Int32Array): void;
+
+  /** out[m, :] = x[m, :] / sqrt(mean(x[m, :]²) + eps) * weight. D = weight.length. */
+  rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, M: number, eps: number): void;
+
+  /**
+   * In place, rotate interleaved pairs (x[2i], x[2i+1]) of the slice
+   * x[t, h, offset : offset + 2·freqs.length] by the angle pos[t] · freqs[i].
+   * x is [T, H, stride].
+   */
+  rope(
+    x: Float32Array,
+    T: number,
+    H: number,
+    stride: number,
+    offset: number,
+    pos: Int32Array,
+    freqs: Float32Array,
+  ): void;
+
+  /** In-place softmax over each row of a [rows, cols] matrix. */
+  softmax(x: Float32Array, rows: number, cols: number): void;
+
+  /** out[i] = silu(gate[i]) · up[i] for i < n (SwiGLU). */
+  siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
+
+  /** out[i] += a[i] for i < n. */
+  add(out: Float32Array, a: Float32Array, n: number): void;
+
+  /**
+   * Absorbed MLA attention of one sequence over its latent cache.
+   * Query t sits at position p0 + t and sees cached positions 0 … p0 + t.
+   * score[t, h, s] = (qLat[t, h] · kv[s] + qPe[t, h] · pe[s]) · scale, softmax over s,
+   * out[t, h] = Σ_s p[t, h, s] · kv[s].
+   * qLat [T, H, C], qPe [T, H, R], kv [S, C], pe [S, R] with S ≥ p0 + T, out [T, H, C].
+   */
+  attnLatent(
+    out: Float32Array,
+    qLat: Float32Array,
+    qPe: Float32Array,
+    kv: Float32Array,
+    pe: Float32Array,
+    T: number,
+    H: number,
+    C: number,
+    R: number,
+    p0: number,
+    scale: number,
+  ): void;
+
+  /**
+   * Plain causal multi-head attention of one sequence (the naive MLA path).
+   * q [T, H, Dk], k [S, H, Dk], v [S, H, Dv], out [T, H, Dv]; query t sits at p0 + t.
+   */
+  attention(
+    out: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    T: number,
+    H: number,
+    Dk: number,
+    Dv: number,
+    p0: number,
+    scale: number,
+  ): void;
+
+  /**
+   * DeepSeekMoE gate from router logits [T, E]: fills outIdx [T, topk] with the chosen
+   * experts (descending selection score) and outW [T, topk] with their final weights.
+   */
+  moeRoute(
+    outIdx: Int32Array,
+    outW: Float32Array,
+    logits: Float32Array,
+    T: number,
+    E: number,
+    p: RouteParams,
+  ): void;
+
+  /** out[i, :] = x[rows[i], :] for i < rows.length; rows of width D. */
+  gatherRows(out: Float32Array, x: Float32Array, rows: Int32Array, D: number): void;
+
+  /** out[rows[i], :] += weights[i] · src[i, :] for i < rows.length, in order of i. */
+  scatterAddRows(
+    out: Float32Array,
+    src: Float32Array,
+    rows: Int32Array,
+    weights: Float32Array,
+    D: number,
+  ): void;
+}
