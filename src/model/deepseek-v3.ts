@@ -1,0 +1,194 @@
+// DeepSeek-V3 (and V2): embedding → decoder layers → RMSNorm → lm_head, plus the MTP
+// modules. One forward call takes a batch of sequences of different lengths, each with its
+// own latent cache, flattens their new tokens into one [T, D] matrix for every projection,
+// and runs attention per sequence. Which kernels run is decided by whoever builds the model.
+
+import { DsError } from '../errors.ts';
+import { loadConfig, type DeepseekConfig } from '../io/config.ts';
+import { Checkpoint } from '../io/safetensors.ts';
+import type { Kernels, RouteParams } from '../kernels/kernels.ts';
+import { blockForward, type StepContext } from './block.ts';
+import { SequenceCache } from './cache.ts';
+import type { AttnImpl, MlaDims, SeqSlice } from './mla.ts';
+import { routeParams, type Routing } from './moe.ts';
+import { mtpForward, type MtpOutput } from './mtp.ts';
+import { ropeFrequencies, softmaxScale } from './rope.ts';
+import { loadWeights, type ModelWeights } from './weights.ts';
+
+export interface SeqInput {
+  /** New tokens of this sequence; they take positions cache length … +len-1. */
+  ids: ArrayLike<number>;
+  cache: SequenceCache;
+}
+
+export interface ForwardOptions {
+  attn?: AttnImpl;
+  /** Which rows get logits: every token, the last token of each sequence, or none. */
+  logits?: 'all' | 'last' | 'none';
+  onRoute?: (layer: number, r: Routing) => void;
+  /** Called with the residual stream [T, D] after each layer (for debugging and tests). */
+  onLayer?: (layer: number, x: Float32Array) => void;
+}
+
+export interface ForwardResult {
+  /** [T, D] final hidden states after model.norm (the MTP input). */
+  hidden: Float32Array;
+  /** [rows, vocab]: T rows for 'all', one per sequence for 'last'. */
+  logits: Float32Array;
+  seqs: SeqSlice[];
+}
+
+export interface MtpInput {
+  /** The tokens t_{i+1} that follow each hidden state. */
+  ids: ArrayLike<number>;
+  /** [len, D] main-model hidden states h_i (after model.norm). */
+  hidden: Float32Array;
+  cache: SequenceCache;
+}
+
+export interface LoadOptions {
+  kernels: Kernels;
+  /** Load the MTP modules too (default true when the config has them). */
+  mtp?: boolean;
+}
+
+export class DeepseekV3 {
+  readonly dims: MlaDims;
+  private readonly routes: (RouteParams | null)[];
+
+  constructor(
+    readonly cfg: DeepseekConfig,
+    readonly weights: ModelWeights,
+    readonly K: Kernels,
+  ) {
+    this.dims = {
+      H: cfg.num_attention_heads,
+      dNope: cfg.qk_nope_head_dim,
+      dRope: cfg.qk_rope_head_dim,
+      dV: cfg.v_head_dim,
+      C: cfg.kv_lora_rank,
+      eps: cfg.rms_norm_eps,
+      scale: softmaxScale(cfg),
+      freqs: ropeFrequencies(cfg),
+    };
+    const layers = [...weights.layers, ...weights.mtp.map((m) => m.layer)];
+    this.routes = layers.map((l) => (l.moe ? routeParams(cfg, l.moe.bias) : null));
+  }
+
+  /** Read config.json and the safetensors weights of a Hugging Face checkpoint folder. */
+  static load(dir: string, opts: LoadOptions): DeepseekV3 {
+    const cfg = loadConfig(dir);
+    const ckpt = Checkpoint.open(dir);
+    try {
+      return new DeepseekV3(cfg, loadWeights(ckpt, cfg, { mtp: opts.mtp ?? true }), opts.kernels);
+    } finally {
+      ckpt.close();
+    }
+  }
+
+  get hasMtp(): boolean {
+    return this.weights.mtp.length > 0;
+  }
+
+  /** An empty latent cache for one sequence (main layers, then MTP modules). */
+  newCache(): SequenceCache {
+    const n = this.cfg.num_hidden_layers + this.weights.mtp.length;
+    const c = this.cfg;
+    return new SequenceCache(n, c.kv_lora_rank, c.qk_rope_head_dim, c.max_position_embeddings);
+  }
+
+  /** Flatten a batch: token ids, positions, and each sequence's slice. */
+  private flatten(batch: { ids: ArrayLike<number>; cache: SequenceCache }[], layer: number) {
+    const T = batch.reduce((n, b) => n + b.ids.length, 0);
+    const ids = new Int32Array(T);
+    const pos = new Int32Array(T);
+    const seqs: SeqSlice[] = [];
+    let row = 0;
+    for (const [i, b] of batch.entries()) {
+      const len = b.ids.length;
+      if (len === 0) throw new DsError('BAD_INPUT', `sequence ${i} of the batch has no tokens`);
+      const p0 = b.cache.layers[layer].length;
+      if (p0 + len > this.cfg.max_position_embeddings) {
+        throw new DsError(
+          'CONTEXT_OVERFLOW',
+          `sequence ${i}: ${p0 + len} positions exceed max_position_embeddings ` +
+            `(${this.cfg.max_position_embeddings})`,
+        );
+      }
+      for (let j = 0; j < len; j++) {
+        const id = b.ids[j];
+        if (!Number.isInteger(id) || id < 0 || id >= this.cfg.vocab_size) {
+          throw new DsError('BAD_INPUT', `token id ${id} is outside the vocabulary [0, ${this.cfg.vocab_size})`);
+        }
+        ids[row + j] = id;
+        pos[row + j] = p0 + j;
+      }
+      seqs.push({ row, len, p0 });
+      row += len;
+    }
+    return { T, ids, pos, seqs };
+  }
+
+  private context(T: number, pos: Int32Array, seqs: SeqSlice[], opts: ForwardOptions): StepContext {
+    return { K: this.K, dims: this.dims, T, pos, seqs, impl: opts.attn ?? 'absorb', onRoute: opts.onRoute };
+  }
+
+  /** Run the main model on the new tokens of every sequence, appending to their caches. */
+  forward(batch: SeqInput[], opts: ForwardOptions = {}): ForwardResult {
+    const { K, cfg, weights: w } = this;
+    const D = cfg.hidden_size;
+    const { T, ids, pos, seqs } = this.flatten(batch, 0);
+    const ctx = this.context(T, pos, seqs, opts);
+
+    const x = new Float32Array(T * D); // the residual stream [T, D]
+    K.embedding(x, w.embed_tokens, ids);
+    for (let l = 0; l < w.layers.length; l++) {
+      const caches = batch.map((b) => b.cache.layers[l]);
+      blockForward(ctx, w.layers[l], this.routes[l], l, caches, x);
+      opts.onLayer?.(l, x);
+    }
+    const hidden = new Float32Array(T * D);
+    K.rmsNorm(hidden, x, w.norm, T, this.dims.eps);
+
+    const mode = opts.logits ?? 'last';
+    let rows: Float32Array;
+    let nRows: number;
+    if (mode === 'all') {
+      rows = hidden;
+      nRows = T;
+    } else if (mode === 'last') {
+      nRows = seqs.length;
+      rows = new Float32Array(nRows * D);
+      seqs.forEach((s, i) => rows.set(hidden.subarray((s.row + s.len - 1) * D, (s.row + s.len) * D), i * D));
+    } else {
+      nRows = 0;
+      rows = hidden;
+    }
+    const logits = new Float32Array(nRows * cfg.vocab_size);
+    if (nRows > 0) K.matmul(logits, rows, nRows, w.lm_head);
+    return { hidden, logits, seqs };
+  }
+
+  /**
+   * Run MTP module `k` (default 0): row i of a sequence combines hidden[i] with ids[i] and
+   * predicts the token after ids[i]. Rows take positions from the module's cache length on.
+   */
+  mtp(batch: MtpInput[], opts: ForwardOptions & { module?: number } = {}): MtpOutput {
+    const k = opts.module ?? 0;
+    const m = this.weights.mtp[k];
+    if (!m) throw new DsError('BAD_INPUT', `this model has no MTP module ${k} (loaded ${this.weights.mtp.length})`);
+    const index = this.cfg.num_hidden_layers + k;
+    const D = this.cfg.hidden_size;
+    const { T, ids, pos, seqs } = this.flatten(batch, index);
+    const hidden = new Float32Array(T * D);
+    for (const [i, b] of batch.entries()) {
+      if (b.hidden.length !== b.ids.length * D) {
+        throw new DsError('BAD_INPUT', `MTP input ${i}: ${b.ids.length} ids but ${b.hidden.length / D} hidden rows`);
+      }
+      hidden.set(b.hidden, seqs[i].row * D);
+    }
+    const ctx = this.context(T, pos, seqs, opts);
+    const caches = batch.map((b) => b.cache.layers[index]);
+    return mtpForward(ctx, m, this.routes[index]!, index, caches, ids, hidden);
+  }
+}

@@ -1,0 +1,238 @@
+// The checkpoint name table of DeepSeek-V3/V2 (Hugging Face spelling) and the loader that
+// turns raw tensors into model weights. Every tensor's expected shape is derived from the
+// config and checked on load, so a mismatched checkpoint fails here with the tensor named,
+// not later inside a kernel. Matrices stay in their stored dtype (zero-copy views on the
+// bytes io read); only 1-D vectors (norms, router bias) are widened to float32.
+
+import type { DeepseekConfig } from '../io/config.ts';
+import type { Checkpoint, RawTensor } from '../io/safetensors.ts';
+import { DsError } from '../errors.ts';
+import { isDType, toF32 } from '../tensor/dtypes.ts';
+import type { LinearWeight } from '../tensor/weight.ts';
+
+export interface AttnWeights {
+  /** q_lora_rank > 0: q = q_b_proj(q_a_layernorm(q_a_proj(x))); otherwise q = q_proj(x). */
+  q_a_proj: LinearWeight | null;
+  q_a_layernorm: Float32Array | null;
+  q_b_proj: LinearWeight | null;
+  q_proj: LinearWeight | null;
+  /** [C + R, D]: the KV latent, then the shared RoPE key. */
+  kv_a_proj_with_mqa: LinearWeight;
+  kv_a_layernorm: Float32Array;
+  /** [H · (dNope + dV), C]: per head, the key up-projection rows then the value rows. */
+  kv_b_proj: LinearWeight;
+  o_proj: LinearWeight;
+}
+
+export interface MlpWeights {
+  gate_proj: LinearWeight;
+  up_proj: LinearWeight;
+  down_proj: LinearWeight;
+}
+
+export interface MoeWeights {
+  /** Router [E, D]. */
+  gate: LinearWeight;
+  /** e_score_correction_bias [E] (noaux_tc), used for selection only. */
+  bias: Float32Array | null;
+  experts: MlpWeights[];
+  shared: MlpWeights | null;
+}
+
+export interface LayerWeights {
+  input_layernorm: Float32Array;
+  post_attention_layernorm: Float32Array;
+  self_attn: AttnWeights;
+  /** Exactly one of mlp (dense layers) and moe is set. */
+  mlp: MlpWeights | null;
+  moe: MoeWeights | null;
+}
+
+export interface MtpWeights {
+  embed_tokens: LinearWeight;
+  enorm: Float32Array;
+  hnorm: Float32Array;
+  /** [D, 2D]: columns 0…D-1 take the normed embedding, D…2D-1 the normed hidden state. */
+  eh_proj: LinearWeight;
+  layer: LayerWeights;
+  norm: Float32Array;
+  head: LinearWeight;
+}
+
+export interface ModelWeights {
+  embed_tokens: LinearWeight;
+  layers: LayerWeights[];
+  norm: Float32Array;
+  lm_head: LinearWeight;
+  mtp: MtpWeights[];
+}
+
+/** Whether decoder layer `i` uses DeepSeekMoE (else a dense SwiGLU MLP). */
+export function isMoeLayer(cfg: DeepseekConfig, i: number): boolean {
+  return i >= cfg.first_k_dense_replace && i % cfg.moe_layer_freq === 0;
+}
+
+const MATRIX_DTYPES = new Set(['F32', 'BF16', 'F16', 'F8_E4M3']);
+
+class Loader {
+  constructor(
+    readonly ckpt: Checkpoint,
+    readonly cfg: DeepseekConfig,
+  ) {}
+
+  private read(name: string, shape: number[]): RawTensor {
+    const e = this.ckpt.entry(name);
+    if (e.shape.length !== shape.length || e.shape.some((v, i) => v !== shape[i])) {
+      throw new DsError(
+        'BAD_SHAPE',
+        `${e.file}: tensor "${name}" has shape [${e.shape}], the config implies [${shape}]`,
+      );
+    }
+    return this.ckpt.read(name);
+  }
+
+  /** A [rows, cols] matrix in its stored dtype (FP8 with its block scales). */
+  linear(name: string, rows: number, cols: number): LinearWeight {
+    const e = this.ckpt.entry(name);
+    if (!MATRIX_DTYPES.has(e.dtype) || !isDType(e.dtype)) {
+      throw new DsError('BAD_DTYPE', `${e.file}: tensor "${name}" has dtype ${e.dtype}, not a weight dtype`);
+    }
+    const t = this.read(name, [rows, cols]);
+    const bytes = t.data;
+    switch (t.dtype) {
+      case 'F32':
+        return { dtype: 'F32', rows, cols, data: new Float32Array(bytes.buffer, bytes.byteOffset, rows * cols) };
+      case 'BF16':
+      case 'F16':
+        return { dtype: t.dtype, rows, cols, data: new Uint16Array(bytes.buffer, bytes.byteOffset, rows * cols) };
+      case 'F8_E4M3': {
+        const block = this.cfg.quantization_config?.weight_block_size ?? [128, 128];
+        const sName = name.replace(/\.weight$/, '.weight_scale_inv');
+        if (!this.ckpt.has(sName)) {
+          throw new DsError('MISSING_TENSOR', `${e.file}: FP8 tensor "${name}" has no "${sName}" block scales`);
+        }
+        const sShape = [Math.ceil(rows / block[0]), Math.ceil(cols / block[1])];
+        const scale = this.vector(sName, sShape);
+        return { dtype: 'F8_E4M3', rows, cols, data: bytes, scale, block: [block[0], block[1]] };
+      }
+    }
+  }
+
+  /** A small tensor (norm weight, bias, block scales) widened to float32. */
+  vector(name: string, shape: number[]): Float32Array {
+    const e = this.ckpt.entry(name);
+    if (!isDType(e.dtype) || e.dtype === 'F8_E4M3') {
+      throw new DsError('BAD_DTYPE', `${e.file}: tensor "${name}" has dtype ${e.dtype}, expected a float dtype`);
+    }
+    const t = this.read(name, shape);
+    return toF32(t.dtype, t.data);
+  }
+
+  mlp(prefix: string, inter: number): MlpWeights {
+    const D = this.cfg.hidden_size;
+    return {
+      gate_proj: this.linear(`${prefix}.gate_proj.weight`, inter, D),
+      up_proj: this.linear(`${prefix}.up_proj.weight`, inter, D),
+      down_proj: this.linear(`${prefix}.down_proj.weight`, D, inter),
+    };
+  }
+
+  attention(prefix: string): AttnWeights {
+    const c = this.cfg;
+    const D = c.hidden_size;
+    const H = c.num_attention_heads;
+    const dQk = c.qk_nope_head_dim + c.qk_rope_head_dim;
+    const lora = c.q_lora_rank > 0;
+    return {
+      q_a_proj: lora ? this.linear(`${prefix}.q_a_proj.weight`, c.q_lora_rank, D) : null,
+      q_a_layernorm: lora ? this.vector(`${prefix}.q_a_layernorm.weight`, [c.q_lora_rank]) : null,
+      q_b_proj: lora ? this.linear(`${prefix}.q_b_proj.weight`, H * dQk, c.q_lora_rank) : null,
+      q_proj: lora ? null : this.linear(`${prefix}.q_proj.weight`, H * dQk, D),
+      kv_a_proj_with_mqa: this.linear(
+        `${prefix}.kv_a_proj_with_mqa.weight`,
+        c.kv_lora_rank + c.qk_rope_head_dim,
+        D,
+      ),
+      kv_a_layernorm: this.vector(`${prefix}.kv_a_layernorm.weight`, [c.kv_lora_rank]),
+      kv_b_proj: this.linear(
+        `${prefix}.kv_b_proj.weight`,
+        H * (c.qk_nope_head_dim + c.v_head_dim),
+        c.kv_lora_rank,
+      ),
+      o_proj: this.linear(`${prefix}.o_proj.weight`, D, H * c.v_head_dim),
+    };
+  }
+
+  moe(prefix: string): MoeWeights {
+    const c = this.cfg;
+    const E = c.n_routed_experts;
+    const useBias = c.topk_method === 'noaux_tc';
+    return {
+      gate: this.linear(`${prefix}.gate.weight`, E, c.hidden_size),
+      bias: useBias ? this.vector(`${prefix}.gate.e_score_correction_bias`, [E]) : null,
+      experts: Array.from({ length: E }, (_, e) =>
+        this.mlp(`${prefix}.experts.${e}`, c.moe_intermediate_size),
+      ),
+      shared:
+        c.n_shared_experts > 0
+          ? this.mlp(`${prefix}.shared_experts`, c.n_shared_experts * c.moe_intermediate_size)
+          : null,
+    };
+  }
+
+  layer(i: number, moe: boolean): LayerWeights {
+    const p = `model.layers.${i}`;
+    const D = this.cfg.hidden_size;
+    return {
+      input_layernorm: this.vector(`${p}.input_layernorm.weight`, [D]),
+      post_attention_layernorm: this.vector(`${p}.post_attention_layernorm.weight`, [D]),
+      self_attn: this.attention(`${p}.self_attn`),
+      mlp: moe ? null : this.mlp(`${p}.mlp`, this.cfg.intermediate_size),
+      moe: moe ? this.moe(`${p}.mlp`) : null,
+    };
+  }
+
+  /** MTP module k sits at layer index num_hidden_layers + k. */
+  mtp(k: number, main: { embed: LinearWeight; head: LinearWeight }): MtpWeights {
+    const c = this.cfg;
+    const D = c.hidden_size;
+    const i = c.num_hidden_layers + k;
+    const p = `model.layers.${i}`;
+    // The released checkpoint stores copies of the main embedding and head here; a
+    // checkpoint that leaves them out shares the main ones.
+    const own = (name: string, fallback: LinearWeight) =>
+      this.ckpt.has(name) ? this.linear(name, c.vocab_size, D) : fallback;
+    return {
+      embed_tokens: own(`${p}.embed_tokens.weight`, main.embed),
+      enorm: this.vector(`${p}.enorm.weight`, [D]),
+      hnorm: this.vector(`${p}.hnorm.weight`, [D]),
+      eh_proj: this.linear(`${p}.eh_proj.weight`, D, 2 * D),
+      layer: this.layer(i, true),
+      norm: this.vector(`${p}.shared_head.norm.weight`, [D]),
+      head: own(`${p}.shared_head.head.weight`, main.head),
+    };
+  }
+}
+
+/**
+ * Load every weight the config calls for. MTP modules are loaded when `mtp` is true and
+ * the config has them (num_nextn_predict_layers).
+ */
+export function loadWeights(ckpt: Checkpoint, cfg: DeepseekConfig, opts: { mtp?: boolean } = {}): ModelWeights {
+  const L = new Loader(ckpt, cfg);
+  const D = cfg.hidden_size;
+  const embed = L.linear('model.embed_tokens.weight', cfg.vocab_size, D);
+  const head =
+    cfg.tie_word_embeddings && !ckpt.has('lm_head.weight')
+      ? embed
+      : L.linear('lm_head.weight', cfg.vocab_size, D);
+  const layers = Array.from({ length: cfg.num_hidden_layers }, (_, i) => L.layer(i, isMoeLayer(cfg, i)));
+  const nMtp = opts.mtp ? cfg.num_nextn_predict_layers : 0;
+  return {
+    embed_tokens: embed,
+    layers,
+    norm: L.vector('model.norm.weight', [D]),
+    lm_head: head,
+    mtp: Array.from({ length: nMtp }, (_, k) => L.mtp(k, { embed, head })),
+  };
+}
