@@ -1,0 +1,43 @@
+// The `dsv3` command line: picks the subcommand and turns errors into one clear line on
+// stderr and a non-zero exit code. Each command lives in its own file and stays thin.
+
+import { DsError } from '../errors.ts';
+import { UsageError } from './args.ts';
+import { logitsCommand } from './logits.ts';
+import { generateCommand } from './generate.ts';
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number> | number; help: string }> = {
+  logits: { run: logitsCommand, help: 'print the logits of a token sequence as JSON' },
+  generate: { run: generateCommand, help: 'generate a continuation of a prompt' },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.help}`);
+  return ['usage: dsv3 <command> [options]', '', 'commands:', ...lines, '', 'dsv3 <command> --help for options'].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(usage() + '\n');
+    return cmd ? 0 : 2;
+  }
+  const c = COMMANDS[cmd];
+  if (!c) {
+    process.stderr.write(`dsv3: unknown command "${cmd}"\n${usage()}\n`);
+    return 2;
+  }
+  try {
+    return await c.run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`dsv3 ${cmd}: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof DsError) {
+      process.stderr.write(`dsv3 ${cmd}: error [${e.code}]: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}
