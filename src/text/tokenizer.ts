@@ -1,0 +1,197 @@
+// The DeepSeek-V3 tokenizer: Hugging Face tokenizer.json + tokenizer_config.json, text <-> ids.
+// A thin wrapper over @huggingface/tokenizers that fixes what it gets wrong against the Rust
+// reference (BOS handling of LlamaTokenizerFast configs, lone surrogates, empty input, a slow
+// special-token skip). It does not render chat templates (chat-template.ts) or stream
+// (detokenizer.ts), and imports nothing from model/ or engine/.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { DsError } from '../errors.ts';
+
+type Json = Record<string, unknown>;
+
+/** Options for {@link Tokenizer.encode}. */
+export interface EncodeOptions {
+  /** Add BOS/EOS as transformers would with `add_special_tokens=True`. Default false. */
+  addSpecialTokens?: boolean;
+}
+
+/** Options for {@link Tokenizer.decode}. */
+export interface DecodeOptions {
+  /** Drop special tokens (BOS, EOS, pad, placeholders, `<|EOT|>`). Default false. */
+  skipSpecialTokens?: boolean;
+}
+
+function readJson(path: string): Json {
+  if (!existsSync(path)) throw new DsError('MISSING_FILE', `tokenizer file not found: ${path}`);
+  let v: unknown;
+  try {
+    v = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new DsError('BAD_CONFIG', `${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    throw new DsError('BAD_CONFIG', `${path} does not hold a JSON object`);
+  }
+  return v as Json;
+}
+
+// bos_token / eos_token are either a plain string or an AddedToken dict {content, ...}.
+function tokenContent(cfg: Json, key: string): string | null {
+  const v = cfg[key];
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && typeof (v as Json).content === 'string') {
+    return (v as Json).content as string;
+  }
+  return null;
+}
+
+// chat_template is a string, or a list of {name, template} of which 'default' is used.
+function pickChatTemplate(cfg: Json): string | null {
+  const v = cfg.chat_template;
+  if (typeof v === 'string') return v;
+  if (Array.isArray(v)) {
+    for (const t of v) {
+      if (t && typeof t === 'object' && (t as Json).name === 'default') {
+        const s = (t as Json).template;
+        if (typeof s === 'string') return s;
+      }
+    }
+  }
+  return null;
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+type MaybeWellFormed = { isWellFormed?: () => boolean; toWellFormed?: () => string };
+
+// The Rust reference sees a lone surrogate as U+FFFD before any splitting.
+function toWellFormed(text: string): string {
+  const s = text as unknown as MaybeWellFormed;
+  if (typeof s.isWellFormed === 'function' && typeof s.toWellFormed === 'function') {
+    return s.isWellFormed() ? text : s.toWellFormed();
+  }
+  return text.replace(LONE_SURROGATE, '\uFFFD');
+}
+
+/** A Hugging Face fast tokenizer (tokenizer.json) with transformers' BOS/EOS handling. */
+export class Tokenizer {
+  /** The BOS token's id. */
+  readonly bosId: number;
+  /** The EOS token's id. */
+  readonly eosId: number;
+  /** The BOS token's text, e.g. `<｜begin▁of▁sentence｜>`. */
+  readonly bosToken: string;
+  /** The EOS token's text, e.g. `<｜end▁of▁sentence｜>`. */
+  readonly eosToken: string;
+  /** One more than the largest token id, added tokens included (128815 for DeepSeek-V3). */
+  readonly vocabSize: number;
+  /** tokenizer_config.json's chat_template, or null when it has none. */
+  readonly chatTemplate: string | null;
+
+  private readonly hf: HfTokenizer;
+  private readonly special: Uint8Array; // 1 where the id is a special added token
+  private readonly known: Uint8Array; // 1 where the id maps to a token
+  private readonly addBos: boolean;
+  private readonly addEos: boolean;
+  // tokenizer_config sets add_bos_token/add_eos_token (LlamaTokenizerFast): transformers then
+  // replaces tokenizer.json's post-processor, so we add BOS/EOS ourselves.
+  private readonly ownSpecials: boolean;
+
+  private constructor(tokenizerJson: Json, tokenizerConfig: Json, where: string) {
+    try {
+      this.hf = new HfTokenizer(tokenizerJson, tokenizerConfig);
+    } catch (e) {
+      throw new DsError('BAD_CONFIG', `${where}: cannot build tokenizer: ${(e as Error).message}`);
+    }
+    const vocab = this.hf.get_vocab(true);
+    let maxId = -1;
+    for (const id of vocab.values()) if (id > maxId) maxId = id;
+    this.vocabSize = maxId + 1;
+    this.known = new Uint8Array(this.vocabSize);
+    for (const id of vocab.values()) this.known[id] = 1;
+    this.special = new Uint8Array(this.vocabSize);
+    for (const [id, t] of this.hf.get_added_tokens_decoder()) if (t.special) this.special[id] = 1;
+
+    const ids: number[] = [];
+    const toks: string[] = [];
+    for (const key of ['bos_token', 'eos_token']) {
+      const tok = tokenContent(tokenizerConfig, key);
+      if (tok === null) throw new DsError('BAD_CONFIG', `${where}: tokenizer_config has no ${key}`);
+      const id = this.hf.token_to_id(tok);
+      if (id === undefined) {
+        throw new DsError('BAD_CONFIG', `${where}: ${key} ${JSON.stringify(tok)} is not a token`);
+      }
+      ids.push(id);
+      toks.push(tok);
+    }
+    [this.bosId, this.eosId] = ids as [number, number];
+    [this.bosToken, this.eosToken] = toks as [string, string];
+    const ab = tokenizerConfig.add_bos_token;
+    const ae = tokenizerConfig.add_eos_token;
+    this.ownSpecials = typeof ab === 'boolean' || typeof ae === 'boolean';
+    this.addBos = ab === true;
+    this.addEos = ae === true;
+    this.chatTemplate = pickChatTemplate(tokenizerConfig);
+  }
+
+  /** Loads `tokenizer.json` and `tokenizer_config.json` from a checkpoint folder. */
+  static fromDir(dir: string): Tokenizer {
+    const tj = join(dir, 'tokenizer.json');
+    const tc = join(dir, 'tokenizer_config.json');
+    return new Tokenizer(readJson(tj), readJson(tc), dir);
+  }
+
+  /** Builds a tokenizer from already-parsed tokenizer.json and tokenizer_config.json objects. */
+  static fromFiles(tokenizerJson: object, tokenizerConfig: object): Tokenizer {
+    return new Tokenizer(tokenizerJson as Json, tokenizerConfig as Json, 'tokenizer');
+  }
+
+  /** Text to token ids. Added tokens (e.g. `<｜User｜>`) are matched verbatim anywhere. */
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    if (typeof text !== 'string') throw new DsError('BAD_INPUT', 'encode: text must be a string');
+    const add = opts.addSpecialTokens ?? false;
+    const body = text.length === 0
+      ? []
+      : this.hf.encode(toWellFormed(text), { add_special_tokens: add && !this.ownSpecials }).ids;
+    if (!add || !this.ownSpecials) return body;
+    if (this.addBos) body.unshift(this.bosId);
+    if (this.addEos) body.push(this.eosId);
+    return body;
+  }
+
+  /** Token ids to text; invalid or incomplete UTF-8 becomes U+FFFD. */
+  decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
+    const skip = opts.skipSpecialTokens ?? false;
+    const kept: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (!this.isValidId(id)) {
+        throw new DsError('BAD_INPUT', `decode: ids[${i}] = ${id} is not a token id`);
+      }
+      if (skip && this.special[id] === 1) continue;
+      kept.push(id);
+    }
+    if (kept.length === 0) return '';
+    return this.hf.decode(kept, { skip_special_tokens: false });
+  }
+
+  /** The vocabulary string of an id (byte-level alphabet, e.g. `Ġworld`), or undefined. */
+  idToToken(id: number): string | undefined {
+    return this.isValidId(id) ? this.hf.id_to_token(id) : undefined;
+  }
+
+  /** The id of a vocabulary string or added token, or undefined. */
+  tokenToId(token: string): number | undefined {
+    return this.hf.token_to_id(token);
+  }
+
+  /** True for special tokens, the ones `skipSpecialTokens` removes. */
+  isSpecial(id: number): boolean {
+    return this.isValidId(id) && this.special[id] === 1;
+  }
+
+  private isValidId(id: number): boolean {
+    return Number.isInteger(id) && id >= 0 && id < this.vocabSize && this.known[id] === 1;
+  }
+}
