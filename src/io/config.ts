@@ -225,3 +225,17 @@ export function loadConfig(dir: string): DeepseekConfig {
   }
   return parseConfig(raw, file);
 }
+
+/** The config.json object for a config, in Hugging Face's spelling (q_lora_rank 0 → null). */
+export function configToJson(cfg: DeepseekConfig): Record<string, unknown> {
+  const arch = cfg.model_type === 'deepseek_v3' ? 'DeepseekV3ForCausalLM' : 'DeepseekV2ForCausalLM';
+  const out: Record<string, unknown> = { architectures: [arch], ...cfg };
+  out.q_lora_rank = cfg.q_lora_rank === 0 ? null : cfg.q_lora_rank;
+  out.num_key_value_heads = cfg.num_attention_heads;
+  out.hidden_act = 'silu';
+  out.attention_bias = false;
+  if (cfg.quantization_config === null) delete out.quantization_config;
+  if (cfg.bos_token_id === null) delete out.bos_token_id;
+  if (cfg.eos_token_id === null) delete out.eos_token_id;
+  return out;
+}

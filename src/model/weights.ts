@@ -74,11 +74,22 @@ export function isMoeLayer(cfg: DeepseekConfig, i: number): boolean {
 
 const MATRIX_DTYPES = new Set(['F32', 'BF16', 'F16', 'F8_E4M3']);
 
-class Loader {
+/** Where the walker below gets tensors from: a checkpoint, or a recorder of names. */
+interface TensorSource {
+  has(name: string): boolean;
+  linear(name: string, rows: number, cols: number): LinearWeight;
+  vector(name: string, shape: number[]): Float32Array;
+}
+
+class CheckpointSource implements TensorSource {
   constructor(
     readonly ckpt: Checkpoint,
     readonly cfg: DeepseekConfig,
   ) {}
+
+  has(name: string): boolean {
+    return this.ckpt.has(name);
+  }
 
   private read(name: string, shape: number[]): RawTensor {
     const e = this.ckpt.entry(name);
@@ -91,7 +102,6 @@ class Loader {
     return this.ckpt.read(name);
   }
 
-  /** A [rows, cols] matrix in its stored dtype (FP8 with its block scales). */
   linear(name: string, rows: number, cols: number): LinearWeight {
     const e = this.ckpt.entry(name);
     if (!MATRIX_DTYPES.has(e.dtype) || !isDType(e.dtype)) {
@@ -107,7 +117,7 @@ class Loader {
         return { dtype: t.dtype, rows, cols, data: new Uint16Array(bytes.buffer, bytes.byteOffset, rows * cols) };
       case 'F8_E4M3': {
         const block = this.cfg.quantization_config?.weight_block_size ?? [128, 128];
-        const sName = name.replace(/\.weight$/, '.weight_scale_inv');
+        const sName = scaleName(name);
         if (!this.ckpt.has(sName)) {
           throw new DsError('MISSING_TENSOR', `${e.file}: FP8 tensor "${name}" has no "${sName}" block scales`);
         }
@@ -118,7 +128,6 @@ class Loader {
     }
   }
 
-  /** A small tensor (norm weight, bias, block scales) widened to float32. */
   vector(name: string, shape: number[]): Float32Array {
     const e = this.ckpt.entry(name);
     if (!isDType(e.dtype) || e.dtype === 'F8_E4M3') {
@@ -126,6 +135,51 @@ class Loader {
     }
     const t = this.read(name, shape);
     return toF32(t.dtype, t.data);
+  }
+}
+
+/** The FP8 block-scale tensor that goes with a weight. */
+export function scaleName(weightName: string): string {
+  return weightName.replace(/\.weight$/, '.weight_scale_inv');
+}
+
+/** One tensor of the checkpoint table: a matrix (quantisable) or a vector (norm, bias). */
+export interface TensorSlot {
+  name: string;
+  shape: number[];
+  kind: 'matrix' | 'vector';
+}
+
+class Recorder implements TensorSource {
+  readonly slots: TensorSlot[] = [];
+  constructor(readonly cfg: DeepseekConfig) {}
+  /** A full checkpoint: everything but an lm_head that is tied to the embedding. */
+  has(name: string): boolean {
+    return !(name === 'lm_head.weight' && this.cfg.tie_word_embeddings);
+  }
+  linear(name: string, rows: number, cols: number): LinearWeight {
+    this.slots.push({ name, shape: [rows, cols], kind: 'matrix' });
+    return { dtype: 'F32', rows, cols, data: new Float32Array(0) };
+  }
+  vector(name: string, shape: number[]): Float32Array {
+    this.slots.push({ name, shape, kind: 'vector' });
+    return new Float32Array(0);
+  }
+}
+
+/** Builds the model's weight structure from tensor names: the one checkpoint name table. */
+class Walker {
+  constructor(
+    readonly src: TensorSource,
+    readonly cfg: DeepseekConfig,
+  ) {}
+
+  linear(name: string, rows: number, cols: number): LinearWeight {
+    return this.src.linear(name, rows, cols);
+  }
+
+  vector(name: string, shape: number[]): Float32Array {
+    return this.src.vector(name, shape);
   }
 
   mlp(prefix: string, inter: number): MlpWeights {
@@ -201,7 +255,7 @@ class Loader {
     // The released checkpoint stores copies of the main embedding and head here; a
     // checkpoint that leaves them out shares the main ones.
     const own = (name: string, fallback: LinearWeight) =>
-      this.ckpt.has(name) ? this.linear(name, c.vocab_size, D) : fallback;
+      this.src.has(name) ? this.linear(name, c.vocab_size, D) : fallback;
     return {
       embed_tokens: own(`${p}.embed_tokens.weight`, main.embed),
       enorm: this.vector(`${p}.enorm.weight`, [D]),
@@ -219,15 +273,26 @@ class Loader {
  * the config has them (num_nextn_predict_layers).
  */
 export function loadWeights(ckpt: Checkpoint, cfg: DeepseekConfig, opts: { mtp?: boolean } = {}): ModelWeights {
-  const L = new Loader(ckpt, cfg);
+  return walk(new CheckpointSource(ckpt, cfg), cfg, opts.mtp ?? false);
+}
+
+/** Every tensor a checkpoint of this config holds (FP8 scales not included), in load order. */
+export function tensorTable(cfg: DeepseekConfig, opts: { mtp?: boolean } = {}): TensorSlot[] {
+  const r = new Recorder(cfg);
+  walk(r, cfg, opts.mtp ?? true);
+  return r.slots;
+}
+
+function walk(src: TensorSource, cfg: DeepseekConfig, mtp: boolean): ModelWeights {
+  const L = new Walker(src, cfg);
   const D = cfg.hidden_size;
   const embed = L.linear('model.embed_tokens.weight', cfg.vocab_size, D);
   const head =
-    cfg.tie_word_embeddings && !ckpt.has('lm_head.weight')
+    cfg.tie_word_embeddings && !src.has('lm_head.weight')
       ? embed
       : L.linear('lm_head.weight', cfg.vocab_size, D);
   const layers = Array.from({ length: cfg.num_hidden_layers }, (_, i) => L.layer(i, isMoeLayer(cfg, i)));
-  const nMtp = opts.mtp ? cfg.num_nextn_predict_layers : 0;
+  const nMtp = mtp ? cfg.num_nextn_predict_layers : 0;
   return {
     embed_tokens: embed,
     layers,
