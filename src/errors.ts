@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   MISSING_TENSOR: 'the checkpoint lacks a tensor the config requires',
   BAD_INPUT: 'token ids, options or other user input are invalid',
   CONTEXT_OVERFLOW: 'the sequence is longer than the model or cache allows',
+  QUEUE_FULL: 'the server is at capacity; retry later',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
