@@ -8,8 +8,8 @@ import type { DeepseekV3 } from '../model/deepseek-v3.ts';
 import type { SequenceCache } from '../model/cache.ts';
 import { DsError } from '../errors.ts';
 
-/** Chooses the next token of sequence `seq` from its logits [vocab]. */
-export type TokenPicker = (logits: Float32Array, history: readonly number[], seq: number) => number;
+/** Chooses the next token of a sequence from its logits [vocab] and its ids so far. */
+export type TokenPicker = (logits: Float32Array, history: readonly number[]) => number;
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -72,7 +72,7 @@ export function generate(model: DeepseekV3, prompts: number[][], opts: GenerateO
     const next: number[] = [];
     for (const [j, i] of active.entries()) {
       const logits = r.logits.subarray(j * V, (j + 1) * V);
-      const id = pick(logits, history[i], i);
+      const id = pick(logits, history[i]);
       out[i].push(id);
       history[i].push(id);
       const keep = opts.onToken?.(i, id, logits) !== false;

@@ -1,0 +1,134 @@
+// Text in, streamed text out: the pipeline that the CLI and the server share. It samples
+// each sequence with its own seeded Sampler on top of the token-id Scheduler, turns ids into
+// text with a StreamingDetokenizer (never a broken UTF-8 character), and cuts the stream at
+// stop strings (StopMatcher) or at EOS. It sits above engine/ and text/ and below cli/ and
+// server/, which only add their input and output formats.
+
+import type { Scheduler, FinishReason } from '../engine/scheduler.ts';
+import { Sampler, logprobs as logSoftmax, type SamplingParams } from '../engine/sampler.ts';
+import { StreamingDetokenizer } from '../text/detokenizer.ts';
+import { StopMatcher } from '../text/stop.ts';
+import type { Tokenizer } from '../text/tokenizer.ts';
+
+export interface TopLogprob {
+  id: number;
+  token: string;
+  logprob: number;
+}
+
+export interface TokenLogprob extends TopLogprob {
+  /** The most likely alternatives, best first. */
+  top: TopLogprob[];
+}
+
+export interface TextDelta {
+  text: string;
+  /** Ids generated since the last delta (text may lag ids by a partial character). */
+  ids: number[];
+  logprobs?: TokenLogprob[];
+}
+
+export interface CompletionOptions {
+  maxTokens: number;
+  sampling?: SamplingParams;
+  stop?: string[];
+  /** Report each chosen token's logprob and this many alternatives (undefined: none). */
+  topLogprobs?: number;
+  /** Called as text becomes safe to show. */
+  onDelta?: (d: TextDelta) => void;
+}
+
+export interface CompletionResult {
+  text: string;
+  ids: number[];
+  finish: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+  ttftMs: number;
+  totalMs: number;
+  logprobs?: TokenLogprob[];
+  error?: Error;
+}
+
+export interface Completion {
+  cancel(): void;
+  done: Promise<CompletionResult>;
+}
+
+function topK(lp: Float32Array, k: number, tok: Tokenizer): TopLogprob[] {
+  const idx: number[] = [];
+  for (let i = 0; i < lp.length; i++) {
+    if (idx.length < k || lp[i] > lp[idx[idx.length - 1]]) {
+      idx.push(i);
+      idx.sort((a, b) => lp[b] - lp[a] || a - b);
+      if (idx.length > k) idx.pop();
+    }
+  }
+  return idx.map((id) => ({ id, token: tok.decode([id]), logprob: lp[id] }));
+}
+
+/** Submit a prompt (token ids) and stream its completion as text. */
+export function startCompletion(
+  sched: Scheduler,
+  tok: Tokenizer,
+  promptIds: number[],
+  opts: CompletionOptions,
+): Completion {
+  const sampler = new Sampler(opts.sampling ?? {});
+  const detok = new StreamingDetokenizer(tok, { skipSpecialTokens: true });
+  const stops = new StopMatcher(opts.stop ?? []);
+  const ids: number[] = [];
+  const lps: TokenLogprob[] = [];
+  let text = '';
+  let pendingIds: number[] = [];
+  let pendingLps: TokenLogprob[] = [];
+
+  const emit = (chunk: string) => {
+    if (!chunk && pendingIds.length === 0) return;
+    text += chunk;
+    const d: TextDelta = { text: chunk, ids: pendingIds };
+    if (opts.topLogprobs !== undefined) d.logprobs = pendingLps;
+    pendingIds = [];
+    pendingLps = [];
+    if (chunk || d.ids.length) opts.onDelta?.(d);
+  };
+
+  let handle: { cancel(): void } | null = null;
+  const done = new Promise<CompletionResult>((resolve) => {
+    handle = sched.submit({
+      prompt: promptIds,
+      maxNewTokens: opts.maxTokens,
+      pick: (logits, history) => sampler.sample(logits, history),
+      stopIds: [tok.eosId],
+      onToken: (id, logits) => {
+        ids.push(id);
+        pendingIds.push(id);
+        if (opts.topLogprobs !== undefined) {
+          const lp = logSoftmax(logits);
+          const entry = { id, token: tok.decode([id]), logprob: lp[id], top: topK(lp, opts.topLogprobs, tok) };
+          lps.push(entry);
+          pendingLps.push(entry);
+        }
+        const r = stops.push(detok.push(id));
+        emit(r.emit);
+        return !r.stopped;
+      },
+      onDone: (r) => {
+        if (!stops.stopped) emit(stops.push(detok.flush()).emit + (stops.stopped ? '' : stops.flush()));
+        else emit('');
+        resolve({
+          text,
+          ids,
+          finish: r.finish,
+          promptTokens: r.promptTokens,
+          completionTokens: r.completionTokens,
+          ttftMs: r.ttftMs,
+          totalMs: r.totalMs,
+          logprobs: opts.topLogprobs !== undefined ? lps : undefined,
+          error: r.error,
+        });
+      },
+    });
+  });
+  return { cancel: () => handle?.cancel(), done };
+}
