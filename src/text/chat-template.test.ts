@@ -95,7 +95,8 @@ test('valid messages render; raise_exception and tojson behave as in transformer
     '{% endif %}ok';
   assert.equal(renderChat(raising, [{ role: 'user', content: 'a' }], OPTS), 'ok');
   assert.throws(() => renderChat(raising, [{ role: 'system', content: 'a' }], OPTS),
-    (e: unknown) => e instanceof DsError && e.code === 'BAD_INPUT' && /first must be user/.test(e.message));
+    (e: unknown) => e instanceof DsError && e.code === 'BAD_INPUT' &&
+      /first must be user/.test(e.message));
   const json = '{{ bos_token }}{{ tools | tojson }}{% if add_generation_prompt %}>{% endif %}';
   assert.equal(renderChat(json, [], { ...OPTS, tools: [{ name: 'é', n: [1, 2] }],
     addGenerationPrompt: true }), '<s>[{"name": "é", "n": [1, 2]}]>');

@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { Tokenizer } from './tokenizer.ts';
 import { DsError } from '../errors.ts';
 
@@ -99,12 +100,32 @@ test('fromFiles builds the same tokenizer from parsed objects', { skip }, () => 
   const tc = JSON.parse(readFileSync(join(MODEL, 'tokenizer_config.json'), 'utf8'));
   const t = Tokenizer.fromFiles(tj, tc);
   const text = 'Hello, 世界! <｜User｜>12345';
-  assert.deepEqual(t.encode(text, { addSpecialTokens: true }), tok().encode(text, { addSpecialTokens: true }));
+  const withBos = { addSpecialTokens: true };
+  assert.deepEqual(t.encode(text, withBos), tok().encode(text, withBos));
   // Without add_bos_token in the config the post-processor (ByteLevel) adds nothing.
   const bare = Tokenizer.fromFiles(tj, { ...tc, add_bos_token: undefined, add_eos_token: undefined });
   assert.deepEqual(bare.encode('Hello', { addSpecialTokens: true }), tok().encode('Hello'));
   const eos = Tokenizer.fromFiles(tj, { ...tc, add_eos_token: true });
   assert.deepEqual(eos.encode('Hello', { addSpecialTokens: true }), [0, ...tok().encode('Hello'), 1]);
+});
+
+test('own byte-level decoding agrees with @huggingface/tokenizers on random ids', { skip }, () => {
+  const tj = JSON.parse(readFileSync(join(MODEL, 'tokenizer.json'), 'utf8'));
+  const tc = JSON.parse(readFileSync(join(MODEL, 'tokenizer_config.json'), 'utf8'));
+  const hf = new HfTokenizer(tj, tc);
+  const t = tok();
+  let x = 12345;
+  const rand = (n: number) => { // LCG: fixed, reproducible cases
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    return x % n;
+  };
+  for (let c = 0; c < 300; c++) {
+    const ids = Array.from({ length: 1 + rand(60) }, () =>
+      rand(10) === 0 ? 128000 + rand(t.vocabSize - 128000) : rand(128000));
+    assert.equal(t.decode(ids), hf.decode(ids), `case ${c}: ${ids}`);
+    assert.equal(t.decode(ids, { skipSpecialTokens: true }),
+      hf.decode(ids, { skip_special_tokens: true }), `case ${c} skipping: ${ids}`);
+  }
 });
 
 test('fromDir on a folder without tokenizer.json: MISSING_FILE naming the path', () => {

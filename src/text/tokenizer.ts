@@ -1,7 +1,8 @@
 // The DeepSeek-V3 tokenizer: Hugging Face tokenizer.json + tokenizer_config.json, text <-> ids.
 // A thin wrapper over @huggingface/tokenizers that fixes what it gets wrong against the Rust
-// reference (BOS handling of LlamaTokenizerFast configs, lone surrogates, empty input, a slow
-// special-token skip). It does not render chat templates (chat-template.ts) or stream
+// reference (BOS handling of LlamaTokenizerFast configs, lone surrogates, empty input) or does
+// slowly (its byte-level decoder scans all 818 added tokens per token, so byte-level decoding
+// is done here). It does not render chat templates (chat-template.ts) or stream
 // (detokenizer.ts), and imports nothing from model/ or engine/.
 
 import { existsSync, readFileSync } from 'node:fs';
@@ -74,6 +75,72 @@ function toWellFormed(text: string): string {
   return text.replace(LONE_SURROGATE, '\uFFFD');
 }
 
+// GPT-2's bytes_to_unicode, reversed: vocabulary character code -> byte (-1: not a byte char).
+const CHAR_TO_BYTE: Int16Array = (() => {
+  const t = new Int16Array(324).fill(-1);
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
+    t[printable ? b : 256 + n++] = b;
+  }
+  return t;
+})();
+
+// The ByteLevel decoder as in tokenizers: the bytes of consecutive vocabulary tokens are
+// joined and decoded lossily; an added token ends that run and contributes its own text.
+class ByteLevelDecoder {
+  private readonly cache = new Map<number, Uint8Array>();
+  private readonly td = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+  private buf = new Uint8Array(1024);
+
+  constructor(
+    private readonly tokenOf: (id: number) => string,
+    private readonly added: ReadonlyMap<number, string>,
+  ) {}
+
+  decode(ids: number[]): string {
+    let out = '';
+    let len = 0;
+    for (const id of ids) {
+      const text = this.added.get(id);
+      if (text !== undefined) {
+        if (len > 0) out += this.td.decode(this.buf.subarray(0, len));
+        len = 0;
+        out += text;
+        continue;
+      }
+      const b = this.bytesOf(id);
+      if (len + b.length > this.buf.length) {
+        const bigger = new Uint8Array(Math.max(2 * this.buf.length, len + b.length));
+        bigger.set(this.buf.subarray(0, len));
+        this.buf = bigger;
+      }
+      this.buf.set(b, len);
+      len += b.length;
+    }
+    if (len > 0) out += this.td.decode(this.buf.subarray(0, len));
+    return out;
+  }
+
+  private bytesOf(id: number): Uint8Array {
+    let b = this.cache.get(id);
+    if (b) return b;
+    const tok = this.tokenOf(id);
+    b = new Uint8Array(tok.length);
+    let ok = true;
+    for (let i = 0; i < tok.length; i++) {
+      const c = tok.charCodeAt(i);
+      const v = c < CHAR_TO_BYTE.length ? CHAR_TO_BYTE[c]! : -1;
+      if (v < 0) { ok = false; break; }
+      b[i] = v;
+    }
+    // A token outside the byte alphabet stands for its own UTF-8 bytes (as in tokenizers).
+    if (!ok) b = new TextEncoder().encode(tok);
+    this.cache.set(id, b);
+    return b;
+  }
+}
+
 /** A Hugging Face fast tokenizer (tokenizer.json) with transformers' BOS/EOS handling. */
 export class Tokenizer {
   /** The BOS token's id. */
@@ -97,6 +164,7 @@ export class Tokenizer {
   // tokenizer_config sets add_bos_token/add_eos_token (LlamaTokenizerFast): transformers then
   // replaces tokenizer.json's post-processor, so we add BOS/EOS ourselves.
   private readonly ownSpecials: boolean;
+  private readonly byteLevel: ByteLevelDecoder | null;
 
   private constructor(tokenizerJson: Json, tokenizerConfig: Json, where: string) {
     try {
@@ -133,6 +201,15 @@ export class Tokenizer {
     this.addBos = ab === true;
     this.addEos = ae === true;
     this.chatTemplate = pickChatTemplate(tokenizerConfig);
+
+    const decoder = tokenizerJson.decoder as Json | null | undefined;
+    if (decoder?.type === 'ByteLevel' && tokenizerConfig.clean_up_tokenization_spaces === false) {
+      const added = new Map<number, string>();
+      for (const [id, t] of this.hf.get_added_tokens_decoder()) added.set(id, t.content);
+      this.byteLevel = new ByteLevelDecoder((id) => this.hf.id_to_token(id) ?? '', added);
+    } else {
+      this.byteLevel = null;
+    }
   }
 
   /** Loads `tokenizer.json` and `tokenizer_config.json` from a checkpoint folder. */
@@ -173,6 +250,7 @@ export class Tokenizer {
       kept.push(id);
     }
     if (kept.length === 0) return '';
+    if (this.byteLevel) return this.byteLevel.decode(kept);
     return this.hf.decode(kept, { skip_special_tokens: false });
   }
 
