@@ -1,46 +1,122 @@
-// `dsv3 generate`: continue a prompt. The --ids form takes and prints token ids:
+// `dsv3 generate`: continue prompts.
+//   dsv3 generate [--model DIR] "prompt"            stream the completion as text
+//   dsv3 generate ... --chat "question"              wrap the prompt in the chat template
+//   dsv3 generate ... --input-file F                 one prompt per line, run as one batch
+//   dsv3 generate ... --json                         {"text": "…", "ids": […]} per prompt
 //   dsv3 generate --model DIR --ids 1,2,3 --max-new-tokens 16 --temperature 0 --json
-//   → {"ids": [generated ids only]}
-// Used by checks outside the test suite: keep that output format stable.
+//                                                    → {"ids": [generated ids only]}
+// The --ids form is used by checks outside the test suite: keep its output stable.
 
+import { readFileSync } from 'node:fs';
+import { Scheduler } from '../engine/scheduler.ts';
+import { startCompletion, type CompletionResult } from '../pipeline/completion.ts';
+import { DsError } from '../errors.ts';
+import { MODEL_OPTIONS, UsageError, attnOption, idsOption, intOption, loadModel, parse } from './args.ts';
+import { SAMPLING_OPTIONS, chatPrompt, loadTokenizer, modelDir, samplingParams } from './text.ts';
 import { generate } from '../engine/generate.ts';
-import {
-  MODEL_OPTIONS,
-  UsageError,
-  attnOption,
-  floatOption,
-  idsOption,
-  intOption,
-  loadModel,
-  parse,
-  requireModel,
-} from './args.ts';
+import { Sampler } from '../engine/sampler.ts';
 
-const HELP = `usage: dsv3 generate --model DIR --ids 1,2,3 [--max-new-tokens N] [--temperature 0] [--json]
-  [--attn absorb|naive] [--kernels auto|native|ref] [--threads N]`;
+const HELP = `usage: dsv3 generate [--model DIR] "prompt" [options]
+       dsv3 generate [--model DIR] --input-file F [options]     (one prompt per line, one batch)
+       dsv3 generate --model DIR --ids 1,2,3 [options]          (token ids in and out)
+options:
+  --chat                    apply the chat template to the prompt (a single user message)
+  --max-new-tokens N        default 128 (16 with --ids)
+  --temperature T           default 0.6; 0 is greedy
+  --top-k K --top-p P --min-p P --seed S
+  --repetition-penalty R --frequency-penalty F --presence-penalty P
+  --stop TEXT               stop string (repeatable)
+  --json                    print {"text", "ids"} (or {"ids"} with --ids) instead of streaming
+  --kernels auto|native|ref --threads N --attn absorb|naive`;
 
-export function generateCommand(argv: string[]): number {
-  const { values } = parse(argv, {
-    ...MODEL_OPTIONS,
-    ids: { type: 'string' },
-    'max-new-tokens': { type: 'string' },
-    temperature: { type: 'string' },
-    attn: { type: 'string' },
-    json: { type: 'boolean' },
-  });
+export async function generateCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    {
+      ...MODEL_OPTIONS,
+      ...SAMPLING_OPTIONS,
+      ids: { type: 'string' },
+      attn: { type: 'string' },
+      json: { type: 'boolean' },
+      chat: { type: 'boolean' },
+      'input-file': { type: 'string' },
+    },
+    true,
+  );
   if (values.help) {
     process.stdout.write(HELP + '\n');
     return 0;
   }
-  const dir = requireModel(values.model);
-  if (values.ids === undefined) throw new UsageError('--ids is required (text prompts come with the tokenizer)');
-  const ids = idsOption(values.ids);
-  const maxNew = intOption(values['max-new-tokens'], 'max-new-tokens', 16);
-  const temperature = floatOption(values.temperature, 'temperature', 0);
-  if (temperature !== 0) throw new UsageError('only --temperature 0 (greedy) is available for now');
+  const dir = modelDir(values.model);
+  const sampling = samplingParams(values);
+
+  if (values.ids !== undefined) {
+    if (positionals.length || values['input-file']) throw new UsageError('--ids takes no text prompt');
+    const ids = idsOption(values.ids);
+    const model = loadModel(dir, { ...values, mtp: false });
+    const sampler = new Sampler({ ...sampling, temperature: sampling.temperature });
+    const res = generate(model, [ids], {
+      maxNewTokens: intOption(values['max-new-tokens'], 'max-new-tokens', 16),
+      attn: attnOption(values.attn),
+      pick: (logits, history) => sampler.sample(logits, history),
+    });
+    if (values.json) process.stdout.write(JSON.stringify({ ids: res.ids[0] }) + '\n');
+    else process.stdout.write(res.ids[0].join(',') + '\n');
+    return 0;
+  }
+
+  let prompts: string[];
+  if (values['input-file']) {
+    if (positionals.length) throw new UsageError('give either a prompt or --input-file, not both');
+    prompts = readFileSync(values['input-file'], 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '');
+    if (prompts.length === 0) throw new DsError('BAD_INPUT', `${values['input-file']}: no prompts in the file`);
+  } else {
+    if (positionals.length !== 1) throw new UsageError('give one prompt (quote it), or --input-file F');
+    prompts = [positionals[0]];
+  }
+
+  const tok = loadTokenizer(dir);
+  const promptIds = prompts.map((p) =>
+    values.chat
+      ? tok.encode(chatPrompt(tok, [{ role: 'user', content: p }], true))
+      : tok.encode(p, { addSpecialTokens: true }),
+  );
   const model = loadModel(dir, { ...values, mtp: false });
-  const res = generate(model, [ids], { maxNewTokens: maxNew, attn: attnOption(values.attn) });
-  if (values.json) process.stdout.write(JSON.stringify({ ids: res.ids[0] }) + '\n');
-  else process.stdout.write(res.ids[0].join(',') + '\n');
+  const max = model.cfg.max_position_embeddings;
+  promptIds.forEach((ids, i) => {
+    if (ids.length >= max) {
+      throw new DsError('CONTEXT_OVERFLOW', `prompt ${i + 1} has ${ids.length} tokens; the model's context is ${max}`);
+    }
+  });
+
+  // All prompts go into one scheduler batch: one forward pass per step for all of them.
+  const sched = new Scheduler(model, { maxBatch: promptIds.length, maxQueue: promptIds.length });
+  const maxTokens = intOption(values['max-new-tokens'], 'max-new-tokens', 128);
+  const stream = !values.json && prompts.length === 1;
+  const runs = promptIds.map((ids, i) =>
+    startCompletion(sched, tok, ids, {
+      maxTokens,
+      sampling: sampling.seed === undefined ? sampling : { ...sampling, seed: sampling.seed + i },
+      stop: values.stop,
+      onDelta: stream ? (d) => void process.stdout.write(d.text) : undefined,
+    }),
+  );
+  const onSigint = () => runs.forEach((r) => r.cancel());
+  process.once('SIGINT', onSigint);
+  let results: CompletionResult[];
+  try {
+    results = await Promise.all(runs.map((r) => r.done));
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+  for (const [i, r] of results.entries()) {
+    if (r.error) throw r.error;
+    if (values.json) process.stdout.write(JSON.stringify({ text: r.text, ids: r.ids }) + '\n');
+    else if (stream) process.stdout.write('\n');
+    else process.stdout.write(`${i > 0 ? '\n' : ''}### ${prompts[i]}\n${r.text}\n`);
+  }
+  const tokens = results.reduce((n, r) => n + r.completionTokens, 0);
+  const secs = Math.max(...results.map((r) => r.totalMs)) / 1e3;
+  process.stderr.write(`dsv3: ${tokens} tokens in ${secs.toFixed(2)} s (${(tokens / secs).toFixed(1)} tok/s)\n`);
   return 0;
 }

@@ -5,10 +5,14 @@ import { DsError } from '../errors.ts';
 import { UsageError } from './args.ts';
 import { logitsCommand } from './logits.ts';
 import { generateCommand } from './generate.ts';
+import { chatCommand } from './chat.ts';
+import { tokenizeCommand } from './tokenize.ts';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number> | number; help: string }> = {
   logits: { run: logitsCommand, help: 'print the logits of a token sequence as JSON' },
   generate: { run: generateCommand, help: 'generate a continuation of a prompt' },
+  chat: { run: chatCommand, help: 'talk to a model in the terminal' },
+  tokenize: { run: tokenizeCommand, help: 'text or a chat (JSON messages) to token ids' },
 };
 
 function usage(): string {

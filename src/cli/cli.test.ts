@@ -1,0 +1,120 @@
+// The dsv3 command as users and outside checks run it: a real process per invocation.
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync, mkdirSync, copyFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { GOLDEN_DIR, GOLDEN_MISSING, REPO_ROOT, goldenModelDir, logitTolerance, maxAbs, maxAbsDiff, readJson } from '../../test/helpers/golden.ts';
+import { tempDir, textCheckpoint } from '../../test/helpers/fixtures.ts';
+
+const BIN = join(REPO_ROOT, 'bin/dsv3.js');
+
+function dsv3(args: string[], input?: string) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { input, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+function ok(args: string[], input?: string) {
+  const r = dsv3(args, input);
+  assert.equal(r.code, 0, `dsv3 ${args.join(' ')} failed:\n${r.err}`);
+  return r.out;
+}
+
+describe('dsv3 CLI', () => {
+  it('logits --mtp prints the reference logits and MTP logits', { skip: GOLDEN_MISSING }, () => {
+    const dir = goldenModelDir('v3-tiny');
+    const g = readJson(join(dir, 'golden.json'));
+    const c = g.cases[1];
+    const out = JSON.parse(ok(['logits', '--model', dir, '--ids', c.prompt.join(','), '--mtp']));
+    const tol = logitTolerance('F32', maxAbs(c.logits_all));
+    assert.ok(maxAbsDiff(out.logits.flat(), c.logits_all) <= tol);
+    assert.equal(out.mtp_logits.length, c.prompt.length - 1);
+    assert.ok(maxAbsDiff(out.mtp_logits.flat(), c.mtp_logits) <= tol);
+  });
+
+  it('generate --ids --temperature 0 --json prints the reference greedy ids', { skip: GOLDEN_MISSING }, () => {
+    const dir = goldenModelDir('v3-fp8');
+    const c = readJson(join(dir, 'golden.json')).cases[0];
+    const args = ['generate', '--model', dir, '--ids', c.prompt.join(','), '--max-new-tokens', '16'];
+    const out = ok([...args, '--temperature', '0', '--json', '--attn', 'naive']);
+    assert.deepEqual(JSON.parse(out), { ids: c.greedy });
+  });
+
+  describe('with a tokenizer', () => {
+    const dir = textCheckpoint();
+
+    it('generate streams text; a seed reproduces it; --json gives text and ids', () => {
+      const a = ok(['generate', '--model', dir, 'The jury said', '--max-new-tokens', '8', '--seed', '5']);
+      const b = ok(['generate', '--model', dir, 'The jury said', '--max-new-tokens', '8', '--seed', '5']);
+      assert.equal(a, b);
+      const j = JSON.parse(ok(['generate', '--model', dir, 'The jury said', '--max-new-tokens', '8', '--seed', '5', '--json']));
+      assert.equal(j.ids.length, 8);
+      assert.equal(a, j.text + '\n');
+    });
+
+    it('generate --input-file runs every prompt and prints one JSON line each', () => {
+      const f = join(tempDir(), 'prompts.txt');
+      writeFileSync(f, 'first prompt\nsecond one\n\nthird\n');
+      const lines = ok(['generate', '--model', dir, '--input-file', f, '--max-new-tokens', '4', '--json', '--temperature', '0'])
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      assert.equal(lines.length, 3);
+      const solo = JSON.parse(ok(['generate', '--model', dir, 'second one', '--max-new-tokens', '4', '--json', '--temperature', '0']));
+      assert.deepEqual(lines[1], solo);
+    });
+
+    it('tokenize matches the golden tokenizer and chat cases', { skip: GOLDEN_MISSING }, () => {
+      const enc = readJson(join(GOLDEN_DIR, 'tokenizer/encode.json')).cases;
+      for (const c of enc.slice(0, 3)) {
+        assert.deepEqual(JSON.parse(ok(['tokenize', '--model', dir], c.text)).ids, c.ids);
+        assert.deepEqual(JSON.parse(ok(['tokenize', '--model', dir, '--add-special-tokens'], c.text)).ids, c.ids_with_special);
+      }
+      const chat = readJson(join(GOLDEN_DIR, 'tokenizer/chat.json')).cases;
+      for (const c of chat.slice(0, 4)) {
+        const f = join(tempDir(), 'm.json');
+        writeFileSync(f, JSON.stringify(c.messages));
+        const args = ['tokenize', '--model', dir, '--chat', f];
+        if (c.add_generation_prompt) args.push('--add-generation-prompt');
+        assert.deepEqual(JSON.parse(ok(args)), { text: c.rendered, ids: c.ids });
+      }
+    });
+
+    it('chat keeps a conversation, /clear and /exit work', () => {
+      const out = ok(['chat', '--model', dir, '--max-new-tokens', '4', '--seed', '1'], 'hello\nand again\n/clear\n/exit\n');
+      assert.match(out, /conversation cleared/);
+      assert.equal((out.match(/> /g) ?? []).length >= 3, true);
+    });
+
+    it('refuses bad input with a clear error and a non-zero exit code', () => {
+      const bad = join(tempDir(), 'bad.json');
+      writeFileSync(bad, JSON.stringify([{ role: 'wizard', content: 'hi' }]));
+      let r = dsv3(['tokenize', '--model', dir, '--chat', bad]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.err, /messages\[0\]\.role/);
+
+      writeFileSync(bad, JSON.stringify([{ role: 'user' }]));
+      r = dsv3(['tokenize', '--model', dir, '--chat', bad]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.err, /messages\[0\]\.content/);
+
+      r = dsv3(['generate', '--model', dir, 'word '.repeat(600), '--max-new-tokens', '2']);
+      assert.notEqual(r.code, 0);
+      assert.match(r.err, /CONTEXT_OVERFLOW.*context is 512/);
+
+      const noTok = tempDir();
+      mkdirSync(noTok, { recursive: true });
+      for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(dir, f), join(noTok, f));
+      r = dsv3(['generate', '--model', noTok, 'hello']);
+      assert.notEqual(r.code, 0);
+      assert.match(r.err, /tokenizer\.json.*not found/);
+
+      r = dsv3(['frobnicate']);
+      assert.equal(r.code, 2);
+      r = dsv3(['generate', '--model', dir, '--ids', '1,x']);
+      assert.equal(r.code, 2);
+      assert.match(r.err, /--ids/);
+    });
+  });
+});
