@@ -1,8 +1,8 @@
 // Next-token sampling from logits: penalties, temperature, top-k / top-p / min-p, and a seeded
-// PRNG (xoshiro128**), plus log-softmax for logprobs. Works on token ids and logits only; it
+// PRNG (tensor/random.ts), plus log-softmax for logprobs. Works on token ids and logits only; it
 // knows nothing of text, tokenizers or the model.
 
-import { getRandomValues } from 'node:crypto';
+import { Rng } from '../tensor/random.ts';
 import { DsError } from '../errors.ts';
 
 /** How to pick the next token. Every field is optional; defaults make plain sampling at T=1. */
@@ -47,62 +47,6 @@ function checkParams(p: SamplingParams): void {
   num('seed', (v) => Number.isSafeInteger(v), 'a safe integer');
 }
 
-// splitmix32, used only to spread a seed over xoshiro128**'s four words of state.
-function splitmix32(x: number): [number, number] {
-  x = (x + 0x9e3779b9) | 0;
-  let z = x;
-  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-  return [x, (z ^ (z >>> 16)) >>> 0];
-}
-
-/** xoshiro128** (Blackman & Vigna): small, fast, well-tested 32-bit PRNG. */
-export class Xoshiro128 {
-  private s: Uint32Array;
-
-  /** Seeds from a safe integer (both 32-bit halves used), or from crypto randomness. */
-  constructor(seed?: number) {
-    this.s = new Uint32Array(4);
-    if (seed === undefined) {
-      do getRandomValues(this.s); while ((this.s[0]! | this.s[1]! | this.s[2]! | this.s[3]!) === 0);
-      return;
-    }
-    const hi = Math.floor(seed / 0x100000000) | 0;
-    let x = (seed | 0) ^ Math.imul(hi, 0x5bd1e995);
-    for (let i = 0; i < 4; i++) {
-      const [nx, out] = splitmix32(x);
-      x = nx;
-      this.s[i] = out;
-    }
-    if ((this.s[0]! | this.s[1]! | this.s[2]! | this.s[3]!) === 0) this.s[0] = 1;
-  }
-
-  /** The next 32-bit unsigned integer. */
-  nextU32(): number {
-    const s = this.s;
-    const r = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
-    const t = s[1] << 9;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return r;
-  }
-
-  /** A uniform double in [0, 1) with 53 random bits. */
-  nextFloat(): number {
-    const a = this.nextU32() >>> 5; // 27 bits
-    const b = this.nextU32() >>> 6; // 26 bits
-    return (a * 67108864 + b) / 9007199254740992;
-  }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
-}
-
 /** Log-softmax of logits (natural log), computed in float64; -Infinity stays -Infinity. */
 export function logprobs(logits: Float32Array): Float32Array {
   let max = -Infinity;
@@ -120,7 +64,7 @@ export function logprobs(logits: Float32Array): Float32Array {
 export class Sampler {
   /** The parameters, as given. */
   readonly params: Readonly<SamplingParams>;
-  private readonly rng: Xoshiro128;
+  private readonly rng: Rng;
   private readonly temperature: number;
   private readonly topK: number;
   private readonly topP: number;
@@ -139,7 +83,7 @@ export class Sampler {
     this.rep = params.repetitionPenalty ?? 1;
     this.freq = params.frequencyPenalty ?? 0;
     this.pres = params.presencePenalty ?? 0;
-    this.rng = new Xoshiro128(params.seed);
+    this.rng = new Rng(params.seed);
   }
 
   /** True when sample() is argmax (temperature 0). */
@@ -154,7 +98,7 @@ export class Sampler {
   sample(logits: Float32Array, history: ArrayLike<number> = []): number {
     const { p, total, best } = this.weights(logits, history);
     if (total === 0) return best;
-    let u = this.rng.nextFloat() * total;
+    let u = this.rng.uniform() * total;
     let last = best;
     for (let i = 0; i < p.length; i++) {
       const v = p[i]!;

@@ -1,49 +1,76 @@
-// A small seeded PRNG (xoshiro128**, seeded through splitmix32) with uniform and normal
-// draws. Used wherever dsv3 needs reproducible randomness: weight init, sampling, data.
+// The project's one seeded PRNG: xoshiro128** (Blackman & Vigna), seeded through splitmix32,
+// with uniform, normal and integer draws. Used wherever dsv3 needs reproducible randomness:
+// weight init, sampling, data shuffling. Without a seed it starts from crypto randomness.
+
+import { getRandomValues } from 'node:crypto';
+
+// splitmix32, used only to spread a seed over xoshiro128**'s four words of state.
+function splitmix32(x: number): [number, number] {
+  x = (x + 0x9e3779b9) | 0;
+  let z = x;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+  return [x, (z ^ (z >>> 16)) >>> 0];
+}
+
+function rotl(x: number, k: number): number {
+  return ((x << k) | (x >>> (32 - k))) >>> 0;
+}
 
 export class Rng {
-  private s0: number;
-  private s1: number;
-  private s2: number;
-  private s3: number;
+  private readonly s = new Uint32Array(4);
   private spare: number | null = null;
 
-  constructor(seed: number) {
-    let x = seed >>> 0;
-    const next = () => {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.s0 = next();
-    this.s1 = next();
-    this.s2 = next();
-    this.s3 = next();
+  /** Seeds from a safe integer (both 32-bit halves used), or from crypto randomness. */
+  constructor(seed?: number) {
+    const s = this.s;
+    if (seed === undefined) {
+      do getRandomValues(s);
+      while ((s[0] | s[1] | s[2] | s[3]) === 0);
+      return;
+    }
+    const hi = Math.floor(seed / 0x100000000) | 0;
+    let x = (seed | 0) ^ Math.imul(hi, 0x5bd1e995);
+    for (let i = 0; i < 4; i++) {
+      const [nx, out] = splitmix32(x);
+      x = nx;
+      s[i] = out;
+    }
+    if ((s[0] | s[1] | s[2] | s[3]) === 0) s[0] = 1;
   }
 
-  /** Next 32 random bits as an unsigned integer. */
+  /** The generator's state, to save and restore a stream exactly. */
+  get state(): number[] {
+    return Array.from(this.s);
+  }
+
+  set state(v: number[]) {
+    this.s.set(v);
+    this.spare = null;
+  }
+
+  /** The next 32-bit unsigned integer. */
   nextU32(): number {
-    const r = Math.imul(rotl(Math.imul(this.s1, 5) >>> 0, 7), 9) >>> 0;
-    const t = (this.s1 << 9) >>> 0;
-    this.s2 ^= this.s0;
-    this.s3 ^= this.s1;
-    this.s1 ^= this.s2;
-    this.s0 ^= this.s3;
-    this.s2 ^= t;
-    this.s3 = rotl(this.s3, 11);
+    const s = this.s;
+    const r = Math.imul(rotl(Math.imul(s[1], 5) >>> 0, 7), 9) >>> 0;
+    const t = s[1] << 9;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
     return r;
   }
 
   /** Uniform in [0, 1) with 53 random bits. */
   uniform(): number {
-    const hi = this.nextU32() >>> 5;
-    const lo = this.nextU32() >>> 6;
-    return (hi * 67108864 + lo) / 9007199254740992;
+    const a = this.nextU32() >>> 5; // 27 bits
+    const b = this.nextU32() >>> 6; // 26 bits
+    return (a * 67108864 + b) / 9007199254740992;
   }
 
-  /** Standard normal (Box–Muller, caching the second value). */
+  /** Standard normal (Box–Muller, keeping the second value for the next call). */
   normal(): number {
     if (this.spare !== null) {
       const v = this.spare;
@@ -62,8 +89,4 @@ export class Rng {
   int(n: number): number {
     return Math.floor(this.uniform() * n);
   }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
