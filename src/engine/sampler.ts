@@ -110,6 +110,11 @@ export class Sampler {
     return last; // rounding left u >= 0: the last kept token
   }
 
+  /** A uniform draw in [0, 1) from this sampler's stream (speculative acceptance uses it). */
+  uniform(): number {
+    return this.rng.uniform();
+  }
+
   /**
    * The distribution sample() draws from: probabilities after penalties, temperature and
    * top-k / top-p / min-p, summing to 1 (one-hot at the argmax when greedy).

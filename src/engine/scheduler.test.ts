@@ -5,7 +5,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Scheduler, type SeqResult } from './scheduler.ts';
-import { generate, greedy } from './generate.ts';
+import { generate } from './generate.ts';
+import { Sampler } from './sampler.ts';
 import { DeepseekV3 } from '../model/deepseek-v3.ts';
 import { refKernels } from '../kernels/ref/index.ts';
 import { DsError } from '../errors.ts';
@@ -16,11 +17,12 @@ const model = DeepseekV3.load(randomCheckpoint({}, { seed: 11 }), { kernels: ref
 function run(s: Scheduler, prompt: number[], maxNewTokens: number) {
   const ids: number[] = [];
   const done = new Promise<SeqResult>((resolve) => {
-    s.submit({ prompt, maxNewTokens, pick: greedy, onToken: (id) => void ids.push(id), onDone: resolve });
+    s.submit({ prompt, maxNewTokens, sampler: greedy(), onToken: (id) => void ids.push(id), onDone: resolve });
   });
   return done.then((r) => ({ ids, r }));
 }
 
+const greedy = () => new Sampler({ temperature: 0 });
 const tick = () => new Promise((r) => setTimeout(r, 5));
 
 describe('scheduler', () => {
@@ -52,7 +54,7 @@ describe('scheduler', () => {
       s.submit({
         prompt: [1, 2, 3],
         maxNewTokens: 6,
-        pick: greedy,
+        sampler: greedy(),
         stopIds: [stopAt],
         onToken: (id) => void ids.push(id),
         onDone: (res) => resolve({ ...res, ids }),
@@ -69,7 +71,7 @@ describe('scheduler', () => {
     const h = s.submit({
       prompt: [3, 4],
       maxNewTokens: 100,
-      pick: greedy,
+      sampler: greedy(),
       onToken: () => void tokens++,
       onDone: (r) => void (result = r),
     });
@@ -87,7 +89,7 @@ describe('scheduler', () => {
 
   it('refuses when the queue is full and when the prompt does not fit', () => {
     const s = new Scheduler(model, { maxBatch: 1, maxQueue: 2 });
-    const req = { prompt: [1], maxNewTokens: 1, pick: greedy, onDone: () => {} };
+    const req = { prompt: [1], maxNewTokens: 1, sampler: greedy(), onDone: () => {} };
     const handles = [s.submit(req), s.submit(req)];
     assert.throws(() => s.submit(req), (e: unknown) => e instanceof DsError && e.code === 'QUEUE_FULL');
     handles.forEach((h) => h.cancel());

@@ -3,10 +3,16 @@
 // with their last token), then each sequence picks its next token. Finished and cancelled
 // sequences leave between steps and their latent caches are dropped at once; queued ones
 // take their places. Steps yield to the event loop so I/O (HTTP, cancellation) interleaves.
+//
+// With `speculative`, a running sequence feeds [next, d1 … dk] instead of one token: the
+// drafts come from the MTP module (one batched MTP pass for all sequences per draft
+// position), the verify pass is the same single forward, and rejected positions are cut
+// from the latent caches (see speculative.ts).
 
 import { DsError } from '../errors.ts';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
 import type { SequenceCache } from '../model/cache.ts';
+import { acceptDrafts, SpecStats, type SpecSampler } from './speculative.ts';
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
 
@@ -18,13 +24,15 @@ export interface SeqResult {
   ttftMs: number;
   totalMs: number;
   error?: Error;
+  /** Draft statistics, when the scheduler speculates. */
+  spec?: SpecStats;
 }
 
 export interface SeqRequest {
   prompt: readonly number[];
   maxNewTokens: number;
-  /** Picks the next token from this sequence's logits. */
-  pick: (logits: Float32Array, history: readonly number[]) => number;
+  /** Picks the next token from this sequence's logits (and gives its distribution). */
+  sampler: SpecSampler;
   /** Ids that end the sequence (emitted, then finish 'stop'). */
   stopIds?: readonly number[];
   /** Each generated token; returning false ends the sequence with 'stop'. */
@@ -37,6 +45,8 @@ export interface SchedulerOptions {
   maxBatch?: number;
   /** Most requests waiting for a slot before submit() refuses (default 64). */
   maxQueue?: number;
+  /** Draft this many tokens per step with the model's MTP module (needs MTP weights). */
+  speculative?: { draftTokens: number };
 }
 
 interface Seq {
@@ -47,6 +57,12 @@ interface Seq {
   generated: number;
   /** Tokens to feed at the next step (the prompt first, then one token at a time). */
   feed: number[];
+  /** Speculation: drafts after feed[0], their distributions, and MTP rows to catch up. */
+  drafts: number[];
+  draftDists: Float64Array[];
+  mtpIds: number[];
+  mtpHidden: Float32Array | null;
+  spec: SpecStats | null;
   t0: number;
   ttft: number;
   cancelled: boolean;
@@ -64,6 +80,7 @@ export class Scheduler {
   private nextId = 1;
   private readonly maxBatch: number;
   private readonly maxQueue: number;
+  private readonly draftTokens: number;
   /** Forward passes run so far and the sequences they carried (for tests and metrics). */
   steps = 0;
   stepRows = 0;
@@ -74,6 +91,10 @@ export class Scheduler {
   ) {
     this.maxBatch = opts.maxBatch ?? 8;
     this.maxQueue = opts.maxQueue ?? 64;
+    this.draftTokens = opts.speculative?.draftTokens ?? 0;
+    if (this.draftTokens > 0 && !model.hasMtp) {
+      throw new DsError('BAD_INPUT', 'speculative decoding with MTP needs a checkpoint with MTP weights');
+    }
   }
 
   get load(): { active: number; queued: number } {
@@ -100,6 +121,11 @@ export class Scheduler {
       history: [...req.prompt],
       generated: 0,
       feed: [...req.prompt],
+      drafts: [],
+      draftDists: [],
+      mtpIds: [],
+      mtpHidden: null,
+      spec: this.draftTokens > 0 ? new SpecStats() : null,
       t0: performance.now(),
       ttft: 0,
       cancelled: false,
@@ -129,6 +155,7 @@ export class Scheduler {
       ttftMs: s.ttft ? s.ttft - s.t0 : now - s.t0,
       totalMs: now - s.t0,
       error,
+      spec: s.spec ?? undefined,
     });
   }
 
@@ -141,7 +168,7 @@ export class Scheduler {
   private step(): void {
     while (this.active.length < this.maxBatch && this.queue.length > 0) {
       const s = this.queue.shift()!;
-      if (req0(s)) this.finish(s, 'length');
+      if (s.req.maxNewTokens <= 0) this.finish(s, 'length');
       else {
         s.cache = this.model.newCache();
         this.active.push(s);
@@ -152,40 +179,141 @@ export class Scheduler {
       return;
     }
     const batch = [...this.active];
-    const V = this.model.cfg.vocab_size;
     try {
-      const r = this.model.forward(
-        batch.map((s) => ({ ids: s.feed, cache: s.cache! })),
-        { logits: 'last' },
-      );
-      this.steps++;
-      this.stepRows += batch.length;
-      batch.forEach((s, j) => this.advance(s, r.logits.subarray(j * V, (j + 1) * V)));
+      if (this.draftTokens > 0) this.speculativeStep(batch);
+      else this.plainStep(batch);
     } catch (e) {
       for (const s of batch) this.drop(s, 'error', e as Error);
     }
     setImmediate(() => this.step());
   }
 
-  /** Take one token for a sequence and decide whether it goes on. */
-  private advance(s: Seq, logits: Float32Array): void {
-    if (s.cancelled) return;
+  private plainStep(batch: Seq[]): void {
+    const V = this.model.cfg.vocab_size;
+    const r = this.model.forward(
+      batch.map((s) => ({ ids: s.feed, cache: s.cache! })),
+      { logits: 'last' },
+    );
+    this.steps++;
+    this.stepRows += batch.length;
+    batch.forEach((s, j) => {
+      if (s.cancelled) return;
+      const logits = r.logits.subarray(j * V, (j + 1) * V);
+      const id = s.req.sampler.sample(logits, s.history);
+      if (this.emit(s, id, logits)) s.feed = [id];
+    });
+  }
+
+  /** Record one generated token; false when the sequence has finished. */
+  private emit(s: Seq, id: number, logits: Float32Array): boolean {
     const max = this.model.cfg.max_position_embeddings;
+    s.history.push(id);
+    s.generated++;
+    if (s.generated === 1) s.ttft = performance.now();
+    const keep = s.req.onToken?.(id, logits) !== false;
     let reason: FinishReason | null = null;
-    try {
-      const id = s.req.pick(logits, s.history);
-      s.history.push(id);
-      s.generated++;
-      if (s.generated === 1) s.ttft = performance.now();
-      const keep = s.req.onToken?.(id, logits) !== false;
-      if (!keep || s.req.stopIds?.includes(id)) reason = 'stop';
-      else if (s.generated >= s.req.maxNewTokens || s.history.length >= max) reason = 'length';
-      s.feed = [id];
-    } catch (e) {
-      this.drop(s, 'error', e as Error);
-      return;
-    }
+    if (!keep || s.req.stopIds?.includes(id)) reason = 'stop';
+    else if (s.generated >= s.req.maxNewTokens || s.history.length >= max) reason = 'length';
     if (reason) this.drop(s, reason);
+    return reason === null && !s.cancelled;
+  }
+
+  /** One verify pass for every sequence, then one batched MTP pass per draft position. */
+  private speculativeStep(batch: Seq[]): void {
+    const m = this.model;
+    const V = m.cfg.vocab_size;
+    const D = m.cfg.hidden_size;
+    const L = m.cfg.num_hidden_layers;
+    const feeds = batch.map((s) => [...s.feed, ...s.drafts]);
+    const r = m.forward(
+      batch.map((s, j) => ({ ids: feeds[j], cache: s.cache! })),
+      { logits: 'none' },
+    );
+    this.steps++;
+    this.stepRows += batch.length;
+
+    const drafting: Seq[] = [];
+    batch.forEach((s, j) => {
+      if (s.cancelled) return;
+      const slice = r.seqs[j];
+      const prefill = s.generated === 0;
+      // Logits only for the rows that are read: the prompt's last, or next + every draft.
+      const nRows = prefill ? 1 : slice.len;
+      const first = slice.row + slice.len - nRows;
+      const hidden = r.hidden.subarray(first * D, (first + nRows) * D);
+      const logits = new Float32Array(nRows * V);
+      m.K.matmul(logits, hidden, nRows, m.weights.lm_head);
+      const row = (i: number) => logits.subarray(i * V, (i + 1) * V);
+
+      let tokens: number[];
+      if (prefill) tokens = [s.req.sampler.sample(row(0), s.history)];
+      else {
+        tokens = acceptDrafts(
+          s.drafts,
+          s.draftDists,
+          (i, h) => s.req.sampler.distribution(row(i), h),
+          s.history,
+          s.req.sampler,
+        );
+        s.spec!.record(s.drafts.length, tokens.length - 1, tokens.length);
+        // Positions past the last accepted draft hold rejected tokens: cut them off.
+        for (const c of s.cache!.layers.slice(0, L)) c.length = slice.p0 + tokens.length;
+      }
+      // MTP rows to (re)compute from the true hidden states: row i pairs h_i with token i+1.
+      const mtpFrom = prefill ? 0 : slice.p0;
+      s.cache!.layers[L].length = Math.min(s.cache!.layers[L].length, mtpFrom);
+      s.mtpIds = prefill ? [...s.req.prompt.slice(1), tokens[0]] : tokens;
+      const hRows = prefill ? slice.len : tokens.length;
+      s.mtpHidden = r.hidden.subarray(slice.row * D, (slice.row + hRows) * D);
+
+      let alive = true;
+      for (const [i, id] of tokens.entries()) {
+        alive = this.emit(s, id, row(prefill ? 0 : i));
+        if (!alive) break;
+      }
+      if (alive) {
+        s.feed = [tokens[tokens.length - 1]];
+        drafting.push(s);
+      }
+    });
+    this.draft(drafting);
+  }
+
+  /** Draft up to k tokens for each sequence with the MTP module, batched across sequences. */
+  private draft(seqs: Seq[]): void {
+    const m = this.model;
+    const V = m.cfg.vocab_size;
+    const D = m.cfg.hidden_size;
+    const max = m.cfg.max_position_embeddings;
+    const want = seqs.map((s) => {
+      const budget = s.req.maxNewTokens - s.generated - 1;
+      const room = max - 1 - s.history.length;
+      return Math.max(0, Math.min(this.draftTokens, budget, room));
+    });
+    for (const s of seqs) {
+      s.drafts = [];
+      s.draftDists = [];
+    }
+    let cur = seqs.map((s) => ({ s, ids: s.mtpIds, hidden: s.mtpHidden! }));
+    for (let j = 0; cur.length > 0; j++) {
+      const out = m.mtp(cur.map((c) => ({ ids: c.ids, hidden: c.hidden, cache: c.s.cache! })));
+      const next: typeof cur = [];
+      let row = 0;
+      for (const c of cur) {
+        row += c.ids.length;
+        const s = c.s;
+        if (s.drafts.length >= want[seqs.indexOf(s)]) continue;
+        const logits = out.logits.subarray((row - 1) * V, row * V);
+        const h = [...s.history, ...s.drafts];
+        const d = s.req.sampler.sample(logits, h);
+        s.draftDists.push(s.req.sampler.distribution(logits, h));
+        s.drafts.push(d);
+        if (s.drafts.length < want[seqs.indexOf(s)]) {
+          next.push({ s, ids: [d], hidden: out.block.subarray((row - 1) * D, row * D) });
+        }
+      }
+      cur = next;
+    }
   }
 
   private drop(s: Seq, reason: FinishReason, error?: Error): void {
@@ -193,9 +321,4 @@ export class Scheduler {
     if (i >= 0) this.active.splice(i, 1);
     if (!s.cancelled) this.finish(s, reason, error);
   }
-}
-
-/** A request that may generate nothing finishes without running. */
-function req0(s: Seq): boolean {
-  return s.req.maxNewTokens <= 0;
 }

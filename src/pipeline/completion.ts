@@ -98,7 +98,7 @@ export function startCompletion(
     handle = sched.submit({
       prompt: promptIds,
       maxNewTokens: opts.maxTokens,
-      pick: (logits, history) => sampler.sample(logits, history),
+      sampler,
       stopIds: [tok.eosId],
       onToken: (id, logits) => {
         ids.push(id);

@@ -1,0 +1,100 @@
+// Speculative decoding with DeepSeek-V3's MTP module as the drafter. Each step the MTP head
+// drafts k tokens (chaining the single module on its own output), the main model verifies
+// [next, d1 … dk] in one forward pass over the latent cache, and the standard speculative
+// sampling rule (Leviathan et al. 2023; Chen et al. 2023) decides how many drafts stand:
+// draft d_j is kept with probability min(1, p_j(d_j) / q_j(d_j)); the first rejection is
+// replaced by a draw from max(0, p_j − q_j), and if all stand a bonus token comes from p_k+1.
+// With greedy settings p and q are one-hot, so this reduces to "keep while the argmax
+// agrees", and the output is token for token the output of plain greedy decoding.
+
+/** What the acceptance rule needs from a sampler (engine/sampler.ts's Sampler has it). */
+export interface SpecSampler {
+  /** The exact distribution the sampler draws from, given the history. */
+  distribution(logits: Float32Array, history: ArrayLike<number>): Float64Array;
+  sample(logits: Float32Array, history: ArrayLike<number>): number;
+  uniform(): number;
+}
+
+/** Draw an index from non-negative weights (need not sum to 1); null if all are zero. */
+function drawFrom(w: Float64Array, u: number): number | null {
+  let total = 0;
+  for (let i = 0; i < w.length; i++) total += w[i];
+  if (total <= 0) return null;
+  let x = u * total;
+  let last = -1;
+  for (let i = 0; i < w.length; i++) {
+    if (w[i] === 0) continue;
+    last = i;
+    x -= w[i];
+    if (x < 0) return i;
+  }
+  return last;
+}
+
+/**
+ * Decide which drafts stand. `drafts[j]` was drawn from `q[j]`; `target(j, history)` gives
+ * the main model's distribution p_j after history (j = 0 … drafts.length). Returns the
+ * tokens to emit: the accepted drafts, then one corrected or bonus token.
+ */
+export function acceptDrafts(
+  drafts: readonly number[],
+  q: readonly Float64Array[],
+  target: (j: number, history: readonly number[]) => Float64Array,
+  history: readonly number[],
+  s: SpecSampler,
+): number[] {
+  const out: number[] = [];
+  const h = [...history];
+  for (let j = 0; j < drafts.length; j++) {
+    const p = target(j, h);
+    const d = drafts[j];
+    const ratio = q[j][d] > 0 ? p[d] / q[j][d] : 0;
+    if (ratio >= 1 || s.uniform() < ratio) {
+      out.push(d);
+      h.push(d);
+      continue;
+    }
+    // Rejected: draw from the part of p that q under-covers.
+    const resid = new Float64Array(p.length);
+    for (let i = 0; i < p.length; i++) resid[i] = Math.max(0, p[i] - q[j][i]);
+    out.push(drawFrom(resid, s.uniform()) ?? drawFrom(p, s.uniform())!);
+    return out;
+  }
+  const p = target(drafts.length, h);
+  out.push(drawFrom(p, s.uniform())!);
+  return out;
+}
+
+/** Per-request speculation counters: drafts proposed and accepted at each draft position. */
+export class SpecStats {
+  readonly proposed: number[] = [];
+  readonly accepted: number[] = [];
+  /** Verify passes, and tokens they emitted. */
+  steps = 0;
+  emitted = 0;
+
+  record(nDrafts: number, nAccepted: number, nEmitted: number): void {
+    for (let j = 0; j < nDrafts; j++) {
+      this.proposed[j] = (this.proposed[j] ?? 0) + 1;
+      this.accepted[j] = (this.accepted[j] ?? 0) + (j < nAccepted ? 1 : 0);
+    }
+    this.steps++;
+    this.emitted += nEmitted;
+  }
+
+  /** Accepted drafts over proposed drafts, all positions together. */
+  get acceptance(): number {
+    const p = this.proposed.reduce((a, b) => a + b, 0);
+    return p ? this.accepted.reduce((a, b) => a + b, 0) / p : 0;
+  }
+
+  /** Acceptance at each draft position. */
+  get perPosition(): number[] {
+    return this.proposed.map((p, j) => (p ? this.accepted[j] / p : 0));
+  }
+
+  /** Mean tokens emitted per verify pass. */
+  get acceptedPerStep(): number {
+    return this.steps ? this.emitted / this.steps : 0;
+  }
+}
