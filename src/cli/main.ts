@@ -5,12 +5,14 @@ import { DsError } from '../errors.ts';
 import { UsageError } from './args.ts';
 import { logitsCommand } from './logits.ts';
 import { generateCommand } from './generate.ts';
+import { convertCommand } from './convert.ts';
 import { chatCommand } from './chat.ts';
 import { tokenizeCommand } from './tokenize.ts';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number> | number; help: string }> = {
   logits: { run: logitsCommand, help: 'print the logits of a token sequence as JSON' },
   generate: { run: generateCommand, help: 'generate a continuation of a prompt' },
+  convert: { run: convertCommand, help: 'convert a checkpoint: FP8 to BF16, or to GGUF for llama.cpp' },
   chat: { run: chatCommand, help: 'talk to a model in the terminal' },
   tokenize: { run: tokenizeCommand, help: 'text or a chat (JSON messages) to token ids' },
 };
