@@ -8,20 +8,28 @@ import { startCompletion, type Completion } from '../pipeline/completion.ts';
 import type { ChatMessage } from '../text/chat-template.ts';
 import { MODEL_OPTIONS, intOption, loadModel, parse } from './args.ts';
 import { SAMPLING_OPTIONS, chatPrompt, loadTokenizer, modelDir, samplingParams } from './text.ts';
+import { SPECULATIVE_OPTIONS, decodeStats, printStats, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 chat [--model DIR] [--system TEXT] [sampling options as for generate]
+  [--speculative mtp [--draft-tokens K]] [--stats]
   in the chat: /clear forgets the conversation, /exit leaves, Ctrl-C stops an answer`;
 
 export async function chatCommand(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { ...MODEL_OPTIONS, ...SAMPLING_OPTIONS, system: { type: 'string' } });
+  const { values } = parse(argv, {
+    ...MODEL_OPTIONS,
+    ...SAMPLING_OPTIONS,
+    ...SPECULATIVE_OPTIONS,
+    system: { type: 'string' },
+  });
   if (values.help) {
     process.stdout.write(HELP + '\n');
     return 0;
   }
   const dir = modelDir(values.model);
   const tok = loadTokenizer(dir);
-  const model = loadModel(dir, { ...values, mtp: false });
-  const sched = new Scheduler(model, { maxBatch: 1 });
+  const speculative = speculativeOption(values.speculative, values['draft-tokens']);
+  const model = loadModel(dir, { ...values, mtp: speculative !== undefined });
+  const sched = new Scheduler(model, { maxBatch: 1, speculative });
   const sampling = samplingParams(values);
   const maxTokens = intOption(values['max-new-tokens'], 'max-new-tokens', 512);
   const start: ChatMessage[] = values.system ? [{ role: 'system', content: values.system }] : [];
@@ -70,6 +78,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
     current = null;
     if (r.error) throw r.error;
     process.stdout.write(r.finish === 'cancelled' ? ' [stopped]\n' : '\n');
+    if (values.stats) printStats(decodeStats(r));
     history.push({ role: 'assistant', content: r.text });
     rl.prompt();
   }

@@ -13,8 +13,9 @@ import { startCompletion, type CompletionResult } from '../pipeline/completion.t
 import { DsError } from '../errors.ts';
 import { MODEL_OPTIONS, UsageError, attnOption, idsOption, intOption, loadModel, parse } from './args.ts';
 import { SAMPLING_OPTIONS, chatPrompt, loadTokenizer, modelDir, samplingParams } from './text.ts';
-import { generate } from '../engine/generate.ts';
 import { Sampler } from '../engine/sampler.ts';
+import type { SeqResult } from '../engine/scheduler.ts';
+import { SPECULATIVE_OPTIONS, decodeStats, printStats, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 generate [--model DIR] "prompt" [options]
        dsv3 generate [--model DIR] --input-file F [options]     (one prompt per line, one batch)
@@ -27,6 +28,9 @@ options:
   --repetition-penalty R --frequency-penalty F --presence-penalty P
   --stop TEXT               stop string (repeatable)
   --json                    print {"text", "ids"} (or {"ids"} with --ids) instead of streaming
+  --speculative mtp         draft tokens with the model's MTP module, verify them in one pass
+  --draft-tokens K          drafts per step (default 1)
+  --stats                   print acceptance and decode speed (with --json: a "stats" field)
   --kernels auto|native|ref --threads N --attn absorb|naive`;
 
 export async function generateCommand(argv: string[]): Promise<number> {
@@ -40,6 +44,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       json: { type: 'boolean' },
       chat: { type: 'boolean' },
       'input-file': { type: 'string' },
+      ...SPECULATIVE_OPTIONS,
     },
     true,
   );
@@ -50,18 +55,34 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const dir = modelDir(values.model);
   const sampling = samplingParams(values);
 
+  const spec = speculativeOption(values.speculative, values['draft-tokens']);
+  const wantStats = values.stats || spec !== undefined;
+
   if (values.ids !== undefined) {
     if (positionals.length || values['input-file']) throw new UsageError('--ids takes no text prompt');
     const ids = idsOption(values.ids);
-    const model = loadModel(dir, { ...values, mtp: false });
-    const sampler = new Sampler({ ...sampling, temperature: sampling.temperature });
-    const res = generate(model, [ids], {
-      maxNewTokens: intOption(values['max-new-tokens'], 'max-new-tokens', 16),
-      attn: attnOption(values.attn),
-      pick: (logits, history) => sampler.sample(logits, history),
+    const model = loadModel(dir, { ...values, mtp: spec !== undefined });
+    const sched = new Scheduler(model, { maxBatch: 1, speculative: spec });
+    const out: number[] = [];
+    const r = await new Promise<SeqResult>((resolve, reject) => {
+      try {
+        sched.submit({
+          prompt: ids,
+          maxNewTokens: intOption(values['max-new-tokens'], 'max-new-tokens', 16),
+          sampler: new Sampler(sampling),
+          onToken: (id) => void out.push(id),
+          onDone: resolve,
+        });
+      } catch (e) {
+        reject(e);
+      }
     });
-    if (values.json) process.stdout.write(JSON.stringify({ ids: res.ids[0] }) + '\n');
-    else process.stdout.write(res.ids[0].join(',') + '\n');
+    if (r.error) throw r.error;
+    const stats = decodeStats(r);
+    if (values.json) {
+      process.stdout.write(JSON.stringify(wantStats ? { ids: out, stats } : { ids: out }) + '\n');
+    } else process.stdout.write(out.join(',') + '\n');
+    if (values.stats) printStats(stats);
     return 0;
   }
 
@@ -81,7 +102,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       ? tok.encode(chatPrompt(tok, [{ role: 'user', content: p }], true))
       : tok.encode(p, { addSpecialTokens: true }),
   );
-  const model = loadModel(dir, { ...values, mtp: false });
+  const model = loadModel(dir, { ...values, mtp: spec !== undefined });
   const max = model.cfg.max_position_embeddings;
   promptIds.forEach((ids, i) => {
     if (ids.length >= max) {
@@ -90,7 +111,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   });
 
   // All prompts go into one scheduler batch: one forward pass per step for all of them.
-  const sched = new Scheduler(model, { maxBatch: promptIds.length, maxQueue: promptIds.length });
+  const sched = new Scheduler(model, { maxBatch: promptIds.length, maxQueue: promptIds.length, speculative: spec });
   const maxTokens = intOption(values['max-new-tokens'], 'max-new-tokens', 128);
   const stream = !values.json && prompts.length === 1;
   const runs = promptIds.map((ids, i) =>
@@ -111,10 +132,14 @@ export async function generateCommand(argv: string[]): Promise<number> {
   }
   for (const [i, r] of results.entries()) {
     if (r.error) throw r.error;
-    if (values.json) process.stdout.write(JSON.stringify({ text: r.text, ids: r.ids }) + '\n');
+    if (values.json) {
+      const obj = wantStats ? { text: r.text, ids: r.ids, stats: decodeStats(r) } : { text: r.text, ids: r.ids };
+      process.stdout.write(JSON.stringify(obj) + '\n');
+    }
     else if (stream) process.stdout.write('\n');
     else process.stdout.write(`${i > 0 ? '\n' : ''}### ${prompts[i]}\n${r.text}\n`);
   }
+  if (values.stats) results.forEach((r) => printStats(decodeStats(r)));
   const tokens = results.reduce((n, r) => n + r.completionTokens, 0);
   const secs = Math.max(...results.map((r) => r.totalMs)) / 1e3;
   process.stderr.write(`dsv3: ${tokens} tokens in ${secs.toFixed(2)} s (${(tokens / secs).toFixed(1)} tok/s)\n`);

@@ -5,6 +5,7 @@
 // server/, which only add their input and output formats.
 
 import type { Scheduler, FinishReason } from '../engine/scheduler.ts';
+import type { SpecStats } from '../engine/speculative.ts';
 import { Sampler, logprobs as logSoftmax, type SamplingParams } from '../engine/sampler.ts';
 import { StreamingDetokenizer } from '../text/detokenizer.ts';
 import { StopMatcher } from '../text/stop.ts';
@@ -48,6 +49,8 @@ export interface CompletionResult {
   totalMs: number;
   logprobs?: TokenLogprob[];
   error?: Error;
+  /** Draft statistics when the scheduler speculates. */
+  spec?: SpecStats;
 }
 
 export interface Completion {
@@ -126,6 +129,7 @@ export function startCompletion(
           totalMs: r.totalMs,
           logprobs: opts.topLogprobs !== undefined ? lps : undefined,
           error: r.error,
+          spec: r.spec,
         });
       },
     });

@@ -1,0 +1,51 @@
+// The --speculative / --draft-tokens / --stats flags shared by generate, chat and serve.
+
+import type { SeqResult } from '../engine/scheduler.ts';
+import { UsageError, intOption } from './args.ts';
+
+export const SPECULATIVE_OPTIONS = {
+  speculative: { type: 'string' },
+  'draft-tokens': { type: 'string' },
+  stats: { type: 'boolean' },
+} as const;
+
+/** `--speculative mtp [--draft-tokens K]` → the scheduler's speculative setting. */
+export function speculativeOption(mode: string | undefined, k: string | undefined) {
+  if (mode === undefined) {
+    if (k !== undefined) throw new UsageError('--draft-tokens needs --speculative mtp');
+    return undefined;
+  }
+  if (mode !== 'mtp') throw new UsageError(`--speculative must be "mtp", got "${mode}"`);
+  return { draftTokens: intOption(k, 'draft-tokens', 1, 1) };
+}
+
+export interface DecodeStats {
+  acceptance?: number;
+  acceptance_per_position?: number[];
+  accepted_per_step?: number;
+  decode_tps: number;
+}
+
+/** Decode speed (tokens after the first, per second) and, when speculating, acceptance. */
+export function decodeStats(r: SeqResult): DecodeStats {
+  const secs = (r.totalMs - r.ttftMs) / 1e3;
+  const decode_tps = r.completionTokens > 1 && secs > 0 ? (r.completionTokens - 1) / secs : 0;
+  const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
+  if (!r.spec) return { decode_tps: round(decode_tps, 1) };
+  return {
+    acceptance: round(r.spec.acceptance),
+    acceptance_per_position: r.spec.perPosition.map((a) => round(a)),
+    accepted_per_step: round(r.spec.acceptedPerStep),
+    decode_tps: round(decode_tps, 1),
+  };
+}
+
+export function printStats(s: DecodeStats): void {
+  const parts = [`decode ${s.decode_tps.toFixed(1)} tok/s`];
+  if (s.acceptance !== undefined) {
+    parts.push(`acceptance ${(s.acceptance * 100).toFixed(1)}%`);
+    parts.push(`per position [${s.acceptance_per_position!.map((a) => (a * 100).toFixed(0) + '%').join(', ')}]`);
+    parts.push(`${s.accepted_per_step!.toFixed(2)} tokens per step`);
+  }
+  process.stderr.write(`dsv3: ${parts.join(', ')}\n`);
+}
