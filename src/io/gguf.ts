@@ -200,26 +200,36 @@ export function encodeTensor(x: Float32Array, type: GgmlTypeName): Uint8Array {
 const IO_CHUNK_BYTES = 1 << 30;
 
 class ByteSink {
-  private parts: Buffer[] = [];
+  private buf = Buffer.alloc(1 << 16);
   length = 0;
-  push(b: Buffer): void {
-    this.parts.push(b);
-    this.length += b.byteLength;
+  private room(n: number): number {
+    if (this.length + n > this.buf.byteLength) {
+      const next = Buffer.alloc(Math.max(this.buf.byteLength * 2, this.length + n));
+      this.buf.copy(next, 0, 0, this.length);
+      this.buf = next;
+    }
+    const at = this.length;
+    this.length += n;
+    return at;
+  }
+  // room() may replace this.buf: always take the offset before touching the buffer.
+  push(b: Uint8Array): void {
+    const at = this.room(b.byteLength);
+    this.buf.set(b, at);
   }
   u32(v: number): void {
-    const b = Buffer.alloc(4);
-    b.writeUInt32LE(v);
-    this.push(b);
+    const at = this.room(4);
+    this.buf.writeUInt32LE(v, at);
   }
   u64(v: number | bigint): void {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt(v));
-    this.push(b);
+    const at = this.room(8);
+    this.buf.writeBigUInt64LE(BigInt(v), at);
   }
   str(s: string): void {
-    const b = Buffer.from(s, 'utf8');
-    this.u64(b.byteLength);
-    this.push(b);
+    const n = Buffer.byteLength(s, 'utf8');
+    this.u64(n);
+    const at = this.room(n);
+    this.buf.write(s, at, 'utf8');
   }
   scalar(type: GgufScalarType, v: number | bigint | boolean | string, key: string): void {
     const fail = (): never => {
@@ -288,7 +298,7 @@ class ByteSink {
     this.push(b);
   }
   concat(): Buffer {
-    return Buffer.concat(this.parts, this.length);
+    return this.buf.subarray(0, this.length);
   }
 }
 
