@@ -352,12 +352,9 @@ export function modelMetadata(cfg: DeepseekConfig, notes: string[]): GgufKV[] {
       kv.f32(a('rope.scaling.yarn_beta_slow'), rs.beta_slow),
       kv.f32(a('rope.scaling.yarn_log_multiplier'), 0.1 * rs.mscale_all_dim),
     );
-    if (rs.mscale !== rs.mscale_all_dim && rs.mscale !== 1) {
-      notes.push(
-        `rope_scaling.mscale ${rs.mscale} differs from mscale_all_dim ${rs.mscale_all_dim}: llama.cpp's deepseek2 ` +
-          'uses mscale_all_dim only (as the reference does)',
-      );
-    }
+    // rope_scaling.mscale needs no key: llama.cpp's deepseek2 cancels it (llama-context.cpp sets the
+    // cos/sin factor to 1) and scales the scores by (0.1·mscale_all_dim·ln(factor) + 1)², as the
+    // reference does.
   }
   return m;
 }

@@ -143,12 +143,12 @@ async function compareTeacherForced(
         const row = logits.subarray(i * V, (i + 1) * V);
         const p = softmax(row);
         const { best, margin: m } = top2(row);
-        let j = 0;
-        let first = -1;
-        for (const [tok, q] of probs) {
-          if (j === 0) first = tok;
-          c.maxProbDiff = Math.max(c.maxProbDiff, Math.abs(q - p[tok]));
-          if (++j >= TOP) break;
+        // llama.cpp's top 5 (its map is sorted by probability) and ours.
+        const theirs = [...probs.keys()].slice(0, TOP);
+        const mine = [...p.keys()].sort((x, y) => p[y] - p[x]).slice(0, TOP);
+        const first = theirs[0];
+        for (const tok of new Set([...theirs, ...mine])) {
+          c.maxProbDiff = Math.max(c.maxProbDiff, Math.abs(probs.get(tok as Token)! - p[tok]));
         }
         c.rows++;
         if (first === best) c.top1Agree++;
