@@ -1,0 +1,122 @@
+// AVX-512 level (F, BW, VL, DQ + FMA, F16C): 16 float lanes. Compiled with -mavx512*
+// flags in its own static library; only reached after the CPU check in dispatch.cc.
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 reports its own _mm512_undefined_* placeholders as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+
+#include "../../common.h"
+
+namespace dsv3 {
+namespace {
+
+typedef __m512 V;
+const int L = 16;
+const int NT_MR = 4, NT_NR = 6;  // 24 accumulators + 6 weight vectors + 1 x vector
+const int NN_MR = 6, NN_NV = 4;  // 24 accumulators, 64 columns
+const std::int64_t PK_NC = 48, PK_KC = 512, PK_MC = 64;
+
+static inline __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1u); }
+static inline V vzero() { return _mm512_setzero_ps(); }
+static inline V vset1(float a) { return _mm512_set1_ps(a); }
+static inline V vload(const float* p) { return _mm512_loadu_ps(p); }
+static inline V vloadn(const float* p, int n) { return _mm512_maskz_loadu_ps(lanes(n), p); }
+static inline void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
+static inline void vstoren(float* p, V v, int n) { _mm512_mask_storeu_ps(p, lanes(n), v); }
+static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+static inline V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
+static inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+static inline V vdiv(V a, V b) { return _mm512_div_ps(a, b); }
+static inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
+static inline float vhsum(V v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  b = _mm_add_ss(b, _mm_movehdup_ps(b));
+  return _mm_cvtss_f32(b);
+}
+static inline float vhmax(V v) { return _mm512_reduce_max_ps(v); }
+
+/** exp with ~1-2 ulp error (Cephes polynomial), exact range handling via scalef. */
+static inline V vexp(V x) {
+  x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+  const V fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  V r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
+  V y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), r);
+  y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(y, fx);
+}
+
+static inline V dec_bf16(const std::uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+static inline V dec_bf16n(const std::uint16_t* p, int n) {
+  const __m256i h = _mm256_maskz_loadu_epi16(lanes(n), p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+static inline V dec_f16(const std::uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+static inline V dec_f16n(const std::uint16_t* p, int n) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes(n), p));
+}
+
+// e4m3 → f32 by bit placement: sign-extend the byte, shift the 7 exponent+mantissa bits
+// to the top of a float32 (bits 20..26) and keep the sign; the result is the e4m3 value
+// times 2^-120 (e4m3 subnormals land on f32 subnormals, exactly). f8prep folds the 2^120
+// into the block scale, so one float32 multiply gives round(e4m3 · scale), the same
+// rounding as the reference. (The slow variant, for |scale| >= 256, multiplies twice.)
+// Codes 0x7F/0xFF are NaN.
+static inline float f8prep(float s) { return s * 1.329227995784916e36f; /* 2^120 */ }
+static inline V f8bits(__m128i b) {
+  const __m512i t = _mm512_slli_epi32(_mm512_cvtepi8_epi32(b), 20);
+  return _mm512_castsi512_ps(_mm512_and_si512(t, _mm512_set1_epi32((int)0x87F00000u)));
+}
+static inline V f8nan(__m128i b, V r) {
+  const __m128i m7f = _mm_set1_epi8(0x7f);
+  const __mmask16 nan = _mm_cmpeq_epi8_mask(_mm_and_si128(b, m7f), m7f);
+  return _mm512_mask_mov_ps(r, nan, _mm512_set1_ps(NAN));
+}
+static inline V dec_f8(const std::uint8_t* p, V s) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return f8nan(b, _mm512_mul_ps(f8bits(b), s));
+}
+static inline V dec_f8n(const std::uint8_t* p, int n, V s) {
+  const __m128i b = _mm_maskz_loadu_epi8(lanes(n), p);
+  return f8nan(b, _mm512_mul_ps(f8bits(b), s));
+}
+static inline V dec_f8s(const std::uint8_t* p, V s) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return f8nan(b, _mm512_mul_ps(_mm512_mul_ps(f8bits(b), _mm512_set1_ps(1.329227995784916e36f)), s));
+}
+static inline V dec_f8sn(const std::uint8_t* p, int n, V s) {
+  const __m128i b = _mm_maskz_loadu_epi8(lanes(n), p);
+  return f8nan(b, _mm512_mul_ps(_mm512_mul_ps(f8bits(b), _mm512_set1_ps(1.329227995784916e36f)), s));
+}
+
+#include "../../kernels_impl.h"
+
+const KernelTable table = {
+    "avx512", L, 16, gemm_nt_direct, gemm_nt_packed, gemm_nn, softmax_rows, silu_mul, attn_latent, attention,
+};
+
+}  // namespace
+
+const KernelTable* avx512_table() { return &table; }
+
+}  // namespace dsv3

@@ -1,0 +1,430 @@
+// N-API glue: validates the arguments (a wrong size must throw, never write out of
+// bounds) and hands the TypedArrays' own memory to the ops, zero-copy.
+#include <node_api.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "ops.h"
+
+using namespace dsv3;
+
+#ifndef NODE_GYP_MODULE_NAME
+#define NODE_GYP_MODULE_NAME dsv3_native
+#endif
+
+namespace {
+
+struct Args {
+  napi_env env;
+  napi_value v[16];
+  size_t n = 16;
+  bool ok = true;
+  const char* fn;
+
+  Args(napi_env e, napi_callback_info info, const char* name) : env(e), fn(name) {
+    if (napi_get_cb_info(env, info, &n, v, nullptr, nullptr) != napi_ok) fail("bad call");
+  }
+  void fail(const std::string& msg, bool range = false) {
+    if (!ok) return;
+    ok = false;
+    const std::string m = std::string("dsv3 native ") + fn + ": " + msg;
+    if (range) napi_throw_range_error(env, nullptr, m.c_str());
+    else napi_throw_type_error(env, nullptr, m.c_str());
+  }
+  bool isNull(size_t i) {
+    if (i >= n) return true;
+    napi_valuetype t;
+    napi_typeof(env, v[i], &t);
+    return t == napi_null || t == napi_undefined;
+  }
+  void* typed(size_t i, napi_typedarray_type want, size_t* len, const char* what) {
+    *len = 0;
+    if (!ok) return nullptr;
+    bool is = false;
+    if (i >= n || napi_is_typedarray(env, v[i], &is) != napi_ok || !is) {
+      fail(std::string(what) + " must be a typed array");
+      return nullptr;
+    }
+    napi_typedarray_type type;
+    void* data = nullptr;
+    napi_value ab;
+    size_t off;
+    napi_get_typedarray_info(env, v[i], &type, len, &data, &ab, &off);
+    if (type != want) {
+      fail(std::string(what) + " has the wrong element type");
+      return nullptr;
+    }
+    static float dummy[16];
+    return data ? data : dummy;  // zero-length arrays may have no storage
+  }
+  float* f32(size_t i, size_t* len, const char* what) {
+    return static_cast<float*>(typed(i, napi_float32_array, len, what));
+  }
+  std::int32_t* i32(size_t i, size_t* len, const char* what) {
+    return static_cast<std::int32_t*>(typed(i, napi_int32_array, len, what));
+  }
+  double num(size_t i, const char* what) {
+    double d = 0;
+    if (!ok) return 0;
+    if (i >= n || napi_get_value_double(env, v[i], &d) != napi_ok) fail(std::string(what) + " must be a number");
+    return d;
+  }
+  i64 count(size_t i, const char* what) {
+    const double d = num(i, what);
+    if (!ok) return 0;
+    if (!(d >= 0 && d <= 9007199254740991.0) || std::floor(d) != d) {
+      fail(std::string(what) + " must be a non-negative integer", true);
+      return 0;
+    }
+    return (i64)d;
+  }
+  bool flag(size_t i) {
+    bool b = false;
+    if (i < n) napi_get_value_bool(env, v[i], &b);
+    return b;
+  }
+  void need(size_t have, double want, const char* what) {
+    if (ok && (double)have < want)
+      fail(std::string(what) + " is too short (" + std::to_string(have) + " < " + std::to_string((long long)want) + ")",
+           true);
+  }
+  /** (data, dtype, rows, cols, scale | null, b0, b1) starting at argument i. */
+  WView weight(size_t i) {
+    WView w;
+    std::memset(&w, 0, sizeof w);
+    const i64 dt = count(i + 1, "dtype");
+    w.rows = count(i + 2, "rows");
+    w.cols = count(i + 3, "cols");
+    w.ld = w.cols;
+    w.dtype = (int)dt;
+    size_t len = 0;
+    switch (dt) {
+      case DT_F32: w.data = typed(i, napi_float32_array, &len, "weight data (F32)"); break;
+      case DT_BF16: w.data = typed(i, napi_uint16_array, &len, "weight data (BF16)"); break;
+      case DT_F16: w.data = typed(i, napi_uint16_array, &len, "weight data (F16)"); break;
+      case DT_F8: w.data = typed(i, napi_uint8_array, &len, "weight data (F8_E4M3)"); break;
+      default: fail("unknown dtype code");
+    }
+    need(len, (double)w.rows * (double)w.cols, "weight data");
+    if (ok && dt == DT_F8) {
+      w.b0 = count(i + 5, "block[0]");
+      w.b1 = count(i + 6, "block[1]");
+      if (ok && (w.b0 < 1 || w.b1 < 1)) fail("F8 weight needs a block size >= 1", true);
+      if (isNull(i + 4)) fail("F8 weight needs its scale");
+      size_t sl = 0;
+      w.scale = f32(i + 4, &sl, "weight scale");
+      if (ok) {
+        w.sCols = (w.cols + w.b1 - 1) / w.b1;
+        need(sl, (double)((w.rows + w.b0 - 1) / w.b0) * (double)w.sCols, "weight scale");
+      }
+    }
+    return w;
+  }
+};
+
+napi_value undef(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+// matmul(out, x, M, data, dtype, rows, cols, scale, b0, b1, r0, N)
+napi_value Matmul(napi_env env, napi_callback_info info) {
+  Args a(env, info, "matmul");
+  size_t lo, lx;
+  float* out = a.f32(0, &lo, "out");
+  const float* x = a.f32(1, &lx, "x");
+  const i64 M = a.count(2, "M");
+  const WView w = a.weight(3);
+  const i64 r0 = a.count(10, "r0"), N = a.count(11, "N");
+  if (a.ok && r0 + N > w.rows) a.fail("r0 + N exceeds the weight's rows", true);
+  a.need(lx, (double)M * w.cols, "x");
+  a.need(lo, (double)M * N, "out");
+  if (a.ok) op_matmul(out, x, M, w, r0, N);
+  return nullptr;
+}
+
+// matmulT(out, x, M, data, dtype, rows, cols, scale, b0, b1, r0, R)
+napi_value MatmulT(napi_env env, napi_callback_info info) {
+  Args a(env, info, "matmulT");
+  size_t lo, lx;
+  float* out = a.f32(0, &lo, "out");
+  const float* x = a.f32(1, &lx, "x");
+  const i64 M = a.count(2, "M");
+  const WView w = a.weight(3);
+  const i64 r0 = a.count(10, "r0"), R = a.count(11, "R");
+  if (a.ok && r0 + R > w.rows) a.fail("r0 + R exceeds the weight's rows", true);
+  a.need(lx, (double)M * R, "x");
+  a.need(lo, (double)M * w.cols, "out");
+  if (a.ok) op_matmulT(out, x, M, w, r0, R);
+  return nullptr;
+}
+
+// embedding(out, data, dtype, rows, cols, scale, b0, b1, ids)
+napi_value Embedding(napi_env env, napi_callback_info info) {
+  Args a(env, info, "embedding");
+  size_t lo, li;
+  float* out = a.f32(0, &lo, "out");
+  const WView w = a.weight(1);
+  const std::int32_t* ids = a.i32(8, &li, "ids");
+  a.need(lo, (double)li * w.cols, "out");
+  for (size_t t = 0; a.ok && t < li; t++)
+    if (ids[t] < 0 || ids[t] >= w.rows)
+      a.fail("token id " + std::to_string(ids[t]) + " outside [0, " + std::to_string(w.rows) + ")", true);
+  if (a.ok) op_embedding(out, w, ids, (i64)li);
+  return nullptr;
+}
+
+// rmsNorm(out, x, weight, M, eps)
+napi_value RmsNorm(napi_env env, napi_callback_info info) {
+  Args a(env, info, "rmsNorm");
+  size_t lo, lx, lw;
+  float* out = a.f32(0, &lo, "out");
+  const float* x = a.f32(1, &lx, "x");
+  const float* w = a.f32(2, &lw, "weight");
+  const i64 M = a.count(3, "M");
+  const double eps = a.num(4, "eps");
+  a.need(lx, (double)M * lw, "x");
+  a.need(lo, (double)M * lw, "out");
+  if (a.ok) op_rmsnorm(out, x, w, M, (i64)lw, eps);
+  return nullptr;
+}
+
+// rope(x, T, H, stride, offset, pos, freqs)
+napi_value Rope(napi_env env, napi_callback_info info) {
+  Args a(env, info, "rope");
+  size_t lx, lp, lf;
+  float* x = a.f32(0, &lx, "x");
+  const i64 T = a.count(1, "T"), H = a.count(2, "H"), stride = a.count(3, "stride"), off = a.count(4, "offset");
+  const std::int32_t* pos = a.i32(5, &lp, "pos");
+  const float* freqs = a.f32(6, &lf, "freqs");
+  a.need(lp, (double)T, "pos");
+  if (a.ok && off + 2 * (i64)lf > stride) a.fail("offset + 2·freqs.length exceeds stride", true);
+  if (a.ok && T * H > 0) a.need(lx, (double)(T * H - 1) * stride + off + 2 * (double)lf, "x");
+  if (a.ok) op_rope(x, T, H, stride, off, pos, freqs, (i64)lf);
+  return nullptr;
+}
+
+// softmax(x, rows, cols)
+napi_value Softmax(napi_env env, napi_callback_info info) {
+  Args a(env, info, "softmax");
+  size_t lx;
+  float* x = a.f32(0, &lx, "x");
+  const i64 rows = a.count(1, "rows"), cols = a.count(2, "cols");
+  a.need(lx, (double)rows * cols, "x");
+  if (a.ok) op_softmax(x, rows, cols);
+  return nullptr;
+}
+
+// siluMul(out, gate, up, n)
+napi_value SiluMul(napi_env env, napi_callback_info info) {
+  Args a(env, info, "siluMul");
+  size_t lo, lg, lu;
+  float* out = a.f32(0, &lo, "out");
+  const float* g = a.f32(1, &lg, "gate");
+  const float* u = a.f32(2, &lu, "up");
+  const i64 n = a.count(3, "n");
+  a.need(lo, (double)n, "out");
+  a.need(lg, (double)n, "gate");
+  a.need(lu, (double)n, "up");
+  if (a.ok) op_silu_mul(out, g, u, n);
+  return nullptr;
+}
+
+// add(out, a, n)
+napi_value Add(napi_env env, napi_callback_info info) {
+  Args a(env, info, "add");
+  size_t lo, la;
+  float* out = a.f32(0, &lo, "out");
+  const float* x = a.f32(1, &la, "a");
+  const i64 n = a.count(2, "n");
+  a.need(lo, (double)n, "out");
+  a.need(la, (double)n, "a");
+  if (a.ok) op_add(out, x, n);
+  return nullptr;
+}
+
+// attnLatent(out, qLat, qPe, kv, pe, T, H, C, R, p0, scale)
+napi_value AttnLatent(napi_env env, napi_callback_info info) {
+  Args a(env, info, "attnLatent");
+  size_t lo, lq, lr, lk, lp;
+  AttnLatentArgs p;
+  p.out = a.f32(0, &lo, "out");
+  p.qLat = a.f32(1, &lq, "qLat");
+  p.qPe = a.f32(2, &lr, "qPe");
+  p.kv = a.f32(3, &lk, "kv");
+  p.pe = a.f32(4, &lp, "pe");
+  p.T = a.count(5, "T");
+  p.H = a.count(6, "H");
+  p.C = a.count(7, "C");
+  p.R = a.count(8, "R");
+  p.p0 = a.count(9, "p0");
+  p.scale = (float)a.num(10, "scale");
+  const double TH = (double)p.T * p.H, S = (double)(p.p0 + p.T);
+  a.need(lo, TH * p.C, "out");
+  a.need(lq, TH * p.C, "qLat");
+  a.need(lr, TH * p.R, "qPe");
+  a.need(lk, S * p.C, "kv");
+  a.need(lp, S * p.R, "pe");
+  if (a.ok) op_attn_latent(p);
+  return nullptr;
+}
+
+// attention(out, q, k, v, T, H, Dk, Dv, p0, scale)
+napi_value Attention(napi_env env, napi_callback_info info) {
+  Args a(env, info, "attention");
+  size_t lo, lq, lk, lv;
+  AttentionArgs p;
+  p.out = a.f32(0, &lo, "out");
+  p.q = a.f32(1, &lq, "q");
+  p.k = a.f32(2, &lk, "k");
+  p.v = a.f32(3, &lv, "v");
+  p.T = a.count(4, "T");
+  p.H = a.count(5, "H");
+  p.Dk = a.count(6, "Dk");
+  p.Dv = a.count(7, "Dv");
+  p.p0 = a.count(8, "p0");
+  p.scale = (float)a.num(9, "scale");
+  const double TH = (double)p.T * p.H, SH = (double)(p.p0 + p.T) * p.H;
+  a.need(lo, TH * p.Dv, "out");
+  a.need(lq, TH * p.Dk, "q");
+  a.need(lk, SH * p.Dk, "k");
+  a.need(lv, SH * p.Dv, "v");
+  if (a.ok) op_attention(p);
+  return nullptr;
+}
+
+// moeRoute(outIdx, outW, logits, T, E, topk, nGroup, topkGroup, softmax, bias, normalize, scale)
+napi_value MoeRoute(napi_env env, napi_callback_info info) {
+  Args a(env, info, "moeRoute");
+  size_t li, lw, ll, lb = 0;
+  std::int32_t* idx = a.i32(0, &li, "outIdx");
+  float* w = a.f32(1, &lw, "outW");
+  const float* logits = a.f32(2, &ll, "logits");
+  const i64 T = a.count(3, "T"), E = a.count(4, "E");
+  RouteArgs p;
+  p.topk = a.count(5, "topk");
+  p.nGroup = a.count(6, "nGroup");
+  p.topkGroup = a.count(7, "topkGroup");
+  p.softmax = a.flag(8);
+  p.bias = a.isNull(9) ? nullptr : a.f32(9, &lb, "bias");
+  p.normalize = a.flag(10);
+  p.scale = a.num(11, "scale");
+  a.need(ll, (double)T * E, "logits");
+  a.need(li, (double)T * p.topk, "outIdx");
+  a.need(lw, (double)T * p.topk, "outW");
+  if (p.bias) a.need(lb, (double)E, "bias");
+  if (a.ok && (p.nGroup < 1 || E % p.nGroup != 0)) a.fail("nGroup must divide E", true);
+  if (a.ok && p.topk > E) a.fail("topk exceeds E", true);
+  if (a.ok) op_moe_route(idx, w, logits, T, E, p);
+  return nullptr;
+}
+
+// gatherRows(out, x, rows, D)
+napi_value GatherRows(napi_env env, napi_callback_info info) {
+  Args a(env, info, "gatherRows");
+  size_t lo, lx, lr;
+  float* out = a.f32(0, &lo, "out");
+  const float* x = a.f32(1, &lx, "x");
+  const std::int32_t* rows = a.i32(2, &lr, "rows");
+  const i64 D = a.count(3, "D");
+  a.need(lo, (double)lr * D, "out");
+  for (size_t i = 0; a.ok && i < lr; i++)
+    if (rows[i] < 0 || (double)(rows[i] + 1) * D > (double)lx) a.fail("row index out of range", true);
+  if (a.ok) op_gather_rows(out, x, rows, (i64)lr, D);
+  return nullptr;
+}
+
+// scatterAddRows(out, src, rows, weights, D)
+napi_value ScatterAddRows(napi_env env, napi_callback_info info) {
+  Args a(env, info, "scatterAddRows");
+  size_t lo, ls, lr, lw;
+  float* out = a.f32(0, &lo, "out");
+  const float* src = a.f32(1, &ls, "src");
+  const std::int32_t* rows = a.i32(2, &lr, "rows");
+  const float* w = a.f32(3, &lw, "weights");
+  const i64 D = a.count(4, "D");
+  a.need(ls, (double)lr * D, "src");
+  a.need(lw, (double)lr, "weights");
+  for (size_t i = 0; a.ok && i < lr; i++)
+    if (rows[i] < 0 || (double)(rows[i] + 1) * D > (double)lo) a.fail("row index out of range", true);
+  if (a.ok) op_scatter_add_rows(out, src, rows, w, (i64)lr, D);
+  return nullptr;
+}
+
+napi_value SetThreads(napi_env env, napi_callback_info info) {
+  Args a(env, info, "setThreads");
+  const i64 n = a.count(0, "n");
+  if (a.ok) pool_set_threads((int)n);
+  return nullptr;
+}
+
+napi_value GetThreads(napi_env env, napi_callback_info) {
+  napi_value r;
+  napi_create_int32(env, pool_threads(), &r);
+  return r;
+}
+
+napi_value Str(napi_env env, const char* s) {
+  napi_value r;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
+napi_value Level(napi_env env, napi_callback_info) { return Str(env, level()->name); }
+napi_value Features(napi_env env, napi_callback_info) { return Str(env, cpu_features()); }
+
+napi_value Levels(napi_env env, napi_callback_info) {
+  const char* names[8];
+  const int n = cpu_levels(names, 8);
+  napi_value arr;
+  napi_create_array_with_length(env, (size_t)n, &arr);
+  for (int i = 0; i < n; i++) napi_set_element(env, arr, (uint32_t)i, Str(env, names[i]));
+  return arr;
+}
+
+napi_value SetLevel(napi_env env, napi_callback_info info) {
+  Args a(env, info, "setLevel");
+  char buf[32] = {0};
+  size_t len = 0;
+  if (a.n < 1 || napi_get_value_string_utf8(env, a.v[0], buf, sizeof buf, &len) != napi_ok) a.fail("name must be a string");
+  if (a.ok && !set_level(buf)) a.fail(std::string("level ") + buf + " is not supported on this CPU", true);
+  return nullptr;
+}
+
+napi_value ReadBandwidth(napi_env env, napi_callback_info info) {
+  Args a(env, info, "readBandwidth");
+  const i64 bytes = a.count(0, "bytes"), reps = a.count(1, "reps");
+  if (!a.ok) return nullptr;
+  napi_value r;
+  napi_create_double(env, read_bandwidth(bytes, (int)(reps > 0 ? reps : 1)), &r);
+  return r;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  struct {
+    const char* name;
+    napi_callback cb;
+  } fns[] = {
+      {"matmul", Matmul},         {"matmulT", MatmulT},       {"embedding", Embedding},
+      {"rmsNorm", RmsNorm},       {"rope", Rope},             {"softmax", Softmax},
+      {"siluMul", SiluMul},       {"add", Add},               {"attnLatent", AttnLatent},
+      {"attention", Attention},   {"moeRoute", MoeRoute},     {"gatherRows", GatherRows},
+      {"scatterAddRows", ScatterAddRows}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
+      {"level", Level},           {"levels", Levels},         {"setLevel", SetLevel},
+      {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth},
+  };
+  for (auto& f : fns) {
+    napi_value fn;
+    napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);
+    napi_set_named_property(env, exports, f.name, fn);
+  }
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,106 @@
+// Shared declarations of the native backend. This header holds only plain structs and
+// function declarations: the per-architecture translation units are compiled with
+// different instruction-set flags, so no inline code may be shared between them (an
+// inline function instantiated in the AVX-512 file could otherwise be picked by the
+// linker for the portable code and crash a CPU without AVX-512).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace dsv3 {
+
+typedef std::int64_t i64;
+
+enum DType : int { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2, DT_F8 = 3 };
+
+/** A weight matrix in its stored dtype (see src/tensor/weight.ts). */
+struct WView {
+  const void* data;
+  int dtype;
+  i64 rows, cols;
+  i64 ld;              // row stride in elements (== cols for LinearWeight)
+  const float* scale;  // F8 only: [ceil(rows / b0), sCols]
+  i64 b0, b1, sCols;
+};
+
+/** out[m*ldo + n] = sum_k x[m*ldx + k] * W[r0 + n][k], k < K = w.cols, n < N. */
+struct GemmNT {
+  const float* x;
+  i64 ldx;
+  i64 M, K;
+  WView w;
+  i64 r0, N;
+  float* out;
+  i64 ldo;
+  int f8slow;  // F8: some |scale| >= 256 or non-finite (use two multiplies per element)
+};
+
+/** out[m*ldo + c] = sum_r x[m*ldx + r] * W[r0 + r][c], r < R, c < C = w.cols. */
+struct GemmNN {
+  const float* x;
+  i64 ldx;
+  i64 M, R;
+  WView w;
+  i64 r0, C;
+  float* out;
+  i64 ldo;
+  int f8slow;
+};
+
+struct AttnLatentArgs {
+  float* out;
+  const float *qLat, *qPe, *kv, *pe;
+  i64 T, H, C, R, p0;
+  float scale;
+};
+
+struct AttentionArgs {
+  float* out;
+  const float *q, *k, *v;
+  i64 T, H, Dk, Dv, p0;
+  float scale;
+};
+
+/**
+ * One instruction-set level. Every function works on a range and runs on the calling
+ * thread; ops.cc splits the work over the pool. Within a level the reduction order of
+ * one output element depends only on the problem's K (never on M, the range or the
+ * thread), which makes every op batch invariant and thread-count invariant.
+ */
+struct KernelTable {
+  const char* name;
+  int lanes;
+  /** Rows m of a GEMM at or above which the packed (prefill) path is used. */
+  i64 packMinM;
+  /** Decode the weight directly in the inner loop. Ranges: rows [m0,m1), outputs [n0,n1). */
+  void (*gemm_nt)(const GemmNT* g, i64 m0, i64 m1, i64 n0, i64 n1);
+  /** Same numbers as gemm_nt, but decodes panels of W to f32 once and reuses them over M. */
+  void (*gemm_nt_packed)(const GemmNT* g, i64 m0, i64 m1, i64 n0, i64 n1);
+  void (*gemm_nn)(const GemmNN* g, i64 m0, i64 m1, i64 c0, i64 c1);
+  /** Rows of a [rows, cols] matrix with row stride ld. */
+  void (*softmax_rows)(float* x, i64 ld, i64 cols, i64 r0, i64 r1);
+  void (*silu_mul)(float* out, const float* g, const float* u, i64 i0, i64 i1);
+  /** Query t, heads [h0, h1). */
+  void (*attn_latent)(const AttnLatentArgs* a, i64 t, i64 h0, i64 h1);
+  /** Pairs (t, h) with index t*H + h in [i0, i1). */
+  void (*attention)(const AttentionArgs* a, i64 i0, i64 i1);
+};
+
+const KernelTable* generic_table();
+/** Exact f16 → f32, and the 256 e4m3fn values (generic/kernels.cc). */
+float f16_to_f32(std::uint16_t h);
+const float* e4m3_table();
+#if defined(DSV3_X86)
+const KernelTable* avx2_table();
+const KernelTable* avx512_table();
+#endif
+
+// ---- thread pool (pool.cc) ----
+typedef void (*JobFn)(void* ctx, i64 job);
+/** Run fn(ctx, j) for every j in [0, njobs) on up to maxThreads threads (the caller included). */
+void pool_run(i64 njobs, JobFn fn, void* ctx, int maxThreads);
+void pool_set_threads(int n);
+int pool_threads();
+int pool_default_threads();
+
+}  // namespace dsv3

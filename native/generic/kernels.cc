@@ -1,0 +1,160 @@
+// Portable level: plain C++ over an 8-lane array "vector" (compilers vectorise it with
+// whatever the baseline target allows). Same kernels, same reduction structure.
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "../common.h"
+
+namespace dsv3 {
+
+// ---- exact widening of the 8- and 16-bit formats (shared with ops.cc) ----
+float f16_to_f32(std::uint16_t h) {
+  const std::uint32_t s = (std::uint32_t)(h & 0x8000) << 16;
+  const int e = (h >> 10) & 0x1f;
+  const std::uint32_t m = h & 0x3ff;
+  float f;
+  if (e == 0) {
+    f = (float)m * 5.9604644775390625e-8f;  // m · 2^-24, exact
+    return s ? -f : f;
+  }
+  std::uint32_t u;
+  if (e == 31) u = s | 0x7f800000u | (m << 13);
+  else u = s | ((std::uint32_t)(e - 15 + 127) << 23) | (m << 13);
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+namespace {
+struct E4m3Table {
+  float v[256];
+  E4m3Table() {
+    for (int i = 0; i < 256; i++) {
+      const float s = (i & 0x80) ? -1.0f : 1.0f;
+      const int e = (i >> 3) & 0xf, m = i & 7;
+      if (e == 15 && m == 7) v[i] = NAN;
+      else if (e == 0) v[i] = s * std::ldexp((float)m / 8.0f, -6);
+      else v[i] = s * std::ldexp(1.0f + (float)m / 8.0f, e - 7);
+    }
+  }
+};
+const E4m3Table g_e4m3;
+}  // namespace
+
+const float* e4m3_table() { return g_e4m3.v; }
+
+namespace {
+
+const int L = 8;
+struct V {
+  float v[L];
+};
+const int NT_MR = 2, NT_NR = 4;
+const int NN_MR = 4, NN_NV = 2;
+const std::int64_t PK_NC = 16, PK_KC = 512, PK_MC = 32;
+
+static inline V vzero() {
+  V r;
+  for (int i = 0; i < L; i++) r.v[i] = 0.0f;
+  return r;
+}
+static inline V vset1(float a) {
+  V r;
+  for (int i = 0; i < L; i++) r.v[i] = a;
+  return r;
+}
+static inline V vload(const float* p) {
+  V r;
+  std::memcpy(r.v, p, sizeof r.v);
+  return r;
+}
+static inline V vloadn(const float* p, int n) {
+  V r = vzero();
+  std::memcpy(r.v, p, (std::size_t)n * 4);
+  return r;
+}
+static inline void vstore(float* p, V v) { std::memcpy(p, v.v, sizeof v.v); }
+static inline void vstoren(float* p, V v, int n) { std::memcpy(p, v.v, (std::size_t)n * 4); }
+#define DSV3_BIN(NAME, EXPR)             \
+  static inline V NAME(V a, V b) {       \
+    V r;                                 \
+    for (int i = 0; i < L; i++) {        \
+      const float x = a.v[i], y = b.v[i]; \
+      r.v[i] = (EXPR);                   \
+    }                                    \
+    return r;                            \
+  }
+DSV3_BIN(vadd, x + y)
+DSV3_BIN(vsub, x - y)
+DSV3_BIN(vmul, x* y)
+DSV3_BIN(vdiv, x / y)
+DSV3_BIN(vmax, x > y ? x : y)
+#undef DSV3_BIN
+static inline V vfma(V a, V b, V c) {
+  V r;
+  for (int i = 0; i < L; i++) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+  return r;
+}
+static inline float vhsum(V a) {
+  const float s0 = a.v[0] + a.v[4], s1 = a.v[1] + a.v[5], s2 = a.v[2] + a.v[6], s3 = a.v[3] + a.v[7];
+  return (s0 + s2) + (s1 + s3);
+}
+static inline float vhmax(V a) {
+  float m = a.v[0];
+  for (int i = 1; i < L; i++) m = a.v[i] > m ? a.v[i] : m;
+  return m;
+}
+static inline V vexp(V a) {
+  V r;
+  for (int i = 0; i < L; i++) r.v[i] = std::exp(a.v[i]);
+  return r;
+}
+static inline V dec_bf16(const std::uint16_t* p) {
+  V r;
+  for (int i = 0; i < L; i++) {
+    const std::uint32_t u = (std::uint32_t)p[i] << 16;
+    std::memcpy(&r.v[i], &u, 4);
+  }
+  return r;
+}
+static inline V dec_bf16n(const std::uint16_t* p, int n) {
+  std::uint16_t t[L] = {0};
+  std::memcpy(t, p, (std::size_t)n * 2);
+  return dec_bf16(t);
+}
+static inline V dec_f16(const std::uint16_t* p) {
+  V r;
+  for (int i = 0; i < L; i++) r.v[i] = f16_to_f32(p[i]);
+  return r;
+}
+static inline V dec_f16n(const std::uint16_t* p, int n) {
+  std::uint16_t t[L] = {0};
+  std::memcpy(t, p, (std::size_t)n * 2);
+  return dec_f16(t);
+}
+static inline float f8prep(float s) { return s; }
+static inline V dec_f8(const std::uint8_t* p, V s) {
+  V r;
+  for (int i = 0; i < L; i++) r.v[i] = g_e4m3.v[p[i]] * s.v[i];
+  return r;
+}
+static inline V dec_f8n(const std::uint8_t* p, int n, V s) {
+  std::uint8_t t[L] = {0};
+  std::memcpy(t, p, (std::size_t)n);
+  return dec_f8(t, s);
+}
+static inline V dec_f8s(const std::uint8_t* p, V s) { return dec_f8(p, s); }
+static inline V dec_f8sn(const std::uint8_t* p, int n, V s) { return dec_f8n(p, n, s); }
+
+#include "../kernels_impl.h"
+
+const KernelTable table = {
+    "generic", L, 8, gemm_nt_direct, gemm_nt_packed, gemm_nn, softmax_rows, silu_mul, attn_latent, attention,
+};
+
+}  // namespace
+
+const KernelTable* generic_table() { return &table; }
+
+}  // namespace dsv3

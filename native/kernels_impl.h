@@ -1,0 +1,516 @@
+// The kernels of one instruction-set level, written once over a small vector interface.
+// Included by native/generic/kernels.cc and native/arch/x86/*.cc INSIDE an anonymous
+// namespace, after they define:
+//   L (lanes), V (vector of L floats), NT_MR/NT_NR, NN_MR/NN_NV, PK_NC/PK_KC/PK_MC, and
+//   vzero vset1 vload vloadn vstore vstoren vfma vadd vsub vmul vdiv vmax vhsum vexp,
+//   dec_bf16(n) dec_f16(n) dec_f8(n) dec_f8s(n) (F8: fast/slow scale handling), f8prep.
+// Everything here has internal linkage, so each level keeps its own copy.
+//
+// Numerics (the contract that makes results batch invariant): one output of a matmul
+// (gemm_nt) is the sum over k of x[k]·w[k] accumulated in L float32 lanes, lane l taking
+// k ≡ l (mod L) in increasing k with one FMA each (a partial last vector is zero-padded),
+// then reduced by the fixed tree of vhsum. The decode path, the packed prefill path and
+// the attention kernels all follow exactly this order. One output of gemm_nn (matmulT,
+// attention's P·V) is a single FMA chain over r in increasing order.
+
+#if defined(__GNUC__) && !defined(__clang__)
+// The direct path passes accio = nullptr together with last = true, so the accumulator
+// store is unreachable there; GCC's object-size analysis cannot see that.
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#pragma GCC diagnostic ignored "-Warray-bounds"
+#endif
+
+typedef std::int64_t I;
+
+static inline I imin(I a, I b) { return a < b ? a : b; }
+
+// ---- weight decoders: 16-bit raw bits, e4m3 codes, or f32 ----
+template <int DT, bool SLOW>
+struct Dec;
+template <>
+struct Dec<DT_F32, false> {
+  typedef float E;
+  static const bool F8 = false;
+  static inline V ld(const E* p, V) { return vload(p); }
+  static inline V ldn(const E* p, int n, V) { return vloadn(p, n); }
+  static inline float prep(float s) { return s; }
+};
+template <>
+struct Dec<DT_BF16, false> {
+  typedef std::uint16_t E;
+  static const bool F8 = false;
+  static inline V ld(const E* p, V) { return dec_bf16(p); }
+  static inline V ldn(const E* p, int n, V) { return dec_bf16n(p, n); }
+  static inline float prep(float s) { return s; }
+};
+template <>
+struct Dec<DT_F16, false> {
+  typedef std::uint16_t E;
+  static const bool F8 = false;
+  static inline V ld(const E* p, V) { return dec_f16(p); }
+  static inline V ldn(const E* p, int n, V) { return dec_f16n(p, n); }
+  static inline float prep(float s) { return s; }
+};
+template <>
+struct Dec<DT_F8, false> {
+  typedef std::uint8_t E;
+  static const bool F8 = true;
+  static inline V ld(const E* p, V s) { return dec_f8(p, s); }
+  static inline V ldn(const E* p, int n, V s) { return dec_f8n(p, n, s); }
+  static inline float prep(float s) { return f8prep(s); }
+};
+template <>
+struct Dec<DT_F8, true> {
+  typedef std::uint8_t E;
+  static const bool F8 = true;
+  static inline V ld(const E* p, V s) { return dec_f8s(p, s); }
+  static inline V ldn(const E* p, int n, V s) { return dec_f8sn(p, n, s); }
+  static inline float prep(float s) { return s; }
+};
+
+// ---- thread-local scratch (grown on demand, kept for the thread's life) ----
+struct Scratch {
+  float* p = nullptr;
+  I cap = 0;
+  ~Scratch() { std::free(p); }
+  float* get(I n) {
+    if (n > cap) {
+      std::free(p);
+      I c = n + 1024;
+      p = static_cast<float*>(std::aligned_alloc(64, (std::size_t)(((c * 4) + 63) / 64 * 64)));
+      cap = p ? c : 0;
+    }
+    return p;
+  }
+};
+static thread_local Scratch tl_panel, tl_acc, tl_scores, tl_scores2;
+
+// =====================================================================================
+// gemm_nt micro-tile: MR rows of x by NR rows of W, over klen columns (a K chunk that
+// starts on a multiple of L). `bk` splits the chunk into scale blocks (F8: b1, else klen);
+// sp[j] points at the scale of row j's first block. With `first`, accumulators start at
+// zero, otherwise they are reloaded from accio; with `last`, the reduced sums go to out,
+// otherwise the accumulators go back to accio.
+template <class D, int MR, int NR>
+static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const float* const* sp, I klen,
+                    I bk, float* accio, I accld, bool first, bool last, float* out, I ldo, int nv) {
+  V acc[MR][NR];
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NR; j++) acc[i][j] = first ? vzero() : vload(accio + i * accld + j * L);
+  V s[NR];
+  for (int j = 0; j < NR; j++) s[j] = vzero();
+  for (I kb0 = 0; kb0 < klen; kb0 += bk) {
+    const I kend = imin(klen, kb0 + bk);
+    if (D::F8)
+      for (int j = 0; j < NR; j++) s[j] = vset1(D::prep(sp[j][kb0 / bk]));
+    I k = kb0;
+    for (; k + L <= kend; k += L) {
+      V wv[NR];
+      for (int j = 0; j < NR; j++) wv[j] = D::ld(w[j] + k, s[j]);
+      for (int i = 0; i < MR; i++) {
+        const V xv = vload(x + i * ldx + k);
+        for (int j = 0; j < NR; j++) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
+      }
+    }
+    if (k < kend) {
+      const int n = (int)(kend - k);
+      V wv[NR];
+      for (int j = 0; j < NR; j++) wv[j] = D::ldn(w[j] + k, n, s[j]);
+      for (int i = 0; i < MR; i++) {
+        const V xv = vloadn(x + i * ldx + k, n);
+        for (int j = 0; j < NR; j++) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
+      }
+    }
+  }
+  if (last) {
+    for (int i = 0; i < MR; i++)
+      for (int j = 0; j < NR; j++)
+        if (j < nv) out[i * ldo + j] = vhsum(acc[i][j]);
+  } else {
+    for (int i = 0; i < MR; i++)
+      for (int j = 0; j < NR; j++) vstore(accio + i * accld + j * L, acc[i][j]);
+  }
+}
+
+template <class D>
+static void nt_tile_m(int mr, const float* x, I ldx, const typename D::E* const* w, const float* const* sp,
+                      I klen, I bk, float* accio, I accld, bool first, bool last, float* out, I ldo, int nv) {
+  switch (mr) {
+#define DSV3_CASE(R)                                                                                  \
+  case R:                                                                                             \
+    if (R <= NT_MR) nt_tile<D, (R <= NT_MR ? R : 1), NT_NR>(x, ldx, w, sp, klen, bk, accio, accld, first, last, out, ldo, nv); \
+    break;
+    DSV3_CASE(1)
+    DSV3_CASE(2)
+    DSV3_CASE(3)
+    DSV3_CASE(4)
+    DSV3_CASE(5)
+    DSV3_CASE(6)
+#undef DSV3_CASE
+  }
+}
+
+/** Scale block structure of W for the gemm_nt order: F8 blocks matter only when b1 % L != 0. */
+static inline I nt_bk(const WView& w) {
+  return (w.dtype == DT_F8 && w.b1 % L != 0) ? w.b1 : (I)1 << 62;
+}
+
+template <class D>
+static void nt_direct_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
+  typedef typename D::E E;
+  const WView& w = g->w;
+  const E* base = static_cast<const E*>(w.data);
+  const I K = w.cols;
+  const I bk = D::F8 ? w.b1 : (K > 0 ? K : 1);
+  for (I nt = n0; nt < n1; nt += NT_NR) {
+    const int nv = (int)imin(NT_NR, n1 - nt);
+    const E* wp[NT_NR];
+    const float* sp[NT_NR];
+    for (int j = 0; j < NT_NR; j++) {
+      const I row = g->r0 + nt + (j < nv ? j : nv - 1);
+      wp[j] = base + row * w.ld;
+      sp[j] = D::F8 ? w.scale + (row / w.b0) * w.sCols : nullptr;
+    }
+    for (I mi = m0; mi < m1; mi += NT_MR) {
+      const int mr = (int)imin(NT_MR, m1 - mi);
+      nt_tile_m<D>(mr, g->x + mi * g->ldx, g->ldx, wp, sp, K, bk, nullptr, 0, true, true,
+                   g->out + mi * g->ldo + nt, g->ldo, nv);
+    }
+  }
+}
+
+static void gemm_nt_direct(const GemmNT* g, I m0, I m1, I n0, I n1) {
+  switch (g->w.dtype) {
+    case DT_F32: nt_direct_t<Dec<DT_F32, false>>(g, m0, m1, n0, n1); break;
+    case DT_BF16: nt_direct_t<Dec<DT_BF16, false>>(g, m0, m1, n0, n1); break;
+    case DT_F16: nt_direct_t<Dec<DT_F16, false>>(g, m0, m1, n0, n1); break;
+    case DT_F8:
+      if (g->f8slow) nt_direct_t<Dec<DT_F8, true>>(g, m0, m1, n0, n1);
+      else nt_direct_t<Dec<DT_F8, false>>(g, m0, m1, n0, n1);
+      break;
+  }
+}
+
+/** Decode W[row][k0 .. k0+kl) to f32 (exactly the values the direct path computes). */
+template <class D>
+static void decode_span(const WView& w, I row, I k0, I kl, float* dst) {
+  typedef typename D::E E;
+  const E* src = static_cast<const E*>(w.data) + row * w.ld;
+  const I bk = D::F8 ? w.b1 : (I)1 << 62;
+  const float* srow = D::F8 ? w.scale + (row / w.b0) * w.sCols : nullptr;
+  I k = k0;
+  const I kend = k0 + kl;
+  while (k < kend) {
+    const I blk = D::F8 ? k / bk : 0;
+    const I bend = D::F8 ? imin(kend, (blk + 1) * bk) : kend;
+    const V s = D::F8 ? vset1(D::prep(srow[blk])) : vzero();
+    for (; k + L <= bend; k += L) vstore(dst + (k - k0), D::ld(src + k, s));
+    if (k < bend) {
+      vstoren(dst + (k - k0), D::ldn(src + k, (int)(bend - k), s), (int)(bend - k));
+      k = bend;
+    }
+  }
+}
+
+template <class D>
+static void nt_packed_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
+  const WView& w = g->w;
+  const I K = w.cols;
+  const I bk = nt_bk(w);
+  const bool blocked = bk < K;  // F8 with b1 % L != 0: keep whole rows, chunk by blocks
+  const I KC = blocked || K <= PK_KC ? (K > 0 ? K : 1) : PK_KC;
+  const I PLD = (KC + L - 1) / L * L + L;  // panel row stride (padded against aliasing)
+  float* panel = tl_panel.get(PK_NC * PLD);
+  const I accld = PK_NC * L;
+  float* acc = tl_acc.get(PK_MC * accld);
+  const I bkt = blocked ? bk : KC;
+  for (I nb = n0; nb < n1; nb += PK_NC) {
+    const I nc = imin(PK_NC, n1 - nb);
+    for (I mb = m0; mb < m1; mb += PK_MC) {
+      const I mc = imin(PK_MC, m1 - mb);
+      for (I kc0 = 0; kc0 < K || kc0 == 0; kc0 += KC) {
+        const I kl = imin(KC, K - kc0);
+        const bool first = kc0 == 0, last = kc0 + KC >= K;
+        for (I j = 0; j < nc; j++) decode_span<D>(w, g->r0 + nb + j, kc0, kl, panel + j * PLD);
+        for (I nj = 0; nj < nc; nj += NT_NR) {
+          const int nv = (int)imin(NT_NR, nc - nj);
+          const float* wp[NT_NR];
+          for (int j = 0; j < NT_NR; j++) wp[j] = panel + (nj + (j < nv ? j : nv - 1)) * PLD;
+          for (I mi = 0; mi < mc; mi += NT_MR) {
+            const int mr = (int)imin(NT_MR, mc - mi);
+            nt_tile_m<Dec<DT_F32, false>>(mr, g->x + (mb + mi) * g->ldx + kc0, g->ldx, wp, nullptr, kl,
+                                          bkt, acc + mi * accld + nj * L, accld, first, last,
+                                          g->out + (mb + mi) * g->ldo + nb + nj, g->ldo, nv);
+          }
+        }
+        if (K == 0) break;
+      }
+    }
+  }
+}
+
+static void gemm_nt_packed(const GemmNT* g, I m0, I m1, I n0, I n1) {
+  switch (g->w.dtype) {
+    case DT_F32: nt_packed_t<Dec<DT_F32, false>>(g, m0, m1, n0, n1); break;
+    case DT_BF16: nt_packed_t<Dec<DT_BF16, false>>(g, m0, m1, n0, n1); break;
+    case DT_F16: nt_packed_t<Dec<DT_F16, false>>(g, m0, m1, n0, n1); break;
+    case DT_F8:
+      if (g->f8slow) nt_packed_t<Dec<DT_F8, true>>(g, m0, m1, n0, n1);
+      else nt_packed_t<Dec<DT_F8, false>>(g, m0, m1, n0, n1);
+      break;
+  }
+}
+
+// =====================================================================================
+// gemm_nn micro-tile: MR rows of x by up to NN_NV·L columns of W, over rows [ra, rb) of
+// the R dimension (a chunk: the accumulators continue from `out` unless ra == 0).
+template <class D, int MR>
+static void nn_tile(const GemmNN* g, I mi, I ra, I rb, I c0, int ncols) {
+  typedef typename D::E E;
+  const WView& w = g->w;
+  const E* base = static_cast<const E*>(w.data);
+  const int nfull = ncols / L, rem = ncols % L;
+  V acc[MR][NN_NV];
+  float* out = g->out + mi * g->ldo + c0;
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NN_NV; j++) {
+      if (ra == 0) acc[i][j] = vzero();
+      else if (j < nfull) acc[i][j] = vload(out + i * g->ldo + j * L);
+      else if (j == nfull && rem) acc[i][j] = vloadn(out + i * g->ldo + j * L, rem);
+      else acc[i][j] = vzero();
+    }
+  V s[NN_NV];
+  for (int j = 0; j < NN_NV; j++) s[j] = vzero();
+  I sblk = -1;
+  const float* x = g->x + mi * g->ldx;
+  for (I r = ra; r < rb; r++) {
+    const I row = g->r0 + r;
+    if (D::F8 && row / w.b0 != sblk) {
+      sblk = row / w.b0;
+      const float* srow = w.scale + sblk * w.sCols;
+      for (int j = 0; j < NN_NV; j++) {
+        alignas(64) float t[L];
+        for (int l = 0; l < L; l++) {
+          I c = c0 + j * L + l;
+          if (c >= w.cols) c = w.cols - 1;
+          t[l] = D::prep(srow[c / w.b1]);
+        }
+        s[j] = vload(t);
+      }
+    }
+    const E* wr = base + row * w.ld + c0;
+    V wv[NN_NV];
+    for (int j = 0; j < NN_NV; j++) {
+      if (j < nfull) wv[j] = D::ld(wr + j * L, s[j]);
+      else if (j == nfull && rem) wv[j] = D::ldn(wr + j * L, rem, s[j]);
+      else wv[j] = vzero();
+    }
+    for (int i = 0; i < MR; i++) {
+      const V xb = vset1(x[i * g->ldx + r]);
+      for (int j = 0; j < NN_NV; j++) acc[i][j] = vfma(xb, wv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NN_NV; j++) {
+      if (j < nfull) vstore(out + i * g->ldo + j * L, acc[i][j]);
+      else if (j == nfull && rem) vstoren(out + i * g->ldo + j * L, acc[i][j], rem);
+    }
+}
+
+template <class D>
+static void nn_t(const GemmNN* g, I m0, I m1, I c0, I c1) {
+  const I R = g->R;
+  const I RC = 256;
+  if (R == 0) {
+    for (I m = m0; m < m1; m++)
+      for (I c = c0; c < c1; c++) g->out[m * g->ldo + c] = 0.0f;
+    return;
+  }
+  for (I ra = 0; ra < R; ra += RC) {
+    const I rb = imin(R, ra + RC);
+    for (I ct = c0; ct < c1; ct += NN_NV * L) {
+      const int ncols = (int)imin(NN_NV * L, c1 - ct);
+      for (I mi = m0; mi < m1; mi += NN_MR) {
+        switch ((int)imin(NN_MR, m1 - mi)) {
+#define DSV3_CASE(R_)                                                        \
+  case R_:                                                                   \
+    if (R_ <= NN_MR) nn_tile<D, (R_ <= NN_MR ? R_ : 1)>(g, mi, ra, rb, ct, ncols); \
+    break;
+          DSV3_CASE(1)
+          DSV3_CASE(2)
+          DSV3_CASE(3)
+          DSV3_CASE(4)
+          DSV3_CASE(5)
+          DSV3_CASE(6)
+#undef DSV3_CASE
+        }
+      }
+    }
+  }
+}
+
+static void gemm_nn(const GemmNN* g, I m0, I m1, I c0, I c1) {
+  switch (g->w.dtype) {
+    case DT_F32: nn_t<Dec<DT_F32, false>>(g, m0, m1, c0, c1); break;
+    case DT_BF16: nn_t<Dec<DT_BF16, false>>(g, m0, m1, c0, c1); break;
+    case DT_F16: nn_t<Dec<DT_F16, false>>(g, m0, m1, c0, c1); break;
+    case DT_F8:
+      if (g->f8slow) nn_t<Dec<DT_F8, true>>(g, m0, m1, c0, c1);
+      else nn_t<Dec<DT_F8, false>>(g, m0, m1, c0, c1);
+      break;
+  }
+}
+
+// =====================================================================================
+// Elementwise / row ops.
+
+static void softmax_row(float* x, I n) {
+  if (n <= 0) return;
+  V vm = vset1(-INFINITY);
+  I i = 0;
+  for (; i + L <= n; i += L) vm = vmax(vm, vload(x + i));
+  float mx = vhmax(vm);
+  for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+  const V m = vset1(mx);
+  V vs = vzero();
+  for (i = 0; i + L <= n; i += L) {
+    const V e = vexp(vsub(vload(x + i), m));
+    vstore(x + i, e);
+    vs = vadd(vs, e);
+  }
+  if (i < n) {
+    const int r = (int)(n - i);
+    vstoren(x + i, vexp(vsub(vloadn(x + i, r), m)), r);
+    vs = vadd(vs, vloadn(x + i, r));
+  }
+  const V sum = vset1(vhsum(vs));
+  for (i = 0; i + L <= n; i += L) vstore(x + i, vdiv(vload(x + i), sum));
+  if (i < n) {
+    const int r = (int)(n - i);
+    vstoren(x + i, vdiv(vloadn(x + i, r), sum), r);
+  }
+}
+
+static void softmax_rows(float* x, I ld, I cols, I r0, I r1) {
+  for (I r = r0; r < r1; r++) softmax_row(x + r * ld, cols);
+}
+
+static inline V silu_mul_v(V g, V u) {
+  const V one = vset1(1.0f);
+  return vmul(vdiv(g, vadd(one, vexp(vsub(vzero(), g)))), u);
+}
+
+static void silu_mul(float* out, const float* g, const float* u, I i0, I i1) {
+  I i = i0;
+  for (; i + L <= i1; i += L) vstore(out + i, silu_mul_v(vload(g + i), vload(u + i)));
+  if (i < i1) {
+    const int r = (int)(i1 - i);
+    vstoren(out + i, silu_mul_v(vloadn(g + i, r), vloadn(u + i, r)), r);
+  }
+}
+
+// =====================================================================================
+// Attention. Scores use gemm_nt (the matmul order), P·V uses gemm_nn.
+
+static inline WView f32view(const float* data, I rows, I cols, I ld) {
+  WView v;
+  v.data = data;
+  v.dtype = DT_F32;
+  v.rows = rows;
+  v.cols = cols;
+  v.ld = ld;
+  v.scale = nullptr;
+  v.b0 = v.b1 = 1;
+  v.sCols = 0;
+  return v;
+}
+
+static void attn_latent(const AttnLatentArgs* a, I t, I h0, I h1) {
+  const I S = a->p0 + t + 1;
+  const I nh = h1 - h0;
+  if (nh <= 0) return;
+  const I ld = (S + L - 1) / L * L;
+  float* sc = tl_scores.get(nh * ld);
+  float* sb = tl_scores2.get(nh * ld);
+  const I row0 = t * a->H + h0;
+  GemmNT g;
+  g.f8slow = 0;
+  g.r0 = 0;
+  g.N = S;
+  g.ldo = ld;
+  // qLat · kv[s]
+  g.x = a->qLat + row0 * a->C;
+  g.ldx = a->C;
+  g.M = nh;
+  g.K = a->C;
+  g.w = f32view(a->kv, S, a->C, a->C);
+  g.out = sc;
+  nt_direct_t<Dec<DT_F32, false>>(&g, 0, nh, 0, S);
+  // qPe · pe[s]
+  g.x = a->qPe + row0 * a->R;
+  g.ldx = a->R;
+  g.K = a->R;
+  g.w = f32view(a->pe, S, a->R, a->R);
+  g.out = sb;
+  nt_direct_t<Dec<DT_F32, false>>(&g, 0, nh, 0, S);
+  const V scale = vset1(a->scale);
+  for (I h = 0; h < nh; h++) {
+    float* p = sc + h * ld;
+    const float* q = sb + h * ld;
+    I s = 0;
+    for (; s + L <= S; s += L) vstore(p + s, vmul(vadd(vload(p + s), vload(q + s)), scale));
+    for (; s < S; s++) p[s] = (p[s] + q[s]) * a->scale;
+    softmax_row(p, S);
+  }
+  GemmNN n;
+  n.f8slow = 0;
+  n.x = sc;
+  n.ldx = ld;
+  n.M = nh;
+  n.R = S;
+  n.w = f32view(a->kv, S, a->C, a->C);
+  n.r0 = 0;
+  n.C = a->C;
+  n.out = a->out + row0 * a->C;
+  n.ldo = a->C;
+  nn_t<Dec<DT_F32, false>>(&n, 0, nh, 0, a->C);
+}
+
+static void attention(const AttentionArgs* a, I i0, I i1) {
+  const I H = a->H;
+  const I Smax = a->p0 + a->T;
+  float* p = tl_scores.get(Smax + L);
+  for (I i = i0; i < i1; i++) {
+    const I t = i / H, h = i % H;
+    const I S = a->p0 + t + 1;
+    GemmNT g;
+    g.f8slow = 0;
+    g.x = a->q + (t * H + h) * a->Dk;
+    g.ldx = a->Dk;
+    g.M = 1;
+    g.K = a->Dk;
+    g.w = f32view(a->k + h * a->Dk, S, a->Dk, H * a->Dk);
+    g.r0 = 0;
+    g.N = S;
+    g.out = p;
+    g.ldo = S;
+    nt_direct_t<Dec<DT_F32, false>>(&g, 0, 1, 0, S);
+    I s = 0;
+    const V scale = vset1(a->scale);
+    for (; s + L <= S; s += L) vstore(p + s, vmul(vload(p + s), scale));
+    for (; s < S; s++) p[s] *= a->scale;
+    softmax_row(p, S);
+    GemmNN n;
+    n.f8slow = 0;
+    n.x = p;
+    n.ldx = S;
+    n.M = 1;
+    n.R = S;
+    n.w = f32view(a->v + h * a->Dv, S, a->Dv, H * a->Dv);
+    n.r0 = 0;
+    n.C = a->Dv;
+    n.out = a->out + (t * H + h) * a->Dv;
+    n.ldo = a->Dv;
+    nn_t<Dec<DT_F32, false>>(&n, 0, 1, 0, a->Dv);
+  }
+}

@@ -1,0 +1,471 @@
+// The ops: CPU-level dispatch, splitting work over the thread pool, and the small ops that
+// are cheap enough to stay portable (their arithmetic mirrors the TypeScript reference,
+// in double where the reference uses JS numbers).
+#include "ops.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if defined(DSV3_X86)
+#if defined(_MSC_VER)
+#include <intrin.h>
+#else
+#include <cpuid.h>
+#endif
+#endif
+
+namespace dsv3 {
+
+// ---------------------------------------------------------------------------------------
+// CPU detection, once at load.
+namespace {
+
+struct Cpu {
+  bool avx2 = false, avx512 = false, bf16 = false;
+  std::string features;
+};
+
+#if defined(DSV3_X86)
+void cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
+#if defined(_MSC_VER)
+  int t[4];
+  __cpuidex(t, (int)leaf, (int)sub);
+  for (int i = 0; i < 4; i++) r[i] = (unsigned)t[i];
+#else
+  __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+#endif
+}
+unsigned long long xgetbv0() {
+#if defined(_MSC_VER)
+  return _xgetbv(0);
+#else
+  unsigned lo, hi;
+  __asm__ __volatile__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return ((unsigned long long)hi << 32) | lo;
+#endif
+}
+#endif
+
+Cpu detect() {
+  Cpu c;
+#if defined(DSV3_X86)
+  unsigned r[4];
+  cpuid(0, 0, r);
+  const unsigned maxLeaf = r[0];
+  if (maxLeaf < 7) return c;
+  cpuid(1, 0, r);
+  const bool fma = (r[2] >> 12) & 1, osxsave = (r[2] >> 27) & 1, avx = (r[2] >> 28) & 1, f16c = (r[2] >> 29) & 1;
+  if (!osxsave || !avx) return c;
+  const unsigned long long xcr0 = xgetbv0();
+  const bool ymm = (xcr0 & 0x6) == 0x6, zmm = (xcr0 & 0xe6) == 0xe6;
+  cpuid(7, 0, r);
+  const unsigned b = r[1];
+  const bool avx2 = (b >> 5) & 1, f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+  unsigned r1[4];
+  cpuid(7, 1, r1);
+  c.bf16 = zmm && ((r1[0] >> 5) & 1);
+  c.avx2 = ymm && avx2 && fma && f16c;
+  c.avx512 = c.avx2 && zmm && f && dq && bw && vl;
+  const char* names[] = {"fma", "f16c", "avx2", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16"};
+  const bool has[] = {fma, f16c, avx2 && ymm, f && zmm, dq && zmm, bw && zmm, vl && zmm, c.bf16};
+  for (int i = 0; i < 8; i++)
+    if (has[i]) c.features += (c.features.empty() ? "" : " ") + std::string(names[i]);
+#endif
+  return c;
+}
+
+const Cpu& cpu() {
+  static const Cpu c = detect();
+  return c;
+}
+
+const KernelTable* pick_default() {
+  const KernelTable* best = generic_table();
+#if defined(DSV3_X86)
+  if (cpu().avx512) best = avx512_table();
+  else if (cpu().avx2) best = avx2_table();
+#endif
+  if (const char* want = std::getenv("DSV3_NATIVE_LEVEL")) {
+    const char* names[4];
+    const int n = cpu_levels(names, 4);
+    for (int i = 0; i < n; i++)
+      if (std::strcmp(names[i], want) == 0) {
+        set_level(want);
+        return level();
+      }
+  }
+  return best;
+}
+
+const KernelTable* g_level = nullptr;
+
+const KernelTable* lv() {
+  if (!g_level) g_level = pick_default();
+  return g_level;
+}
+
+}  // namespace
+
+int cpu_levels(const char** names, int max) {
+  int n = 0;
+#if defined(DSV3_X86)
+  if (cpu().avx512 && n < max) names[n++] = "avx512";
+  if (cpu().avx2 && n < max) names[n++] = "avx2";
+#endif
+  if (n < max) names[n++] = "generic";
+  return n;
+}
+
+bool set_level(const char* name) {
+#if defined(DSV3_X86)
+  if (std::strcmp(name, "avx512") == 0 && cpu().avx512) return (g_level = avx512_table()), true;
+  if (std::strcmp(name, "avx2") == 0 && cpu().avx2) return (g_level = avx2_table()), true;
+#endif
+  if (std::strcmp(name, "generic") == 0) return (g_level = generic_table()), true;
+  return false;
+}
+
+const KernelTable* level() { return lv(); }
+const char* cpu_features() { return cpu().features.c_str(); }
+
+// ---------------------------------------------------------------------------------------
+// Splitting work over the pool.
+namespace {
+
+inline i64 cdiv(i64 a, i64 b) { return (a + b - 1) / b; }
+inline i64 rup(i64 a, i64 b) { return cdiv(a, b) * b; }
+
+/** Threads worth using for `work` multiply-adds (a wake-up costs a few microseconds). */
+int threads_for(double work) {
+  const int nt = pool_threads();
+  if (nt <= 1 || work < 65536.0) return 1;
+  const double per = 32768.0;  // at least this much work per thread
+  const int t = (int)std::min<double>(nt, std::max(1.0, work / per));
+  return t;
+}
+
+template <class F>
+void run_jobs(i64 njobs, int threads, const F& f) {
+  if (njobs <= 0) return;
+  if (threads <= 1 || njobs == 1) {
+    for (i64 j = 0; j < njobs; j++) f(j);
+    return;
+  }
+  pool_run(
+      njobs, [](void* ctx, i64 j) { (*static_cast<const F*>(ctx))(j); }, const_cast<F*>(&f), threads);
+}
+
+bool f8_needs_slow(const WView& w, i64 r0, i64 n) {
+  if (w.dtype != DT_F8 || n <= 0) return false;
+  const i64 a = r0 / w.b0, b = (r0 + n - 1) / w.b0;
+  for (i64 i = a * w.sCols; i < (b + 1) * w.sCols; i++) {
+    const float s = w.scale[i];
+    if (!(std::fabs(s) < 256.0f)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void op_matmul(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 N) {
+  if (M <= 0 || N <= 0) return;
+  const KernelTable* t = lv();
+  GemmNT g;
+  g.x = x;
+  g.ldx = w.cols;
+  g.M = M;
+  g.K = w.cols;
+  g.w = w;
+  g.r0 = r0;
+  g.N = N;
+  g.out = out;
+  g.ldo = N;
+  g.f8slow = f8_needs_slow(w, r0, N);
+  const int nt = threads_for((double)M * N * (w.cols + 16));
+  if (M >= t->packMinM) {
+    // Prefill: jobs are [m-chunk x n-chunk] blocks, each decoding its W panels once.
+    const i64 mc = M <= 256 ? M : 256;
+    const i64 nmc = cdiv(M, mc);
+    i64 nc = rup(cdiv(N, (i64)nt * 4), 48);
+    if (nc > 384) nc = 384;
+    const i64 nnc = cdiv(N, nc);
+    run_jobs(nmc * nnc, nt, [&](i64 j) {
+      const i64 mi = (j % nmc) * mc, ni = (j / nmc) * nc;
+      t->gemm_nt_packed(&g, mi, std::min(M, mi + mc), ni, std::min(N, ni + nc));
+    });
+  } else {
+    // Decode: split the output rows; every job streams its own slice of W.
+    i64 nc = rup(cdiv(N, (i64)nt * 4), 16);
+    if (nc < 16) nc = 16;
+    run_jobs(cdiv(N, nc), nt, [&](i64 j) { t->gemm_nt(&g, 0, M, j * nc, std::min(N, (j + 1) * nc)); });
+  }
+}
+
+void op_matmulT(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 R) {
+  if (M <= 0) return;
+  const KernelTable* t = lv();
+  const i64 C = w.cols;
+  GemmNN g;
+  g.x = x;
+  g.ldx = R;
+  g.M = M;
+  g.R = R;
+  g.w = w;
+  g.r0 = r0;
+  g.C = C;
+  g.out = out;
+  g.ldo = C;
+  g.f8slow = f8_needs_slow(w, r0, R);
+  const int nt = threads_for((double)M * C * (R + 4));
+  const i64 cc = std::max<i64>(64, rup(cdiv(C, nt), 64));
+  const i64 ncc = cdiv(C, cc);
+  const i64 mc = ncc >= nt ? M : std::max<i64>(6, rup(cdiv(M, nt), 6));
+  const i64 nmc = cdiv(M, mc);
+  run_jobs(ncc * nmc, nt, [&](i64 j) {
+    const i64 ci = (j % ncc) * cc, mi = (j / ncc) * mc;
+    t->gemm_nn(&g, mi, std::min(M, mi + mc), ci, std::min(C, ci + cc));
+  });
+}
+
+void op_embedding(float* out, const WView& w, const std::int32_t* ids, i64 T) {
+  const i64 D = w.cols;
+  const float* e4 = e4m3_table();
+  for (i64 t = 0; t < T; t++) {
+    const i64 r = ids[t];
+    float* o = out + t * D;
+    switch (w.dtype) {
+      case DT_F32: std::memcpy(o, static_cast<const float*>(w.data) + r * w.ld, (std::size_t)D * 4); break;
+      case DT_BF16: {
+        const std::uint16_t* s = static_cast<const std::uint16_t*>(w.data) + r * w.ld;
+        for (i64 k = 0; k < D; k++) {
+          const std::uint32_t u = (std::uint32_t)s[k] << 16;
+          std::memcpy(o + k, &u, 4);
+        }
+        break;
+      }
+      case DT_F16: {
+        const std::uint16_t* s = static_cast<const std::uint16_t*>(w.data) + r * w.ld;
+        for (i64 k = 0; k < D; k++) o[k] = f16_to_f32(s[k]);
+        break;
+      }
+      case DT_F8: {
+        const std::uint8_t* s = static_cast<const std::uint8_t*>(w.data) + r * w.ld;
+        const float* sr = w.scale + (r / w.b0) * w.sCols;
+        for (i64 k = 0; k < D; k++) o[k] = e4[s[k]] * sr[k / w.b1];
+        break;
+      }
+    }
+  }
+}
+
+void op_rmsnorm(float* out, const float* x, const float* weight, i64 M, i64 D, double eps) {
+  const int nt = threads_for((double)M * D * 2);
+  const i64 rc = std::max<i64>(1, cdiv(M, (i64)nt * 2));
+  run_jobs(cdiv(M, rc), nt, [&](i64 j) {
+    for (i64 m = j * rc; m < std::min(M, (j + 1) * rc); m++) {
+      const float* xr = x + m * D;
+      double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      i64 d = 0;
+      for (; d + 8 <= D; d += 8)
+        for (int l = 0; l < 8; l++) s[l] += (double)xr[d + l] * xr[d + l];
+      for (; d < D; d++) s[0] += (double)xr[d] * xr[d];
+      const double ss = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+      const double inv = 1.0 / std::sqrt(ss / (double)D + eps);
+      float* o = out + m * D;
+      for (d = 0; d < D; d++) o[d] = (float)((double)xr[d] * inv * (double)weight[d]);
+    }
+  });
+}
+
+void op_rope(float* x, i64 T, i64 H, i64 stride, i64 offset, const std::int32_t* pos, const float* freqs,
+             i64 half) {
+  std::vector<float> cs((std::size_t)half * 2);
+  for (i64 t = 0; t < T; t++) {
+    for (i64 i = 0; i < half; i++) {
+      const float angle = (float)((double)pos[t] * (double)freqs[i]);
+      cs[2 * i] = (float)std::cos((double)angle);
+      cs[2 * i + 1] = (float)std::sin((double)angle);
+    }
+    for (i64 h = 0; h < H; h++) {
+      float* p = x + (t * H + h) * stride + offset;
+      for (i64 i = 0; i < half; i++) {
+        const double a = p[2 * i], b = p[2 * i + 1], c = cs[2 * i], s = cs[2 * i + 1];
+        p[2 * i] = (float)(a * c - b * s);
+        p[2 * i + 1] = (float)(a * s + b * c);
+      }
+    }
+  }
+}
+
+void op_softmax(float* x, i64 rows, i64 cols) {
+  const KernelTable* t = lv();
+  const int nt = threads_for((double)rows * cols * 8);
+  const i64 rc = std::max<i64>(1, cdiv(rows, (i64)nt * 2));
+  run_jobs(cdiv(rows, rc), nt, [&](i64 j) { t->softmax_rows(x, cols, cols, j * rc, std::min(rows, (j + 1) * rc)); });
+}
+
+void op_silu_mul(float* out, const float* g, const float* u, i64 n) {
+  const KernelTable* t = lv();
+  const int nt = threads_for((double)n * 8);
+  const i64 c = rup(std::max<i64>(1, cdiv(n, (i64)nt)), 64);
+  run_jobs(cdiv(n, c), nt, [&](i64 j) { t->silu_mul(out, g, u, j * c, std::min(n, (j + 1) * c)); });
+}
+
+void op_add(float* out, const float* a, i64 n) {
+  for (i64 i = 0; i < n; i++) out[i] += a[i];
+}
+
+void op_attn_latent(const AttnLatentArgs& a) {
+  const KernelTable* t = lv();
+  const i64 T = a.T, H = a.H;
+  if (T <= 0 || H <= 0) return;
+  const double work = (double)T * H * (a.p0 + T) * (2.0 * a.C + a.R);
+  const int nt = threads_for(work);
+  // Jobs: (query t, head chunk), the longest (latest t) first.
+  const i64 hc = T >= 2 * nt ? H : std::max<i64>(1, cdiv(H, (i64)nt));
+  const i64 nhc = cdiv(H, hc);
+  run_jobs(T * nhc, nt, [&](i64 j) {
+    const i64 tt = T - 1 - j / nhc, h0 = (j % nhc) * hc;
+    t->attn_latent(&a, tt, h0, std::min(H, h0 + hc));
+  });
+}
+
+void op_attention(const AttentionArgs& a) {
+  const KernelTable* t = lv();
+  const i64 n = a.T * a.H;
+  if (n <= 0) return;
+  const double work = (double)n * (a.p0 + a.T) * (double)(a.Dk + a.Dv);
+  const int nt = threads_for(work);
+  const i64 c = std::max<i64>(1, cdiv(n, (i64)nt * 4));
+  run_jobs(cdiv(n, c), nt, [&](i64 j) {
+    const i64 hi = n - j * c, lo = std::max<i64>(0, hi - c);  // latest queries first
+    t->attention(&a, lo, hi);
+  });
+}
+
+namespace {
+/** Indices of the k largest of v[0..n), descending; ties to the lower index (as ref). */
+void topk_indices(const double* v, i64 n, i64 k, i64* out) {
+  std::vector<i64> idx((std::size_t)n);
+  for (i64 i = 0; i < n; i++) idx[(std::size_t)i] = i;
+  const i64 kk = std::min(k, n);
+  std::partial_sort(idx.begin(), idx.begin() + kk, idx.end(), [&](i64 a, i64 b) {
+    if (v[a] != v[b]) {
+      if (v[a] > v[b]) return true;
+      if (v[b] > v[a]) return false;
+    }
+    return a < b;
+  });
+  for (i64 i = 0; i < kk; i++) out[i] = idx[(std::size_t)i];
+}
+}  // namespace
+
+void op_moe_route(std::int32_t* outIdx, float* outW, const float* logits, i64 T, i64 E, const RouteArgs& p) {
+  std::vector<double> s((std::size_t)E), c((std::size_t)E);
+  const i64 G = p.nGroup;
+  const i64 per = G > 0 ? E / G : E;
+  std::vector<double> gs((std::size_t)std::max<i64>(G, 1));
+  std::vector<i64> tmp((std::size_t)std::max<i64>(E, 2)), chosen((std::size_t)p.topk);
+  for (i64 t = 0; t < T; t++) {
+    for (i64 e = 0; e < E; e++) s[e] = logits[t * E + e];
+    if (p.softmax) {
+      double mx = -INFINITY;
+      for (i64 e = 0; e < E; e++) mx = s[e] > mx ? s[e] : mx;
+      double sum = 0;
+      for (i64 e = 0; e < E; e++) {
+        s[e] = std::exp(s[e] - mx);
+        sum += s[e];
+      }
+      for (i64 e = 0; e < E; e++) s[e] /= sum;
+    } else {
+      for (i64 e = 0; e < E; e++) s[e] = 1.0 / (1.0 + std::exp(-s[e]));
+    }
+    for (i64 e = 0; e < E; e++) s[e] = (double)(float)s[e];
+    for (i64 e = 0; e < E; e++) c[e] = p.bias ? (double)(float)(s[e] + (double)p.bias[e]) : s[e];
+    if (G > 1) {
+      for (i64 g = 0; g < G; g++) {
+        const double* grp = c.data() + g * per;
+        if (p.bias) {
+          topk_indices(grp, per, 2, tmp.data());
+          gs[g] = grp[tmp[0]] + grp[tmp[per > 1 ? 1 : 0]];
+        } else {
+          double mx = -INFINITY;
+          for (i64 e = 0; e < per; e++) mx = grp[e] > mx ? grp[e] : mx;
+          gs[g] = mx;
+        }
+      }
+      topk_indices(gs.data(), G, p.topkGroup, tmp.data());
+      std::vector<char> kept((std::size_t)G, 0);
+      for (i64 i = 0; i < std::min(p.topkGroup, G); i++) kept[tmp[i]] = 1;
+      for (i64 g = 0; g < G; g++)
+        if (!kept[g])
+          for (i64 e = g * per; e < (g + 1) * per; e++) c[e] = -INFINITY;
+    }
+    topk_indices(c.data(), E, p.topk, chosen.data());
+    double sum = 0;
+    for (i64 j = 0; j < p.topk; j++) sum += s[chosen[j]];
+    for (i64 j = 0; j < p.topk; j++) {
+      const i64 e = chosen[j];
+      const double w = p.normalize ? (double)(float)(s[e] / sum) : s[e];
+      outIdx[t * p.topk + j] = (std::int32_t)e;
+      outW[t * p.topk + j] = (float)(w * p.scale);
+    }
+  }
+}
+
+void op_gather_rows(float* out, const float* x, const std::int32_t* rows, i64 n, i64 D) {
+  for (i64 i = 0; i < n; i++) std::memcpy(out + i * D, x + (i64)rows[i] * D, (std::size_t)D * 4);
+}
+
+void op_scatter_add_rows(float* out, const float* src, const std::int32_t* rows, const float* w, i64 n, i64 D) {
+  const int nt = threads_for((double)n * D);
+  const i64 dc = std::max<i64>(256, rup(cdiv(D, (i64)nt), 64));
+  run_jobs(cdiv(D, dc), nt, [&](i64 j) {
+    const i64 d0 = j * dc, d1 = std::min(D, d0 + dc);
+    for (i64 i = 0; i < n; i++) {
+      float* o = out + (i64)rows[i] * D;
+      const float* s = src + i * D;
+      const double wi = w[i];
+      for (i64 d = d0; d < d1; d++) o[d] = (float)((double)o[d] + wi * (double)s[d]);
+    }
+  });
+}
+
+double read_bandwidth(i64 bytes, int reps) {
+  const i64 n = bytes / 8;
+  std::vector<std::uint64_t> buf((std::size_t)n);
+  for (i64 i = 0; i < n; i++) buf[(std::size_t)i] = (std::uint64_t)i * 2654435761u;
+  const int nt = pool_threads();
+  std::vector<std::uint64_t> sink((std::size_t)nt * 8, 0);
+  const i64 chunk = cdiv(n, nt);
+  double best = 0;
+  for (int r = 0; r < reps; r++) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run_jobs(nt, nt, [&](i64 j) {
+      const std::uint64_t* p = buf.data() + j * chunk;
+      const i64 m = std::min(chunk, n - j * chunk);
+      std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      i64 i = 0;
+      for (; i + 4 <= m; i += 4) {
+        a0 += p[i];
+        a1 += p[i + 1];
+        a2 += p[i + 2];
+        a3 += p[i + 3];
+      }
+      for (; i < m; i++) a0 += p[i];
+      sink[(std::size_t)j * 8] += a0 + a1 + a2 + a3;
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, (double)n * 8 / s / 1e9);
+  }
+  volatile std::uint64_t keep = sink[0];
+  (void)keep;
+  return best;
+}
+
+}  // namespace dsv3

@@ -1,0 +1,40 @@
+// The ops of the Kernels interface on raw pointers (validated by binding.cc).
+#pragma once
+#include "common.h"
+
+namespace dsv3 {
+
+struct RouteArgs {
+  i64 topk, nGroup, topkGroup;
+  bool softmax;
+  const float* bias;  // nullptr when absent
+  bool normalize;
+  double scale;
+};
+
+/** Names of the levels this CPU can run, best first, e.g. {"avx512", "avx2", "generic"}. */
+int cpu_levels(const char** names, int max);
+/** Select a level by name (must be one of cpu_levels); returns false if unknown/unsupported. */
+bool set_level(const char* name);
+const KernelTable* level();
+/** CPU features seen at load, for diagnostics. */
+const char* cpu_features();
+
+void op_matmul(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 N);
+void op_matmulT(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 R);
+void op_embedding(float* out, const WView& w, const std::int32_t* ids, i64 T);
+void op_rmsnorm(float* out, const float* x, const float* weight, i64 M, i64 D, double eps);
+void op_rope(float* x, i64 T, i64 H, i64 stride, i64 offset, const std::int32_t* pos, const float* freqs,
+             i64 half);
+void op_softmax(float* x, i64 rows, i64 cols);
+void op_silu_mul(float* out, const float* g, const float* u, i64 n);
+void op_add(float* out, const float* a, i64 n);
+void op_attn_latent(const AttnLatentArgs& a);
+void op_attention(const AttentionArgs& a);
+void op_moe_route(std::int32_t* outIdx, float* outW, const float* logits, i64 T, i64 E, const RouteArgs& p);
+void op_gather_rows(float* out, const float* x, const std::int32_t* rows, i64 n, i64 D);
+void op_scatter_add_rows(float* out, const float* src, const std::int32_t* rows, const float* w, i64 n, i64 D);
+/** Read bandwidth of a simple streaming sum over `bytes` bytes, `reps` times, all threads (GB/s). */
+double read_bandwidth(i64 bytes, int reps);
+
+}  // namespace dsv3

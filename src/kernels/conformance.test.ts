@@ -1,0 +1,509 @@
+// One conformance suite, run against every available backend: the TypeScript reference
+// (the oracle, so it checks itself trivially plus batch invariance) and the native addon
+// at every instruction-set level this CPU supports (avx512, avx2, generic).
+//
+// Tolerances (Δ = backend − ref, ref computed in float64 and rounded once):
+//  - matmul-type ops (matmul, matmulT, attention scores / P·V): max|Δ| ≤ 1e-5·(1 + max|ref|)·√K/4,
+//    K the reduction length. A float32 dot product accumulated in lanes has a rounding error
+//    that grows like √K·2^-24·|x||w| for random signs (the worst case is linear in K/lanes);
+//    1e-5·√K/4 is > 100× the typical error and still catches any wrong element or block scale
+//    (those are O(1) errors).
+//  - elementwise and row ops (rmsNorm, rope, softmax, siluMul, scatterAddRows):
+//    max|Δ| ≤ 1e-6·max|ref| (a few float32 ulps; the native exp is a ~2 ulp polynomial).
+//  - exact (bitwise): embedding, add, gatherRows, and moeRoute's chosen index sets.
+// Batch invariance: a row of a matmul (and a query of attention) computed inside a bigger
+// call is bitwise identical to computing it alone; native results are bitwise identical
+// for 1 and 2 threads.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Kernels, RouteParams } from './kernels.ts';
+import { refKernels } from './ref/index.ts';
+import { loadNative, nativeInfo, nativeLoadError, setNativeLevel, setThreads } from './native.ts';
+import type { LinearWeight } from '../tensor/weight.ts';
+import { f32ToBf16, f32ToE4m3, type DType } from '../tensor/dtypes.ts';
+
+// ---- deterministic random data ----
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+function randArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  const r = rng(seed);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = lo + (hi - lo) * r();
+  return a;
+}
+
+const f16Scratch = new DataView(new ArrayBuffer(4));
+/** float32 → IEEE half bits (round to nearest even; values here are in range). */
+function f32ToF16(v: number): number {
+  f16Scratch.setFloat32(0, v);
+  const x = f16Scratch.getUint32(0);
+  const sign = (x >>> 16) & 0x8000;
+  const e = ((x >>> 23) & 0xff) - 127 + 15;
+  let m = x & 0x7fffff;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    m |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    let r = m >>> shift;
+    const rem = m & ((1 << shift) - 1);
+    if (rem > half || (rem === half && r & 1)) r++;
+    return sign | r;
+  }
+  let r = (e << 10) | (m >>> 13);
+  const rem = m & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && r & 1)) r++;
+  return sign | r;
+}
+
+/** A random weight in the given dtype (F8: codes over the whole e4m3 range, incl. subnormals). */
+function makeWeight(dtype: DType, rows: number, cols: number, seed: number, block: [number, number] = [128, 128],
+  scaleRange: [number, number] = [2e-4, 3e-3]): LinearWeight {
+  const v = randArray(rows * cols, seed);
+  switch (dtype) {
+    case 'F32':
+      return { dtype, rows, cols, data: v };
+    case 'BF16': {
+      const d = new Uint16Array(v.length);
+      for (let i = 0; i < v.length; i++) d[i] = f32ToBf16(v[i]);
+      return { dtype, rows, cols, data: d };
+    }
+    case 'F16': {
+      const d = new Uint16Array(v.length);
+      for (let i = 0; i < v.length; i++) d[i] = f32ToF16(v[i]);
+      return { dtype, rows, cols, data: d };
+    }
+    case 'F8_E4M3': {
+      const r = rng(seed + 7);
+      const d = new Uint8Array(v.length);
+      for (let i = 0; i < v.length; i++) {
+        // |w| = 2^u for u in [-11, 8.8): normals and subnormals, signs mixed, a few zeros.
+        const mag = r() < 0.02 ? 0 : 2 ** (-11 + 19.8 * r());
+        d[i] = f32ToE4m3(v[i] < 0 ? -mag : mag);
+      }
+      const sr = Math.ceil(rows / block[0]);
+      const sc = Math.ceil(cols / block[1]);
+      const scale = randArray(sr * sc, seed + 13, scaleRange[0], scaleRange[1]);
+      return { dtype, rows, cols, data: d, scale, block };
+    }
+  }
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (Number.isNaN(a[i]) !== Number.isNaN(b[i])) return Infinity;
+    if (d > m) m = d;
+  }
+  return m;
+}
+/** matmul-type tolerance for reduction length K (see the header). */
+function closeDot(got: Float32Array, want: Float32Array, K: number, what: string): void {
+  const tol = 1e-5 * (1 + maxAbs(want)) * Math.sqrt(Math.max(K, 1)) / 4;
+  const d = maxDiff(got, want);
+  assert.ok(d <= tol, `${what}: max|Δ| = ${d} > ${tol}`);
+}
+/** elementwise tolerance (see the header). */
+function closeElem(got: Float32Array, want: Float32Array, what: string): void {
+  const tol = 1e-6 * maxAbs(want);
+  const d = maxDiff(got, want);
+  assert.ok(d <= tol, `${what}: max|Δ| = ${d} > ${tol}`);
+}
+function bitwise(got: Float32Array, want: Float32Array, what: string): void {
+  assert.equal(got.length, want.length, what);
+  const a = new Uint32Array(got.buffer, got.byteOffset, got.length);
+  const b = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) assert.fail(`${what}: element ${i} differs: ${got[i]} vs ${want[i]}`);
+  }
+}
+
+const DTYPES: DType[] = ['F32', 'BF16', 'F16', 'F8_E4M3'];
+
+// ---- the backends ----
+interface Backend {
+  name: string;
+  k: Kernels;
+  setup?: () => void;
+  native: boolean;
+}
+const backends: Backend[] = [{ name: 'ref', k: refKernels, native: false }];
+const native = loadNative();
+const info = nativeInfo();
+if (native && info) {
+  for (const level of info.levels) {
+    backends.push({ name: `native/${level}`, k: native, setup: () => setNativeLevel(level), native: true });
+  }
+}
+
+if (!native) {
+  it('native backend', { skip: `native kernels unavailable (${nativeLoadError()}); only ref is checked` }, () => {});
+}
+
+after(() => {
+  if (info) {
+    setNativeLevel(info.level);
+    setThreads(info.threads);
+  }
+});
+
+for (const be of backends) {
+  describe(`kernels conformance: ${be.name}`, () => {
+    const K = be.k;
+    before(() => be.setup?.());
+
+    it('matmul: all dtypes, odd sizes, partial FP8 blocks', () => {
+      const shapes: [number, number][] = [[1, 1], [7, 5], [130, 257], [257, 130]];
+      for (const dtype of DTYPES) {
+        for (const [cols, rows] of shapes) {
+          const w = makeWeight(dtype, rows, cols, rows * 31 + cols);
+          for (const M of [1, 3, 17, 64]) {
+            const x = randArray(M * cols, M + cols);
+            const want = new Float32Array(M * rows);
+            const got = new Float32Array(M * rows).fill(NaN);
+            refKernels.matmul(want, x, M, w);
+            K.matmul(got, x, M, w);
+            closeDot(got, want, cols, `${dtype} M=${M} K=${cols} N=${rows}`);
+          }
+        }
+      }
+    });
+
+    it('matmul: FP8 200x300 with [128,128] blocks, odd [16,24] blocks, large scales, long K', () => {
+      const cases: [string, LinearWeight][] = [
+        ['200x300 [128,128]', makeWeight('F8_E4M3', 200, 300, 5)],
+        ['90x100 [16,24]', makeWeight('F8_E4M3', 90, 100, 6, [16, 24])],
+        ['70x150 scales to 300', makeWeight('F8_E4M3', 70, 150, 7, [128, 128], [0.5, 300])],
+        ['40x1100 [128,128]', makeWeight('F8_E4M3', 40, 1100, 8)],
+        ['40x1100 BF16', makeWeight('BF16', 40, 1100, 9)],
+      ];
+      for (const [what, w] of cases) {
+        for (const M of [1, 3, 17, 64]) {
+          const x = randArray(M * w.cols, M * 3);
+          const want = new Float32Array(M * w.rows);
+          const got = new Float32Array(M * w.rows);
+          refKernels.matmul(want, x, M, w);
+          K.matmul(got, x, M, w);
+          closeDot(got, want, w.cols, `${what} M=${M}`);
+        }
+      }
+    });
+
+    it('matmul: row slices (r0 > 0, N < rows)', () => {
+      for (const dtype of DTYPES) {
+        const w = makeWeight(dtype, 300, 130, 11);
+        for (const M of [1, 17]) {
+          for (const [r0, N] of [[37, 100], [129, 171], [299, 1]]) {
+            const x = randArray(M * 130, r0);
+            const want = new Float32Array(M * N);
+            const got = new Float32Array(M * N);
+            refKernels.matmul(want, x, M, w, r0, N);
+            K.matmul(got, x, M, w, r0, N);
+            closeDot(got, want, 130, `${dtype} M=${M} r0=${r0} N=${N}`);
+          }
+        }
+      }
+    });
+
+    it('matmulT: all dtypes, odd sizes, row slices', () => {
+      for (const dtype of DTYPES) {
+        for (const [rows, cols] of [[7, 1], [200, 7], [300, 130], [160, 257]]) {
+          const w = makeWeight(dtype, rows, cols, rows + cols * 7);
+          for (const M of [1, 3, 17, 64]) {
+            for (const [r0, R] of [[0, rows], [rows > 7 ? 5 : 0, Math.min(rows - (rows > 7 ? 5 : 0), 130)]]) {
+              const x = randArray(M * R, M + R);
+              const want = new Float32Array(M * cols);
+              const got = new Float32Array(M * cols);
+              refKernels.matmulT(want, x, M, w, r0, R);
+              K.matmulT(got, x, M, w, r0, R);
+              closeDot(got, want, R, `${dtype} M=${M} R=${R} r0=${r0} C=${cols}`);
+            }
+          }
+        }
+      }
+      const w8 = makeWeight('F8_E4M3', 90, 100, 3, [16, 24]);
+      const x = randArray(5 * 50, 1);
+      const want = new Float32Array(5 * 100);
+      const got = new Float32Array(5 * 100);
+      refKernels.matmulT(want, x, 5, w8, 33, 50);
+      K.matmulT(got, x, 5, w8, 33, 50);
+      closeDot(got, want, 50, 'F8 [16,24] blocks');
+    });
+
+    it('embedding: exact for every dtype', () => {
+      for (const dtype of DTYPES) {
+        const w = makeWeight(dtype, 300, 257, 21);
+        const ids = Int32Array.from([0, 299, 128, 5, 5]);
+        const want = new Float32Array(ids.length * 257);
+        const got = new Float32Array(ids.length * 257);
+        refKernels.embedding(want, w, ids);
+        K.embedding(got, w, ids);
+        bitwise(got, want, dtype);
+      }
+      assert.throws(() => K.embedding(new Float32Array(257), makeWeight('F32', 3, 257, 1), Int32Array.of(3)), RangeError);
+    });
+
+    it('rmsNorm', () => {
+      for (const D of [1, 7, 130, 257]) {
+        for (const M of [1, 3, 17]) {
+          const x = randArray(M * D, D, -3, 3);
+          const wt = randArray(D, D + 1, 0.5, 1.5);
+          const want = new Float32Array(M * D);
+          const got = new Float32Array(M * D);
+          refKernels.rmsNorm(want, x, wt, M, 1e-6);
+          K.rmsNorm(got, x, wt, M, 1e-6);
+          closeElem(got, want, `M=${M} D=${D}`);
+        }
+      }
+    });
+
+    it('rope', () => {
+      const T = 3, H = 2, stride = 13, offset = 3, half = 5;
+      const pos = Int32Array.from([0, 17, 4093]);
+      const freqs = new Float32Array(half);
+      for (let i = 0; i < half; i++) freqs[i] = 10000 ** (-i / half);
+      const want = randArray(T * H * stride, 3);
+      const got = want.slice();
+      refKernels.rope(want, T, H, stride, offset, pos, freqs);
+      K.rope(got, T, H, stride, offset, pos, freqs);
+      closeElem(got, want, 'rope');
+    });
+
+    it('softmax', () => {
+      for (const cols of [1, 7, 130, 257]) {
+        for (const rows of [1, 3]) {
+          const want = randArray(rows * cols, cols, -10, 10);
+          if (cols > 3) want[2] = -Infinity;
+          const got = want.slice();
+          refKernels.softmax(want, rows, cols);
+          K.softmax(got, rows, cols);
+          closeElem(got, want, `rows=${rows} cols=${cols}`);
+        }
+      }
+    });
+
+    it('siluMul', () => {
+      for (const n of [1, 7, 130, 1000]) {
+        const g = randArray(n, n, -20, 20);
+        const u = randArray(n, n + 1, -3, 3);
+        const want = new Float32Array(n);
+        const got = new Float32Array(n);
+        refKernels.siluMul(want, g, u, n);
+        K.siluMul(got, g, u, n);
+        closeElem(got, want, `n=${n}`);
+      }
+    });
+
+    it('add, gatherRows, scatterAddRows', () => {
+      for (const n of [1, 7, 130, 1000]) {
+        const a = randArray(n, n);
+        const want = randArray(n, n + 1);
+        const got = want.slice();
+        refKernels.add(want, a, n);
+        K.add(got, a, n);
+        bitwise(got, want, `add n=${n}`);
+      }
+      for (const D of [1, 7, 130]) {
+        const x = randArray(6 * D, D);
+        const rows = Int32Array.from([5, 0, 3, 3, 1]);
+        const want = new Float32Array(rows.length * D);
+        const got = new Float32Array(rows.length * D);
+        refKernels.gatherRows(want, x, rows, D);
+        K.gatherRows(got, x, rows, D);
+        bitwise(got, want, `gatherRows D=${D}`);
+        const src = randArray(rows.length * D, D + 5);
+        const wts = randArray(rows.length, D + 6);
+        const o1 = randArray(6 * D, D + 7);
+        const o2 = o1.slice();
+        refKernels.scatterAddRows(o1, src, rows, wts, D);
+        K.scatterAddRows(o2, src, rows, wts, D);
+        closeElem(o2, o1, `scatterAddRows D=${D}`);
+      }
+    });
+
+    it('attnLatent: odd sizes, p0 > 0', () => {
+      for (const [T, H, C, R, p0] of [[1, 1, 7, 3, 0], [3, 5, 33, 8, 9], [4, 2, 130, 17, 40], [1, 3, 512, 64, 200]]) {
+        const S = p0 + T;
+        const qLat = randArray(T * H * C, 1);
+        const qPe = randArray(T * H * R, 2);
+        const kv = randArray(S * C, 3);
+        const pe = randArray(S * R, 4);
+        const scale = 1 / Math.sqrt(C + R);
+        const want = new Float32Array(T * H * C);
+        const got = new Float32Array(T * H * C);
+        refKernels.attnLatent(want, qLat, qPe, kv, pe, T, H, C, R, p0, scale);
+        K.attnLatent(got, qLat, qPe, kv, pe, T, H, C, R, p0, scale);
+        closeDot(got, want, Math.max(C + R, S), `T=${T} H=${H} C=${C} R=${R} p0=${p0}`);
+      }
+    });
+
+    it('attention: odd sizes, p0 > 0', () => {
+      for (const [T, H, Dk, Dv, p0] of [[1, 1, 5, 3, 0], [4, 3, 24, 17, 6], [2, 2, 130, 33, 70]]) {
+        const S = p0 + T;
+        const q = randArray(T * H * Dk, 5);
+        const k = randArray(S * H * Dk, 6);
+        const v = randArray(S * H * Dv, 7);
+        const scale = 1 / Math.sqrt(Dk);
+        const want = new Float32Array(T * H * Dv);
+        const got = new Float32Array(T * H * Dv);
+        refKernels.attention(want, q, k, v, T, H, Dk, Dv, p0, scale);
+        K.attention(got, q, k, v, T, H, Dk, Dv, p0, scale);
+        closeDot(got, want, Math.max(Dk, S), `T=${T} H=${H} Dk=${Dk} Dv=${Dv} p0=${p0}`);
+      }
+    });
+
+    it('moeRoute: sigmoid/softmax, with/without bias and groups, normalize', () => {
+      let seed = 100;
+      for (const scoring of ['sigmoid', 'softmax'] as const) {
+        for (const withBias of [false, true]) {
+          for (const [E, nGroup, topkGroup, topk] of [[16, 1, 1, 4], [64, 8, 4, 8], [64, 4, 2, 6], [32, 4, 4, 1]]) {
+            for (const normalize of [false, true]) {
+              const T = 5;
+              const logits = randArray(T * E, seed++, -4, 4);
+              const p: RouteParams = {
+                topk, nGroup, topkGroup, scoring, normalize, scale: 2.5,
+                bias: withBias ? randArray(E, seed++, -0.2, 0.2) : null,
+              };
+              const wi = new Int32Array(T * topk), ww = new Float32Array(T * topk);
+              const gi = new Int32Array(T * topk), gw = new Float32Array(T * topk);
+              refKernels.moeRoute(wi, ww, logits, T, E, p);
+              K.moeRoute(gi, gw, logits, T, E, p);
+              const what = `${scoring} bias=${withBias} E=${E} groups=${nGroup}/${topkGroup} topk=${topk} norm=${normalize}`;
+              for (let t = 0; t < T; t++) {
+                const want = [...wi.subarray(t * topk, (t + 1) * topk)];
+                const got = [...gi.subarray(t * topk, (t + 1) * topk)];
+                assert.deepEqual([...got].sort((a, b) => a - b), [...want].sort((a, b) => a - b), `${what} t=${t} experts`);
+                for (let j = 0; j < topk; j++) {
+                  const e = want[j];
+                  const gj = got.indexOf(e);
+                  const a = ww[t * topk + j], b = gw[t * topk + gj];
+                  assert.ok(Math.abs(a - b) <= 1e-6 * Math.abs(a), `${what} t=${t} weight of ${e}: ${b} vs ${a}`);
+                }
+              }
+            }
+          }
+        }
+      }
+    });
+
+    it('batch invariance: a row inside M=33 equals the row alone (bitwise), every dtype', () => {
+      const ws: [string, LinearWeight][] = [
+        ...DTYPES.map((d) => [d, makeWeight(d, 70, 1100, 41)] as [string, LinearWeight]),
+        ['F8 [16,24]', makeWeight('F8_E4M3', 50, 300, 42, [16, 24])],
+        ['F8 big scales', makeWeight('F8_E4M3', 50, 300, 43, [128, 128], [1, 400])],
+      ];
+      for (const [what, w] of ws) {
+        const M = 33;
+        const x = randArray(M * w.cols, 44);
+        const all = new Float32Array(M * w.rows);
+        K.matmul(all, x, M, w);
+        for (const m of [0, 1, 16, 32]) {
+          const one = new Float32Array(w.rows);
+          K.matmul(one, x.subarray(m * w.cols, (m + 1) * w.cols), 1, w);
+          bitwise(one, all.subarray(m * w.rows, (m + 1) * w.rows), `matmul ${what} row ${m}`);
+          const three = new Float32Array(3 * w.rows);
+          const m3 = Math.min(m, M - 3);
+          K.matmul(three, x.subarray(m3 * w.cols, (m3 + 3) * w.cols), 3, w);
+          bitwise(three, all.subarray(m3 * w.rows, (m3 + 3) * w.rows), `matmul ${what} rows ${m3}..+3`);
+        }
+        // matmulT over the first 130 rows.
+        const R = Math.min(130, w.rows);
+        const xt = randArray(M * R, 45);
+        const allT = new Float32Array(M * w.cols);
+        K.matmulT(allT, xt, M, w, 0, R);
+        for (const m of [0, 20, 32]) {
+          const one = new Float32Array(w.cols);
+          K.matmulT(one, xt.subarray(m * R, (m + 1) * R), 1, w, 0, R);
+          bitwise(one, allT.subarray(m * w.cols, (m + 1) * w.cols), `matmulT ${what} row ${m}`);
+        }
+      }
+    });
+
+    it('batch invariance: attnLatent and attention queries equal single-query calls (bitwise)', () => {
+      const T = 5, H = 4, C = 70, R = 9, p0 = 11, S = p0 + T;
+      const qLat = randArray(T * H * C, 51), qPe = randArray(T * H * R, 52);
+      const kv = randArray(S * C, 53), pe = randArray(S * R, 54);
+      const all = new Float32Array(T * H * C);
+      K.attnLatent(all, qLat, qPe, kv, pe, T, H, C, R, p0, 0.1);
+      for (let t = 0; t < T; t++) {
+        const one = new Float32Array(H * C);
+        K.attnLatent(one, qLat.subarray(t * H * C, (t + 1) * H * C), qPe.subarray(t * H * R, (t + 1) * H * R),
+          kv, pe, 1, H, C, R, p0 + t, 0.1);
+        bitwise(one, all.subarray(t * H * C, (t + 1) * H * C), `attnLatent t=${t}`);
+      }
+      const Dk = 24, Dv = 17;
+      const q = randArray(T * H * Dk, 55), k = randArray(S * H * Dk, 56), v = randArray(S * H * Dv, 57);
+      const allA = new Float32Array(T * H * Dv);
+      K.attention(allA, q, k, v, T, H, Dk, Dv, p0, 0.2);
+      for (let t = 0; t < T; t++) {
+        const one = new Float32Array(H * Dv);
+        K.attention(one, q.subarray(t * H * Dk, (t + 1) * H * Dk), k, v, 1, H, Dk, Dv, p0 + t, 0.2);
+        bitwise(one, allA.subarray(t * H * Dv, (t + 1) * H * Dv), `attention t=${t}`);
+      }
+    });
+
+    if (be.native) {
+      it('thread invariance: 1 and 2 threads give bitwise identical results', () => {
+        const runAll = (): Float32Array[] => {
+          const outs: Float32Array[] = [];
+          for (const d of DTYPES) {
+            const w = makeWeight(d, 300, 700, 61);
+            for (const M of [1, 4, 40]) {
+              const x = randArray(M * w.cols, 62 + M);
+              const o = new Float32Array(M * w.rows);
+              K.matmul(o, x, M, w);
+              outs.push(o);
+              const xt = randArray(M * 300, 63 + M);
+              const ot = new Float32Array(M * w.cols);
+              K.matmulT(ot, xt, M, w, 0, 300);
+              outs.push(ot);
+            }
+          }
+          const T = 3, H = 16, C = 128, R = 16, p0 = 300, S = p0 + T;
+          const o = new Float32Array(T * H * C);
+          K.attnLatent(o, randArray(T * H * C, 64), randArray(T * H * R, 65), randArray(S * C, 66),
+            randArray(S * R, 67), T, H, C, R, p0, 0.1);
+          outs.push(o);
+          const oa = new Float32Array(T * H * 32);
+          K.attention(oa, randArray(T * H * 48, 68), randArray(S * H * 48, 69), randArray(S * H * 32, 70),
+            T, H, 48, 32, p0, 0.1);
+          outs.push(oa);
+          return outs;
+        };
+        setThreads(1);
+        const one = runAll();
+        setThreads(2);
+        const two = runAll();
+        setThreads(info!.threads);
+        for (let i = 0; i < one.length; i++) bitwise(two[i], one[i], `output ${i}`);
+      });
+
+      it('rejects sizes that would read or write out of bounds', () => {
+        const w = makeWeight('F32', 4, 8, 1);
+        assert.throws(() => K.matmul(new Float32Array(3), new Float32Array(8), 1, w), RangeError);
+        assert.throws(() => K.matmul(new Float32Array(4), new Float32Array(7), 1, w), RangeError);
+        assert.throws(() => K.matmul(new Float32Array(4), new Float32Array(8), 1, w, 2, 3), RangeError);
+        assert.throws(() => K.matmulT(new Float32Array(8), new Float32Array(4), 1, w, 1, 4), RangeError);
+        const w8 = makeWeight('F8_E4M3', 4, 8, 1);
+        assert.throws(() => K.matmul(new Float32Array(4), new Float32Array(8), 1, { ...w8, scale: undefined }), TypeError);
+      });
+    }
+  });
+}

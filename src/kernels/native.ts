@@ -1,0 +1,153 @@
+// The native CPU backend: a thin wrapper around the C++ addon in native/ (built into
+// build/Release/dsv3_native.node by `npm run build:native`, or during `npm ci`). The
+// addon reads and writes the TypedArrays' own memory; nothing is copied here.
+
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Kernels, RouteParams } from './kernels.ts';
+import type { LinearWeight } from '../tensor/weight.ts';
+import type { DType } from '../tensor/dtypes.ts';
+
+type F32 = Float32Array;
+type WData = Float32Array | Uint16Array | Uint8Array;
+
+/** The addon's exports (see native/binding.cc). */
+export interface NativeAddon {
+  matmul(out: F32, x: F32, M: number, data: WData, dt: number, rows: number, cols: number,
+    scale: F32 | null, b0: number, b1: number, r0: number, N: number): void;
+  matmulT(out: F32, x: F32, M: number, data: WData, dt: number, rows: number, cols: number,
+    scale: F32 | null, b0: number, b1: number, r0: number, R: number): void;
+  embedding(out: F32, data: WData, dt: number, rows: number, cols: number,
+    scale: F32 | null, b0: number, b1: number, ids: Int32Array): void;
+  rmsNorm(out: F32, x: F32, weight: F32, M: number, eps: number): void;
+  rope(x: F32, T: number, H: number, stride: number, offset: number, pos: Int32Array, freqs: F32): void;
+  softmax(x: F32, rows: number, cols: number): void;
+  siluMul(out: F32, gate: F32, up: F32, n: number): void;
+  add(out: F32, a: F32, n: number): void;
+  attnLatent(out: F32, qLat: F32, qPe: F32, kv: F32, pe: F32, T: number, H: number, C: number,
+    R: number, p0: number, scale: number): void;
+  attention(out: F32, q: F32, k: F32, v: F32, T: number, H: number, Dk: number, Dv: number,
+    p0: number, scale: number): void;
+  moeRoute(outIdx: Int32Array, outW: F32, logits: F32, T: number, E: number, topk: number,
+    nGroup: number, topkGroup: number, softmax: boolean, bias: F32 | null, normalize: boolean,
+    scale: number): void;
+  gatherRows(out: F32, x: F32, rows: Int32Array, D: number): void;
+  scatterAddRows(out: F32, src: F32, rows: Int32Array, weights: F32, D: number): void;
+  setThreads(n: number): void;
+  getThreads(): number;
+  level(): string;
+  levels(): string[];
+  setLevel(name: string): void;
+  cpuFeatures(): string;
+  readBandwidth(bytes: number, reps: number): number;
+}
+
+const DT: Readonly<Record<DType, number>> = { F32: 0, BF16: 1, F16: 2, F8_E4M3: 3 };
+
+let addon: NativeAddon | null | undefined;
+let loadError = '';
+
+/** Where the built addon lives (the repository's build/Release). */
+export function nativeAddonPath(): string {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  return join(root, 'build', 'Release', 'dsv3_native.node');
+}
+
+/** The raw addon, or null (the reason is in nativeLoadError()). Loaded once. */
+export function nativeAddon(): NativeAddon | null {
+  if (addon !== undefined) return addon;
+  const path = nativeAddonPath();
+  if (!existsSync(path)) {
+    loadError = `${path} is not built`;
+    addon = null;
+    return null;
+  }
+  try {
+    addon = createRequire(import.meta.url)(path) as NativeAddon;
+  } catch (e) {
+    loadError = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    addon = null;
+  }
+  return addon;
+}
+
+export function nativeLoadError(): string {
+  nativeAddon();
+  return loadError;
+}
+
+/** Worker threads of the native pool (the caller counts as one); 0 or less = all cores. */
+export function setThreads(n: number): void {
+  const a = nativeAddon();
+  if (!a) throw new Error(`dsv3: native kernels unavailable (${loadError})`);
+  a.setThreads(Math.max(0, Math.floor(n)));
+}
+
+export interface NativeInfo {
+  level: string;
+  levels: string[];
+  threads: number;
+  cpuFeatures: string;
+}
+
+export function nativeInfo(): NativeInfo | null {
+  const a = nativeAddon();
+  if (!a) return null;
+  return { level: a.level(), levels: a.levels(), threads: a.getThreads(), cpuFeatures: a.cpuFeatures() };
+}
+
+/**
+ * Switch the instruction-set level (one of nativeInfo().levels). The best level is chosen
+ * at load (or by DSV3_NATIVE_LEVEL); switching is meant for tests and benchmarks.
+ */
+export function setNativeLevel(level: string): void {
+  const a = nativeAddon();
+  if (!a) throw new Error(`dsv3: native kernels unavailable (${loadError})`);
+  a.setLevel(level);
+}
+
+function makeKernels(a: NativeAddon): Kernels {
+  return {
+    name: 'native',
+    matmul(out, x, M, w: LinearWeight, r0 = 0, N = w.rows - r0) {
+      const b = w.block;
+      a.matmul(out, x, M, w.data, DT[w.dtype], w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0, r0, N);
+    },
+    matmulT(out, x, M, w: LinearWeight, r0, R) {
+      const b = w.block;
+      a.matmulT(out, x, M, w.data, DT[w.dtype], w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0, r0, R);
+    },
+    embedding(out, table: LinearWeight, ids) {
+      const b = table.block;
+      a.embedding(out, table.data, DT[table.dtype], table.rows, table.cols, table.scale ?? null,
+        b ? b[0] : 0, b ? b[1] : 0, ids);
+    },
+    rmsNorm: (out, x, weight, M, eps) => a.rmsNorm(out, x, weight, M, eps),
+    rope: (x, T, H, stride, offset, pos, freqs) => a.rope(x, T, H, stride, offset, pos, freqs),
+    softmax: (x, rows, cols) => a.softmax(x, rows, cols),
+    siluMul: (out, gate, up, n) => a.siluMul(out, gate, up, n),
+    add: (out, x, n) => a.add(out, x, n),
+    attnLatent: (out, qLat, qPe, kv, pe, T, H, C, R, p0, scale) =>
+      a.attnLatent(out, qLat, qPe, kv, pe, T, H, C, R, p0, scale),
+    attention: (out, q, k, v, T, H, Dk, Dv, p0, scale) => a.attention(out, q, k, v, T, H, Dk, Dv, p0, scale),
+    moeRoute(outIdx, outW, logits, T, E, p: RouteParams) {
+      a.moeRoute(outIdx, outW, logits, T, E, p.topk, p.nGroup, p.topkGroup, p.scoring === 'softmax',
+        p.bias, p.normalize, p.scale);
+    },
+    gatherRows: (out, x, rows, D) => a.gatherRows(out, x, rows, D),
+    scatterAddRows: (out, src, rows, weights, D) => a.scatterAddRows(out, src, rows, weights, D),
+  };
+}
+
+let kernels: Kernels | null = null;
+
+/** The native Kernels, or null when the addon is not built or does not load. */
+export function loadNative(): Kernels | null {
+  if (kernels) return kernels;
+  const a = nativeAddon();
+  if (!a) return null;
+  kernels = makeKernels(a);
+  return kernels;
+}
