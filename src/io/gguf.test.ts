@@ -365,6 +365,15 @@ test('deepseek2 export of a V2-Lite-style model: plain q_proj, softmax routing, 
   const names = h.tensors.map((t) => t.name);
   assert.ok(names.includes('blk.0.attn_q.weight'));
   assert.ok(!names.some((n) => n.includes('attn_q_a') || n.includes('exp_probs_b')));
+
+  // V2's group-limited greedy routing scores a group by its best expert; llama.cpp sums the best two.
+  const grouped = tempDir('dsv3-gguf-v2g-');
+  writeRandomCheckpoint(
+    grouped,
+    tinyConfig({ model_type: 'deepseek_v2', topk_method: 'group_limited_greedy', scoring_func: 'softmax', n_group: 2, topk_group: 1 }),
+  );
+  const rg = convertToGguf(grouped, join(tempDir('dsv3-gguf-'), 'v2g.gguf'));
+  assert.match(rg.notes.join('\n'), /group-limited routing without the selection bias/);
 });
 
 test('tokenizer metadata from DeepSeek-V3 tokenizer.json (as convert_hf_to_gguf writes it)', () => {
