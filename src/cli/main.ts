@@ -8,6 +8,7 @@ import { generateCommand } from './generate.ts';
 import { convertCommand } from './convert.ts';
 import { chatCommand } from './chat.ts';
 import { tokenizeCommand } from './tokenize.ts';
+import { trainStepCommand } from './train-step.ts';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number> | number; help: string }> = {
   logits: { run: logitsCommand, help: 'print the logits of a token sequence as JSON' },
@@ -15,6 +16,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number> | numb
   convert: { run: convertCommand, help: 'convert a checkpoint: FP8 to BF16, or to GGUF for llama.cpp' },
   chat: { run: chatCommand, help: 'talk to a model in the terminal' },
   tokenize: { run: tokenizeCommand, help: 'text or a chat (JSON messages) to token ids' },
+  'train-step': { run: trainStepCommand, help: 'one forward + backward pass: losses and gradients (JSON)' },
 };
 
 function usage(): string {

@@ -1,11 +1,12 @@
 // One DeepSeek decoder layer: x += MLA(RMSNorm(x)); x += FFN(RMSNorm(x)), where FFN is a
 // dense SwiGLU MLP for the first `first_k_dense_replace` layers and DeepSeekMoE after.
-// Shared by the main model and the MTP modules.
+// Shared by the main model and the MTP modules. blockBackward is blockForward in reverse.
 
 import type { Kernels, RouteParams } from '../kernels/kernels.ts';
 import type { LayerCache } from './cache.ts';
-import { mlaForward, type AttnImpl, type MlaDims, type SeqSlice } from './mla.ts';
-import { mlpForward, moeForward, type Routing } from './moe.ts';
+import { mlaBackward, mlaForward, MlaSaved, type AttnImpl, type MlaDims, type SeqSlice } from './mla.ts';
+import { mlpBackward, mlpForward, MlpSaved, moeBackward, moeForward, MoeSaved, type Routing } from './moe.ts';
+import { NONE, type BackwardContext, type Tape } from './tape.ts';
 import type { LayerWeights } from './weights.ts';
 
 /** What every layer of one forward call shares. */
@@ -19,6 +20,18 @@ export interface StepContext {
   impl: AttnImpl;
   /** Called with each MoE layer's routing decisions (for tests, statistics and training). */
   onRoute?: (layer: number, r: Routing) => void;
+  /** Training: where each layer keeps what its backward needs. Absent at inference. */
+  tape?: Tape;
+}
+
+/** What blockBackward needs, kept by blockForward in ctx.tape.blocks under the layer index. */
+export class BlockSaved {
+  /** [T, D] the residual stream entering the layer, and after the attention. */
+  x0 = NONE;
+  x1 = NONE;
+  attn = new MlaSaved();
+  mlp: MlpSaved | undefined;
+  moe: MoeSaved | undefined;
 }
 
 /** Run layer `index` on the residual stream x [T, D], in place. */
@@ -32,12 +45,53 @@ export function blockForward(
 ): void {
   const { K, T } = ctx;
   const D = w.input_layernorm.length;
+  const s = ctx.tape ? new BlockSaved() : undefined;
+  if (s) {
+    ctx.tape!.blocks.set(index, s);
+    s.x0 = x.slice();
+    if (w.moe) s.moe = new MoeSaved();
+    else s.mlp = new MlpSaved();
+  }
   const h = new Float32Array(T * D);
   K.rmsNorm(h, x, w.input_layernorm, T, ctx.dims.eps);
-  K.add(x, mlaForward(K, w.self_attn, ctx.dims, h, T, ctx.pos, ctx.seqs, caches, ctx.impl), T * D);
-  K.rmsNorm(h, x, w.post_attention_layernorm, T, ctx.dims.eps);
+  K.add(x, mlaForward(K, w.self_attn, ctx.dims, h, T, ctx.pos, ctx.seqs, caches, ctx.impl, s?.attn), T * D);
+  if (s) s.x1 = x.slice();
+  const h2 = s ? new Float32Array(T * D) : h; // the attention kept h when training
+  K.rmsNorm(h2, x, w.post_attention_layernorm, T, ctx.dims.eps);
   const ffn = w.moe
-    ? moeForward(K, w.moe, route!, h, T, ctx.onRoute && ((r) => ctx.onRoute!(index, r)))
-    : mlpForward(K, w.mlp!, h, T);
+    ? moeForward(K, w.moe, route!, h2, T, ctx.onRoute && ((r) => ctx.onRoute!(index, r)), s?.moe)
+    : mlpForward(K, w.mlp!, h2, T, s?.mlp);
   K.add(x, ffn, T * D);
+}
+
+/**
+ * Backward of blockForward for layer `index`: dx [T, D] holds the gradient of the layer's
+ * output and becomes that of its input, in place. Weight gradients accumulate in g.
+ */
+export function blockBackward(
+  ctx: BackwardContext,
+  w: LayerWeights,
+  g: LayerWeights,
+  route: RouteParams | null,
+  index: number,
+  dx: Float32Array,
+): void {
+  const { K, TK, T } = ctx;
+  const s = ctx.tape.blocks.get(index);
+  if (!s) throw new Error(`blockBackward: layer ${index} was not recorded`);
+  const D = w.input_layernorm.length;
+  const eps = ctx.dims.eps;
+  const dr = new Float32Array(T * D);
+
+  // x2 = x1 + FFN(norm(x1))
+  const dh2 = w.moe
+    ? moeBackward(K, TK, w.moe, g.moe!, route!, s.moe!, dx, T)
+    : mlpBackward(K, TK, w.mlp!, g.mlp!, s.mlp!, dx, T);
+  TK.rmsNormBackward(dr, g.post_attention_layernorm, dh2, s.x1, w.post_attention_layernorm, T, eps);
+  K.add(dx, dr, T * D);
+
+  // x1 = x0 + MLA(norm(x0))
+  const dh = mlaBackward(K, TK, w.self_attn, g.self_attn, ctx.dims, s.attn, dx, T, ctx.pos, ctx.seqs, ctx.impl);
+  TK.rmsNormBackward(dr, g.input_layernorm, dh, s.x0, w.input_layernorm, T, eps);
+  K.add(dx, dr, T * D);
 }

@@ -2,18 +2,22 @@
 // modules. One forward call takes a batch of sequences of different lengths, each with its
 // own latent cache, flattens their new tokens into one [T, D] matrix for every projection,
 // and runs attention per sequence. Which kernels run is decided by whoever builds the model.
+// Training uses the same forward with a Tape (ForwardOptions.tape), then backward /
+// mtpBackward, on the float32 copy forTraining() makes.
 
 import { DsError } from '../errors.ts';
 import { loadConfig, type DeepseekConfig } from '../io/config.ts';
 import { Checkpoint } from '../io/safetensors.ts';
 import type { Kernels, RouteParams } from '../kernels/kernels.ts';
-import { blockForward, type StepContext } from './block.ts';
+import type { TrainKernels } from '../kernels/train.ts';
+import { blockBackward, blockForward, type StepContext } from './block.ts';
 import { SequenceCache } from './cache.ts';
 import type { AttnImpl, MlaDims, SeqSlice } from './mla.ts';
 import { routeParams, type Routing } from './moe.ts';
-import { mtpForward, type MtpOutput } from './mtp.ts';
+import { mtpBackward, mtpForward, type MtpOutput } from './mtp.ts';
 import { ropeFrequencies, softmaxScale } from './rope.ts';
-import { loadWeights, type ModelWeights } from './weights.ts';
+import { embeddingBackward, linearBackward, type BackwardContext, type Tape } from './tape.ts';
+import { gradientTree, loadWeights, mapMatrices, widenMatrix, type ModelWeights } from './weights.ts';
 
 export interface SeqInput {
   /** New tokens of this sequence; they take positions cache length … +len-1. */
@@ -28,6 +32,11 @@ export interface ForwardOptions {
   onRoute?: (layer: number, r: Routing) => void;
   /** Called with the residual stream [T, D] after each layer (for debugging and tests). */
   onLayer?: (layer: number, x: Float32Array) => void;
+  /**
+   * Training: record what backward needs. Every sequence must start at position 0 (fresh
+   * caches), and the model should come from forTraining().
+   */
+  tape?: Tape;
 }
 
 export interface ForwardResult {
@@ -55,6 +64,8 @@ export interface LoadOptions {
 export class DeepseekV3 {
   readonly dims: MlaDims;
   private readonly routes: (RouteParams | null)[];
+  /** Whether this is a training copy (forTraining): F32 matrices, MTP embedding/head tied. */
+  private training = false;
 
   constructor(
     readonly cfg: DeepseekConfig,
@@ -130,7 +141,8 @@ export class DeepseekV3 {
   }
 
   private context(T: number, pos: Int32Array, seqs: SeqSlice[], opts: ForwardOptions): StepContext {
-    return { K: this.K, dims: this.dims, T, pos, seqs, impl: opts.attn ?? 'absorb', onRoute: opts.onRoute };
+    const impl = opts.attn ?? 'absorb';
+    return { K: this.K, dims: this.dims, T, pos, seqs, impl, onRoute: opts.onRoute, tape: opts.tape };
   }
 
   /** Run the main model on the new tokens of every sequence, appending to their caches. */
@@ -149,6 +161,7 @@ export class DeepseekV3 {
     }
     const hidden = new Float32Array(T * D);
     K.rmsNorm(hidden, x, w.norm, T, this.dims.eps);
+    if (opts.tape) opts.tape.main = { ctx, ids, x, hidden };
 
     const mode = opts.logits ?? 'last';
     let rows: Float32Array;
@@ -190,5 +203,70 @@ export class DeepseekV3 {
     const ctx = this.context(T, pos, seqs, opts);
     const caches = batch.map((b) => b.cache.layers[index]);
     return mtpForward(ctx, m, this.routes[index]!, index, caches, ids, hidden);
+  }
+
+  /**
+   * The model as training sees it: every matrix widened to float32 (fp32 master weights;
+   * F32 matrices and all vectors are shared with this model, not copied) and each MTP
+   * module's embedding and head replaced by the main model's embed_tokens and lm_head,
+   * which they are during training.
+   */
+  forTraining(): DeepseekV3 {
+    if (this.training) return this;
+    const w = mapMatrices(this.weights, widenMatrix);
+    const tied = { ...w, mtp: w.mtp.map((m) => ({ ...m, embed_tokens: w.embed_tokens, head: w.lm_head })) };
+    const model = new DeepseekV3(this.cfg, tied, this.K);
+    model.training = true;
+    return model;
+  }
+
+  /** Zeroed gradients shaped like the weights, and each one by Hugging Face name. */
+  gradients(): { tree: ModelWeights; byName: Map<string, Float32Array> } {
+    return gradientTree(this.cfg, this.weights);
+  }
+
+  private backwardContext(ctx: StepContext, tape: Tape, TK: TrainKernels): BackwardContext {
+    return { ...ctx, onRoute: undefined, tape, TK };
+  }
+
+  /**
+   * Backward of forward() as recorded on `tape`: dLogits [T, vocab] is the gradient of the
+   * logits of every row (forward with logits 'all'), dHidden [T, D] an extra gradient of
+   * the hidden states after model.norm (from the MTP modules), either may be null.
+   * Accumulates into the gradient tree `g` (see gradients()).
+   */
+  backward(
+    tape: Tape,
+    g: ModelWeights,
+    dLogits: Float32Array | null,
+    dHidden: Float32Array | null,
+    TK: TrainKernels,
+  ): void {
+    const { K, weights: w } = this;
+    const s = tape.main;
+    if (!s) throw new Error('backward: the tape holds no main-model forward pass');
+    const ctx = this.backwardContext(s.ctx, tape, TK);
+    const T = s.ctx.T;
+    const D = this.cfg.hidden_size;
+    const dh = dHidden ? dHidden.slice(0, T * D) : new Float32Array(T * D);
+    if (dLogits) K.add(dh, linearBackward(K, g.lm_head, w.lm_head, dLogits, s.hidden, T), T * D);
+    const dx = new Float32Array(T * D);
+    TK.rmsNormBackward(dx, g.norm, dh, s.x, w.norm, T, this.dims.eps);
+    for (let l = w.layers.length - 1; l >= 0; l--) {
+      blockBackward(ctx, w.layers[l], g.layers[l], this.routes[l], l, dx);
+    }
+    embeddingBackward(K, g.embed_tokens, dx, s.ids);
+  }
+
+  /**
+   * Backward of mtp() for module `k` as recorded on `tape`: dLogits [rows, vocab] → the
+   * gradient of its input hidden states [rows, D]. Accumulates into `g`.
+   */
+  mtpBackward(tape: Tape, g: ModelWeights, dLogits: Float32Array, TK: TrainKernels, k = 0): Float32Array {
+    const index = this.cfg.num_hidden_layers + k;
+    const s = tape.mtp.get(index);
+    if (!s?.ctx) throw new Error(`mtpBackward: the tape holds no pass of MTP module ${k}`);
+    const ctx = this.backwardContext(s.ctx, tape, TK);
+    return mtpBackward(ctx, this.weights.mtp[k], g.mtp[k], this.routes[index]!, index, dLogits);
   }
 }

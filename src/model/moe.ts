@@ -3,23 +3,73 @@
 // GEMM over all of its tokens; results are scattered back in expert order, so a token's
 // output never depends on which other tokens share the batch.
 //
-// Legend: T tokens, D hidden size, E routed experts, k experts per token (topk).
+// The backward passes follow each forward in reverse. Gradients reach the router through
+// the routing weights of the chosen experts; the choice itself (top-k, groups, the
+// selection bias) is a constant of the step.
+//
+// Legend: T tokens, D hidden size, I intermediate size, E routed experts, k experts per
+// token (topk).
 
 import type { DeepseekConfig } from '../io/config.ts';
 import type { Kernels, RouteParams } from '../kernels/kernels.ts';
+import type { TrainKernels } from '../kernels/train.ts';
+import { NONE, linearBackward } from './tape.ts';
 import type { MlpWeights, MoeWeights } from './weights.ts';
 
+/** What mlpBackward needs, kept by mlpForward when training. */
+export class MlpSaved {
+  /** [T, D] input. */
+  x = NONE;
+  /** [T, I] gate_proj and up_proj outputs, and silu(gate) · up (down_proj's input). */
+  g = NONE;
+  u = NONE;
+  a = NONE;
+}
+
 /** down_proj(silu(gate_proj(x)) · up_proj(x)); x [T, D] → [T, D]. */
-export function mlpForward(K: Kernels, w: MlpWeights, x: Float32Array, T: number): Float32Array {
+export function mlpForward(
+  K: Kernels,
+  w: MlpWeights,
+  x: Float32Array,
+  T: number,
+  saved?: MlpSaved,
+): Float32Array {
   const I = w.gate_proj.rows;
   const g = new Float32Array(T * I);
   const u = new Float32Array(T * I);
   K.matmul(g, x, T, w.gate_proj);
   K.matmul(u, x, T, w.up_proj);
-  K.siluMul(g, g, u, T * I);
+  const a = saved ? new Float32Array(T * I) : g; // inference overwrites the gate in place
+  K.siluMul(a, g, u, T * I);
   const out = new Float32Array(T * w.down_proj.rows);
-  K.matmul(out, g, T, w.down_proj);
+  K.matmul(out, a, T, w.down_proj);
+  if (saved) {
+    saved.x = x;
+    saved.g = g;
+    saved.u = u;
+    saved.a = a;
+  }
   return out;
+}
+
+/** Backward of mlpForward: dy [T, D] → dx [T, D]; weight gradients accumulate in gw. */
+export function mlpBackward(
+  K: Kernels,
+  TK: TrainKernels,
+  w: MlpWeights,
+  gw: MlpWeights,
+  s: MlpSaved,
+  dy: Float32Array,
+  T: number,
+): Float32Array {
+  const I = w.gate_proj.rows;
+  const da = linearBackward(K, gw.down_proj, w.down_proj, dy, s.a, T);
+  const dg = new Float32Array(T * I);
+  const du = new Float32Array(T * I);
+  TK.siluMulBackward(dg, du, da, s.g, s.u, T * I);
+  const dx = linearBackward(K, gw.gate_proj, w.gate_proj, dg, s.x, T);
+  K.add(dx, linearBackward(K, gw.up_proj, w.up_proj, du, s.x, T), dx.length);
+  return dx;
 }
 
 /**
@@ -44,6 +94,8 @@ export interface Routing {
   idx: Int32Array;
   /** [T, k] their weights (normalised, times routed_scaling_factor). */
   weights: Float32Array;
+  /** [T, E] the router logits x · gateᵀ (before sigmoid/softmax). */
+  logits: Float32Array;
 }
 
 /** Route x [T, D] with the layer's gate. */
@@ -54,7 +106,29 @@ export function route(K: Kernels, w: MoeWeights, p: RouteParams, x: Float32Array
   const idx = new Int32Array(T * p.topk);
   const weights = new Float32Array(T * p.topk);
   K.moeRoute(idx, weights, logits, T, E, p);
-  return { idx, weights };
+  return { idx, weights, logits };
+}
+
+/** What moeBackward needs, kept by moeForward when training. */
+export class MoeSaved {
+  /** [T, D] input. */
+  x = NONE;
+  route: Routing = { idx: new Int32Array(0), weights: NONE, logits: NONE };
+  /** The (token, slot) pairs in expert order: expert e has pairs count[e] … count[e+1]-1. */
+  count: Int32Array = new Int32Array(0);
+  /** Per pair: its token, its index t·k + j in route.idx, its routing weight. */
+  rows: Int32Array = new Int32Array(0);
+  slots: Int32Array = new Int32Array(0);
+  wts = NONE;
+  /** Per routed expert (null when it got no tokens): its record and its outputs [n, D]. */
+  experts: (MlpSaved | null)[] = [];
+  ye: Float32Array[] = [];
+  shared: MlpSaved | null = null;
+  /**
+   * [T, E] a gradient on the router logits from outside the layer's output (the
+   * sequence-wise balance loss), added in moeBackward; null for none.
+   */
+  dLogits: Float32Array | null = null;
 }
 
 /** Σ_k weight_k · expert_k(x) + shared(x); x [T, D] → [T, D]. */
@@ -65,6 +139,7 @@ export function moeForward(
   x: Float32Array,
   T: number,
   onRoute?: (r: Routing) => void,
+  saved?: MoeSaved,
 ): Float32Array {
   const D = w.gate.cols;
   const E = w.experts.length;
@@ -77,11 +152,23 @@ export function moeForward(
   for (let e = 0; e < E; e++) count[e + 1] += count[e];
   const rows = new Int32Array(r.idx.length);
   const wts = new Float32Array(r.idx.length);
+  const slots = saved ? new Int32Array(r.idx.length) : null;
   const fill = count.slice(0, E);
   for (let i = 0; i < r.idx.length; i++) {
     const j = fill[r.idx[i]]++;
     rows[j] = Math.floor(i / p.topk);
     wts[j] = r.weights[i];
+    if (slots) slots[j] = i;
+  }
+  if (saved) {
+    saved.x = x;
+    saved.route = r;
+    saved.count = count;
+    saved.rows = rows;
+    saved.slots = slots!;
+    saved.wts = wts;
+    saved.experts = new Array(E).fill(null);
+    saved.ye = new Array(E).fill(NONE);
   }
 
   const y = new Float32Array(T * D);
@@ -91,9 +178,56 @@ export function moeForward(
     const er = rows.subarray(count[e], count[e + 1]);
     const xe = new Float32Array(n * D);
     K.gatherRows(xe, x, er, D);
-    const ye = mlpForward(K, w.experts[e], xe, n);
+    const es = saved ? new MlpSaved() : undefined;
+    const ye = mlpForward(K, w.experts[e], xe, n, es);
     K.scatterAddRows(y, ye, er, wts.subarray(count[e], count[e + 1]), D);
+    if (saved) {
+      saved.experts[e] = es!;
+      saved.ye[e] = ye;
+    }
   }
-  if (w.shared) K.add(y, mlpForward(K, w.shared, x, T), T * D);
+  if (w.shared) {
+    if (saved) saved.shared = new MlpSaved();
+    K.add(y, mlpForward(K, w.shared, x, T, saved?.shared ?? undefined), T * D);
+  }
   return y;
+}
+
+/** Backward of moeForward: dy [T, D] → dx [T, D]; weight gradients accumulate in gw. */
+export function moeBackward(
+  K: Kernels,
+  TK: TrainKernels,
+  w: MoeWeights,
+  gw: MoeWeights,
+  p: RouteParams,
+  s: MoeSaved,
+  dy: Float32Array,
+  T: number,
+): Float32Array {
+  const D = w.gate.cols;
+  const E = w.experts.length;
+  const dx = w.shared ? mlpBackward(K, TK, w.shared, gw.shared!, s.shared!, dy, T) : new Float32Array(T * D);
+
+  // Each expert: back through the weighted scatter, the expert, and the gather.
+  const dWeights = new Float32Array(T * p.topk); // [T, k], aligned with route.idx
+  for (let e = 0; e < E; e++) {
+    const es = s.experts[e];
+    if (!es) continue;
+    const a = s.count[e];
+    const n = s.count[e + 1] - a;
+    const er = s.rows.subarray(a, a + n);
+    const dye = new Float32Array(n * D);
+    const dwe = new Float32Array(n);
+    TK.scatterAddRowsBackward(dye, dwe, dy, s.ye[e], er, s.wts.subarray(a, a + n), D);
+    for (let j = 0; j < n; j++) dWeights[s.slots[a + j]] = dwe[j];
+    const dxe = mlpBackward(K, TK, w.experts[e], gw.experts[e], es, dye, n);
+    K.scatterAddRows(dx, dxe, er, new Float32Array(n).fill(1), D);
+  }
+
+  // The router: through the chosen experts' weights to the logits, then the gate matmul.
+  const dLogits = new Float32Array(T * E);
+  TK.moeRouteBackward(dLogits, dWeights, s.route.logits, s.route.idx, T, E, p);
+  if (s.dLogits) K.add(dLogits, s.dLogits, T * E);
+  K.add(dx, linearBackward(K, gw.gate, w.gate, dLogits, s.x, T), T * D);
+  return dx;
 }

@@ -5,11 +5,29 @@
 //   x = decoder layer(x)                                 (its own latent cache)
 //   logits = head(norm(x))
 // The embedding of a row at position 0 is zeroed (vLLM does so), so row 0 sees only h_0.
+// mtpBackward runs it in reverse and returns the gradient of the hidden states h_i, which
+// flows on into the main model. In training, the module's embedding and head are the main
+// model's (see DeepseekV3.forTraining), so their gradients land on the main tensors.
 
 import type { RouteParams } from '../kernels/kernels.ts';
-import { blockForward, type StepContext } from './block.ts';
+import { blockBackward, blockForward, type StepContext } from './block.ts';
 import type { LayerCache } from './cache.ts';
+import { NONE, embeddingBackward, linearBackward, type BackwardContext } from './tape.ts';
 import type { MtpWeights } from './weights.ts';
+
+/** What mtpBackward needs, kept by mtpForward in ctx.tape.mtp under the layer index. */
+export class MtpSaved {
+  ctx: StepContext | null = null;
+  ids: Int32Array = new Int32Array(0);
+  /** [T, D] the embeddings (rows at position 0 zeroed) and the hidden states h_i. */
+  e = NONE;
+  hidden = NONE;
+  /** [T, 2D] eh_proj's input. */
+  cat = NONE;
+  /** [T, D] the decoder layer's output, and after shared_head.norm. */
+  x = NONE;
+  xn = NONE;
+}
 
 export interface MtpOutput {
   /** [T, vocab] */
@@ -49,5 +67,53 @@ export function mtpForward(
   K.rmsNorm(xn, x, w.norm, T, ctx.dims.eps);
   const logits = new Float32Array(T * w.head.rows);
   K.matmul(logits, xn, T, w.head);
+  if (ctx.tape) {
+    const s = new MtpSaved();
+    s.ctx = ctx;
+    s.ids = ids;
+    s.e = e;
+    s.hidden = hidden;
+    s.cat = cat;
+    s.x = x;
+    s.xn = xn;
+    ctx.tape.mtp.set(index, s);
+  }
   return { logits, block: x };
+}
+
+/**
+ * Backward of mtpForward for the module at layer `index`: dlogits [T, vocab] → the
+ * gradient of the hidden states h_i [T, D]. Weight gradients accumulate in g.
+ */
+export function mtpBackward(
+  ctx: BackwardContext,
+  w: MtpWeights,
+  g: MtpWeights,
+  route: RouteParams,
+  index: number,
+  dlogits: Float32Array,
+): Float32Array {
+  const { K, TK, T } = ctx;
+  const s = ctx.tape.mtp.get(index);
+  if (!s) throw new Error(`mtpBackward: MTP module at layer ${index} was not recorded`);
+  const D = w.enorm.length;
+  const eps = ctx.dims.eps;
+  const dxn = linearBackward(K, g.head, w.head, dlogits, s.xn, T);
+  const dx = new Float32Array(T * D);
+  TK.rmsNormBackward(dx, g.norm, dxn, s.x, w.norm, T, eps);
+  blockBackward(ctx, w.layer, g.layer, route, index, dx);
+  const dcat = linearBackward(K, g.eh_proj, w.eh_proj, dx, s.cat, T); // [T, 2D]
+  const den = new Float32Array(T * D);
+  const dhn = new Float32Array(T * D);
+  for (let t = 0; t < T; t++) {
+    den.set(dcat.subarray(t * 2 * D, t * 2 * D + D), t * D);
+    dhn.set(dcat.subarray(t * 2 * D + D, (t + 1) * 2 * D), t * D);
+  }
+  const de = new Float32Array(T * D);
+  TK.rmsNormBackward(de, g.enorm, den, s.e, w.enorm, T, eps);
+  for (let t = 0; t < T; t++) if (ctx.pos[t] === 0) de.fill(0, t * D, (t + 1) * D);
+  embeddingBackward(K, g.embed_tokens, de, s.ids);
+  const dh = new Float32Array(T * D);
+  TK.rmsNormBackward(dh, g.hnorm, dhn, s.hidden, w.hnorm, T, eps);
+  return dh;
 }

@@ -9,6 +9,7 @@ import type { Checkpoint, RawTensor } from '../io/safetensors.ts';
 import { DsError } from '../errors.ts';
 import { isDType, toF32 } from '../tensor/dtypes.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
+import { decodeRow } from '../kernels/ref/index.ts';
 
 export interface AttnWeights {
   /** q_lora_rank > 0: q = q_b_proj(q_a_layernorm(q_a_proj(x))); otherwise q = q_proj(x). */
@@ -281,6 +282,122 @@ export function tensorTable(cfg: DeepseekConfig, opts: { mtp?: boolean } = {}): 
   const r = new Recorder(cfg);
   walk(r, cfg, opts.mtp ?? true);
   return r.slots;
+}
+
+/**
+ * Gradients have the shape of the weights: a zeroed ModelWeights whose matrices are F32.
+ * `byName` maps each trained tensor's Hugging Face name to its gradient, in load order.
+ * Tying follows training: lm_head shares the embedding's gradient exactly when the model
+ * shares the tensor, and each MTP module's embed_tokens / shared_head.head are the main
+ * model's (no entries of their own). e_score_correction_bias gets no gradient (it is
+ * steered by the balancing rule, not by the loss): its slot is zeros, not in byName.
+ */
+export function gradientTree(
+  cfg: DeepseekConfig,
+  w: ModelWeights,
+): { tree: ModelWeights; byName: Map<string, Float32Array> } {
+  const src = new ZeroSource(w.lm_head !== w.embed_tokens);
+  return { tree: walk(src, cfg, w.mtp.length > 0), byName: src.byName };
+}
+
+/**
+ * The float32 data of every trained tensor of a float32 model (DeepseekV3.forTraining), by
+ * Hugging Face name, in the order and with the tying of gradientTree: the arrays an
+ * optimizer updates in place.
+ */
+export function trainedTensors(cfg: DeepseekConfig, w: ModelWeights): Map<string, Float32Array> {
+  const { tree, byName } = gradientTree(cfg, w);
+  const nameOf = new Map([...byName].map(([n, a]) => [a, n]));
+  const found = new Map<string, Float32Array>();
+  // The gradient tree mirrors the weights field by field: walk both together.
+  const visit = (g: unknown, x: unknown): void => {
+    if (g instanceof Float32Array) {
+      const name = nameOf.get(g);
+      if (name) found.set(name, x as Float32Array);
+    } else if (g && typeof g === 'object' && 'dtype' in g && 'data' in g) {
+      const m = x as LinearWeight;
+      if (m.dtype !== 'F32') throw new Error(`trainedTensors: a ${m.dtype} matrix; use forTraining()`);
+      visit(g.data, m.data);
+    } else if (g && typeof g === 'object') {
+      for (const k of Object.keys(g)) visit((g as Record<string, unknown>)[k], (x as Record<string, unknown>)[k]);
+    }
+  };
+  visit(tree, w);
+  return new Map([...byName.keys()].map((n) => [n, found.get(n)!]));
+}
+
+class ZeroSource implements TensorSource {
+  readonly byName = new Map<string, Float32Array>();
+  constructor(readonly ownHead: boolean) {}
+  /** Asked only about lm_head under tied embeddings and the MTP modules' embedding/head. */
+  has(name: string): boolean {
+    return name === 'lm_head.weight' && this.ownHead;
+  }
+  linear(name: string, rows: number, cols: number): LinearWeight {
+    const data = new Float32Array(rows * cols);
+    this.byName.set(name, data);
+    return { dtype: 'F32', rows, cols, data };
+  }
+  vector(name: string, shape: number[]): Float32Array {
+    const v = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    if (!name.endsWith('.e_score_correction_bias')) this.byName.set(name, v);
+    return v;
+  }
+}
+
+/** A matrix as float32 (itself when it already is): row by row, as the kernels widen it. */
+export function widenMatrix(m: LinearWeight): LinearWeight {
+  if (m.dtype === 'F32') return m;
+  const data = new Float32Array(m.rows * m.cols);
+  for (let r = 0; r < m.rows; r++) decodeRow(m, r, data.subarray(r * m.cols, (r + 1) * m.cols));
+  return { dtype: 'F32', rows: m.rows, cols: m.cols, data };
+}
+
+/**
+ * The same weights with every matrix passed through f (each distinct matrix once, so
+ * shared tensors stay shared). Vectors are kept as they are.
+ */
+export function mapMatrices(w: ModelWeights, f: (m: LinearWeight) => LinearWeight): ModelWeights {
+  const done = new Map<LinearWeight, LinearWeight>();
+  const m = (x: LinearWeight) => done.get(x) ?? done.set(x, f(x)).get(x)!;
+  const mlp = (x: MlpWeights): MlpWeights => ({
+    gate_proj: m(x.gate_proj),
+    up_proj: m(x.up_proj),
+    down_proj: m(x.down_proj),
+  });
+  const opt = (x: LinearWeight | null) => (x ? m(x) : null);
+  const layer = (l: LayerWeights): LayerWeights => ({
+    ...l,
+    self_attn: {
+      ...l.self_attn,
+      q_a_proj: opt(l.self_attn.q_a_proj),
+      q_b_proj: opt(l.self_attn.q_b_proj),
+      q_proj: opt(l.self_attn.q_proj),
+      kv_a_proj_with_mqa: m(l.self_attn.kv_a_proj_with_mqa),
+      kv_b_proj: m(l.self_attn.kv_b_proj),
+      o_proj: m(l.self_attn.o_proj),
+    },
+    mlp: l.mlp && mlp(l.mlp),
+    moe: l.moe && {
+      ...l.moe,
+      gate: m(l.moe.gate),
+      experts: l.moe.experts.map(mlp),
+      shared: l.moe.shared && mlp(l.moe.shared),
+    },
+  });
+  return {
+    embed_tokens: m(w.embed_tokens),
+    layers: w.layers.map(layer),
+    norm: w.norm,
+    lm_head: m(w.lm_head),
+    mtp: w.mtp.map((x) => ({
+      ...x,
+      embed_tokens: m(x.embed_tokens),
+      eh_proj: m(x.eh_proj),
+      layer: layer(x.layer),
+      head: m(x.head),
+    })),
+  };
 }
 
 function walk(src: TensorSource, cfg: DeepseekConfig, mtp: boolean): ModelWeights {
