@@ -1,0 +1,301 @@
+// The training loop, top to bottom: data → model → for each step: batch, forward and
+// backward (trainStep), AdamW update, auxiliary-loss-free bias update, logging, periodic
+// validation and checkpoints. The DeepSeek-V3 recipe: next-token CE + λ·MTP CE + α·the
+// sequence-wise balance loss, routing balanced by the per-expert bias (moved by γ toward
+// balance after every step, never by gradients), optional simulated FP8 GEMMs.
+
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DsError } from '../errors.ts';
+import type { DeepseekConfig } from '../io/config.ts';
+import type { Kernels } from '../kernels/kernels.ts';
+import { DeepseekV3 } from '../model/deepseek-v3.ts';
+import { writeRandomCheckpoint } from '../model/init.ts';
+import type { Routing } from '../model/moe.ts';
+import { tensorTable, trainedTensors } from '../model/weights.ts';
+import type { LinearWeight } from '../tensor/weight.ts';
+import { Tokenizer } from '../text/tokenizer.ts';
+import { loadOptimizer, saveCheckpoint, type SaveDType, type TrainerState } from './checkpoint.ts';
+import { packDocs, readCorpus, splitDocs, WindowSampler, type CorpusSource, type SamplerState } from './data.ts';
+import { evaluate } from './eval.ts';
+import { fp8Kernels, type Fp8Kernels } from './fp8.ts';
+import { AdamW, decays, learningRate } from './optim.ts';
+import { lossCurveSvg } from './plot.ts';
+import { trainStep } from './step.ts';
+
+export interface TrainOptions {
+  out: string;
+  /** A fresh model of this config, or continue the checkpoint in `out` (resume). */
+  config?: DeepseekConfig;
+  resume?: boolean;
+  tokenizerDir: string;
+  sources: CorpusSource[];
+  kernels: Kernels;
+  steps: number;
+  batch: number;
+  seqLen: number;
+  lr: number;
+  warmup: number;
+  minLrRatio: number;
+  weightDecay: number;
+  clip: number;
+  mtpWeight: number;
+  seqAux: number;
+  biasUpdateSpeed: number;
+  fp8: boolean;
+  seed: number;
+  valFraction: number;
+  evalEvery: number;
+  evalWindows: number;
+  saveEvery: number;
+  saveDtype: SaveDType;
+  /** Called with a log line (stderr in the CLI). */
+  log: (line: string) => void;
+  /** Called after each step, for a progress bar. */
+  progress?: (p: { step: number; steps: number; loss: number; tokPerSec: number; etaSec: number }) => void;
+  /** Polled between steps: true stops after saving a checkpoint (Ctrl-C). */
+  shouldStop?: () => boolean;
+}
+
+export interface TrainSummary {
+  steps: number;
+  finalLoss: number;
+  valLoss: number | null;
+  tokensPerSec: number;
+  history: TrainerState['history'];
+  /** Per MoE layer: max and mean expert load (fraction of routed slots) over the last steps. */
+  expertLoad: Record<string, { max: number; mean: number }>;
+}
+
+/** Tokens of the corpus split, cached in the run folder so restarts skip tokenizing. */
+function tokensFor(opts: TrainOptions, tok: Tokenizer): { train: Int32Array; val: Int32Array } {
+  const cache = join(opts.out, 'data');
+  const key = JSON.stringify({ sources: opts.sources, val: opts.valFraction, seed: opts.seed, vocab: tok.vocabSize });
+  const meta = join(cache, 'meta.json');
+  if (existsSync(meta) && readFileSync(meta, 'utf8') === key) {
+    const read = (f: string) => {
+      const b = readFileSync(join(cache, f));
+      return new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+    };
+    return { train: read('train.bin'), val: read('val.bin') };
+  }
+  const docs = readCorpus(opts.sources);
+  const { train, val } = splitDocs(docs, { valFraction: opts.valFraction, seed: opts.seed });
+  opts.log(`data: ${docs.length} documents (${val.length} held out), tokenizing…`);
+  const t = packDocs(train, tok);
+  const v = val.length ? packDocs(val, tok) : new Int32Array(0);
+  mkdirSync(cache, { recursive: true });
+  writeFileSync(join(cache, 'train.bin'), new Uint8Array(t.buffer, t.byteOffset, t.byteLength));
+  writeFileSync(join(cache, 'val.bin'), new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+  writeFileSync(meta, key);
+  return { train: t, val: v };
+}
+
+/** Move each expert's selection bias by γ toward balance: down if overloaded, up if not. */
+export function updateBias(bias: Float32Array, load: Float64Array, gamma: number): void {
+  let mean = 0;
+  for (let e = 0; e < load.length; e++) mean += load[e];
+  mean /= load.length;
+  for (let e = 0; e < load.length; e++) bias[e] += gamma * Math.sign(mean - load[e]);
+}
+
+export function train(opts: TrainOptions): TrainSummary {
+  const tok = Tokenizer.fromDir(opts.tokenizerDir);
+  mkdirSync(opts.out, { recursive: true });
+  const modelDir = join(opts.out, 'checkpoint');
+
+  // The model: fresh random weights, or the last checkpoint of this run.
+  if (opts.resume) {
+    if (!existsSync(join(modelDir, 'trainer_state.json'))) {
+      throw new DsError('MISSING_FILE', `${modelDir}: no checkpoint to resume (trainer_state.json missing)`);
+    }
+  } else {
+    if (!opts.config) throw new DsError('BAD_INPUT', 'train: a config is needed to start a new run');
+    if (opts.config.vocab_size < tok.vocabSize) {
+      throw new DsError('BAD_CONFIG', `vocab_size ${opts.config.vocab_size} is smaller than the tokenizer's ${tok.vocabSize}`);
+    }
+    writeRandomCheckpoint(modelDir, opts.config, { dtype: 'F32', seed: opts.seed });
+  }
+  const loaded = DeepseekV3.load(modelDir, { kernels: opts.kernels, mtp: true }).forTraining();
+  const cfg = loaded.cfg;
+  if (opts.seqLen > cfg.max_position_embeddings) {
+    throw new DsError('BAD_INPUT', `--seq-len ${opts.seqLen} exceeds max_position_embeddings ${cfg.max_position_embeddings}`);
+  }
+  const w = loaded.weights;
+
+  let K: Kernels = opts.kernels;
+  let fp8: Fp8Kernels | null = null;
+  if (opts.fp8) {
+    const all = new Set<LinearWeight['data']>();
+    const exempt = new Set<LinearWeight['data']>([w.embed_tokens.data, w.lm_head.data]);
+    for (const l of [...w.layers, ...w.mtp.map((m) => m.layer)]) if (l.moe) exempt.add(l.moe.gate.data);
+    const collect = (x: unknown): void => {
+      if (x && typeof x === 'object' && 'dtype' in x && 'rows' in x) all.add((x as LinearWeight).data);
+      else if (x && typeof x === 'object') for (const v of Object.values(x)) collect(v);
+    };
+    collect(w);
+    fp8 = fp8Kernels(opts.kernels, all, exempt);
+    K = fp8;
+  }
+  const model = new DeepseekV3(cfg, w, K).forTraining();
+  // The fp32 master weights the optimizer updates in place, by Hugging Face name.
+  const tensors = trainedTensors(cfg, model.weights);
+  const shapes = new Map(tensorTable(cfg).map((t) => [t.name, t.shape]));
+
+  const opt = new AdamW({ lr: opts.lr, weightDecay: opts.weightDecay, clip: opts.clip });
+  let step = 0;
+  let samplerState: SamplerState | undefined;
+  let history: TrainerState['history'] = [];
+  if (opts.resume) {
+    const st = loadOptimizer(modelDir, model, opt);
+    step = st.step;
+    samplerState = st.sampler as SamplerState;
+    history = st.history;
+    opts.log(`resumed at step ${step}`);
+  }
+
+  const data = tokensFor(opts, tok);
+  const sampler = new WindowSampler(data.train, opts.seqLen, { seed: opts.seed, state: samplerState });
+  const valWindows: number[][] = [];
+  for (let s = 0; s + opts.seqLen + 1 <= data.val.length && valWindows.length < opts.evalWindows; s += opts.seqLen) {
+    valWindows.push(Array.from(data.val.subarray(s, s + opts.seqLen + 1)));
+  }
+  opts.log(
+    `train: ${data.train.length} tokens (${sampler.numWindows} windows of ${opts.seqLen}), ` +
+      `val: ${valWindows.length} windows; ${tensors.size} tensors, ` +
+      `${[...tensors.values()].reduce((n, v) => n + v.length, 0)} parameters; kernels ${K.name}`,
+  );
+
+  const L = cfg.num_hidden_layers;
+  const moeLayers = [...w.layers.keys(), ...w.mtp.map((_, k) => L + k)].filter((i) =>
+    i < L ? w.layers[i].moe : w.mtp[i - L].layer.moe,
+  );
+  const biasOf = (i: number) => (i < L ? w.layers[i].moe! : w.mtp[i - L].layer.moe!).bias;
+  const loadWindow = new Map<number, Float64Array>(moeLayers.map((i) => [i, new Float64Array(cfg.n_routed_experts)]));
+
+  const save = () => {
+    saveCheckpoint(modelDir, model, {
+      dtype: 'F32',
+      tokenizerDir: opts.tokenizerDir,
+      optimizer: opt,
+      state: { step, sampler: sampler.state(), history, run: runInfo(opts) },
+      mtpCopies: true,
+    });
+    writeFileSync(join(opts.out, 'loss.svg'), lossCurveSvg(
+      [
+        { name: 'train', points: history.map((h) => [h.step, h.loss]) },
+        { name: 'validation', points: history.filter((h) => h.val !== undefined).map((h) => [h.step, h.val!]) },
+      ],
+      { title: 'dsv3 training loss', yLabel: 'cross-entropy (nats/token)' },
+    ));
+  };
+  const validate = () => (valWindows.length ? evalLoss(model, valWindows) : undefined);
+
+  const t0 = performance.now();
+  const step0 = step;
+  let lastLoss = NaN;
+  let lastVal: number | null = null;
+  while (step < opts.steps) {
+    const batch: number[][] = [];
+    for (let b = 0; b < opts.batch; b++) batch.push(Array.from(sampler.next().tokens));
+    const loads = new Map<number, Float64Array>();
+    const r = trainStep(model, batch, {
+      mtpWeight: opts.mtpWeight,
+      seqAux: opts.seqAux,
+      attn: 'naive',
+      onRoute: (layer: number, rt: Routing) => {
+        const l = loads.get(layer) ?? new Float64Array(cfg.n_routed_experts);
+        for (const e of rt.idx) l[e]++;
+        loads.set(layer, l);
+      },
+    });
+    const lr = learningRate(step, { lr: opts.lr, warmup: opts.warmup, total: opts.steps, minRatio: opts.minLrRatio });
+    opt.update(tensors, r.grads, { lr, decay: (n) => decays(n, shapes.get(n) ?? [1]) });
+    fp8?.newStep();
+    // Auxiliary-loss-free balancing: the bias follows the load of this step's batch.
+    for (const [layer, l] of loads) {
+      const bias = biasOf(layer);
+      if (bias && opts.biasUpdateSpeed > 0) updateBias(bias, l, opts.biasUpdateSpeed);
+      const acc = loadWindow.get(layer);
+      if (acc) for (let e = 0; e < l.length; e++) acc[e] = 0.9 * acc[e] + 0.1 * l[e];
+    }
+    step++;
+    lastLoss = r.loss.main_ce;
+    const entry: TrainerState['history'][number] = { step, loss: r.loss.main_ce };
+    if (opts.evalEvery > 0 && (step % opts.evalEvery === 0 || step === opts.steps)) {
+      lastVal = validate() ?? null;
+      if (lastVal !== null) entry.val = lastVal;
+      opts.log(
+        `step ${step}: loss ${r.loss.main_ce.toFixed(4)}` +
+          (r.loss.mtp_ce !== null ? ` mtp ${r.loss.mtp_ce.toFixed(4)}` : '') +
+          (lastVal !== null ? ` val ${lastVal.toFixed(4)}` : '') +
+          ` lr ${lr.toExponential(2)} | expert load ${formatLoad(loadWindow)}`,
+      );
+    }
+    history.push(entry);
+    const secs = (performance.now() - t0) / 1e3;
+    const tps = ((step - step0) * opts.batch * opts.seqLen) / secs;
+    opts.progress?.({
+      step,
+      steps: opts.steps,
+      loss: r.loss.main_ce,
+      tokPerSec: tps,
+      etaSec: ((opts.steps - step) * secs) / (step - step0),
+    });
+    if ((opts.saveEvery > 0 && step % opts.saveEvery === 0) || step === opts.steps) save();
+    if (opts.shouldStop?.()) {
+      save();
+      opts.log(`stopped at step ${step}; checkpoint saved, continue with --resume`);
+      break;
+    }
+  }
+  const secs = (performance.now() - t0) / 1e3;
+  return {
+    steps: step,
+    finalLoss: lastLoss,
+    valLoss: lastVal,
+    tokensPerSec: ((step - step0) * opts.batch * opts.seqLen) / Math.max(secs, 1e-9),
+    history,
+    expertLoad: loadStats(loadWindow),
+  };
+}
+
+/** Mean next-token CE (main head) on validation windows. */
+function evalLoss(model: DeepseekV3, windows: number[][]): number {
+  const r = evaluate(model, windows);
+  return r.nll / r.tokens;
+}
+
+function loadStats(win: Map<number, Float64Array>): Record<string, { max: number; mean: number }> {
+  const out: Record<string, { max: number; mean: number }> = {};
+  for (const [layer, l] of win) {
+    const total = l.reduce((a, b) => a + b, 0) || 1;
+    const frac = [...l].map((x) => x / total);
+    out[`model.layers.${layer}`] = { max: Math.max(...frac), mean: 1 / l.length };
+  }
+  return out;
+}
+
+function formatLoad(win: Map<number, Float64Array>): string {
+  return [...win]
+    .map(([layer, l]) => {
+      const mean = l.reduce((a, b) => a + b, 0) / l.length || 1;
+      return `L${layer} max/mean ${(Math.max(...l) / mean).toFixed(2)}`;
+    })
+    .join(', ');
+}
+
+function runInfo(o: TrainOptions): Record<string, unknown> {
+  return {
+    steps: o.steps,
+    batch: o.batch,
+    seq_len: o.seqLen,
+    lr: o.lr,
+    warmup: o.warmup,
+    mtp_weight: o.mtpWeight,
+    seq_aux: o.seqAux,
+    bias_update_speed: o.biasUpdateSpeed,
+    fp8: o.fp8,
+    seed: o.seed,
+  };
+}
