@@ -9,6 +9,11 @@
 
 #include "ops.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
 using namespace dsv3;
 
 #ifndef NODE_GYP_MODULE_NAME
@@ -404,6 +409,35 @@ napi_value ReadBandwidth(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// adviseHugePages(typedArray): ask Linux to back the array's memory with 2 MiB pages
+// (THP in "madvise" mode). Streaming a weight that spans thousands of 4 KiB pages costs a
+// TLB miss per page, which under a hypervisor (nested paging) is expensive. Best called
+// on a fresh, not yet written array. Returns true if the advice was taken.
+napi_value AdviseHugePages(napi_env env, napi_callback_info info) {
+  Args a(env, info, "adviseHugePages");
+  bool ok = false;
+  bool is = false;
+  if (a.n >= 1 && napi_is_typedarray(env, a.v[0], &is) == napi_ok && is) {
+    napi_typedarray_type type;
+    size_t len, off;
+    void* data = nullptr;
+    napi_value ab;
+    napi_get_typedarray_info(env, a.v[0], &type, &len, &data, &ab, &off);
+    void* base = nullptr;
+    size_t bytes = 0;
+    napi_get_arraybuffer_info(env, ab, &base, &bytes);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const std::uintptr_t huge = 2u << 20;
+    const std::uintptr_t lo = ((std::uintptr_t)base + huge - 1) & ~(huge - 1);
+    const std::uintptr_t hi = ((std::uintptr_t)base + bytes) & ~(huge - 1);
+    if (base && hi > lo) ok = madvise((void*)lo, hi - lo, MADV_HUGEPAGE) == 0;
+#endif
+  }
+  napi_value r;
+  napi_get_boolean(env, ok, &r);
+  return r;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   struct {
     const char* name;
@@ -415,7 +449,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"attention", Attention},   {"moeRoute", MoeRoute},     {"gatherRows", GatherRows},
       {"scatterAddRows", ScatterAddRows}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
       {"level", Level},           {"levels", Levels},         {"setLevel", SetLevel},
-      {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth},
+      {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth}, {"adviseHugePages", AdviseHugePages},
   };
   for (auto& f : fns) {
     napi_value fn;

@@ -32,6 +32,7 @@ struct Dec<DT_F32, false> {
   typedef float E;
   static const bool F8 = false;
   static inline V ld(const E* p, V) { return vload(p); }
+  static inline V ldq(const E* p, V) { return vload(p); }
   static inline V ldn(const E* p, int n, V) { return vloadn(p, n); }
   static inline float prep(float s) { return s; }
 };
@@ -40,6 +41,7 @@ struct Dec<DT_BF16, false> {
   typedef std::uint16_t E;
   static const bool F8 = false;
   static inline V ld(const E* p, V) { return dec_bf16(p); }
+  static inline V ldq(const E* p, V) { return dec_bf16(p); }
   static inline V ldn(const E* p, int n, V) { return dec_bf16n(p, n); }
   static inline float prep(float s) { return s; }
 };
@@ -48,6 +50,7 @@ struct Dec<DT_F16, false> {
   typedef std::uint16_t E;
   static const bool F8 = false;
   static inline V ld(const E* p, V) { return dec_f16(p); }
+  static inline V ldq(const E* p, V) { return dec_f16(p); }
   static inline V ldn(const E* p, int n, V) { return dec_f16n(p, n); }
   static inline float prep(float s) { return s; }
 };
@@ -56,6 +59,7 @@ struct Dec<DT_F8, false> {
   typedef std::uint8_t E;
   static const bool F8 = true;
   static inline V ld(const E* p, V s) { return dec_f8(p, s); }
+  static inline V ldq(const E* p, V s) { return dec_f8q(p, s); }
   static inline V ldn(const E* p, int n, V s) { return dec_f8n(p, n, s); }
   static inline float prep(float s) { return f8prep(s); }
 };
@@ -64,6 +68,7 @@ struct Dec<DT_F8, true> {
   typedef std::uint8_t E;
   static const bool F8 = true;
   static inline V ld(const E* p, V s) { return dec_f8s(p, s); }
+  static inline V ldq(const E* p, V s) { return dec_f8sq(p, s); }
   static inline V ldn(const E* p, int n, V s) { return dec_f8sn(p, n, s); }
   static inline float prep(float s) { return s; }
 };
@@ -91,9 +96,12 @@ static thread_local Scratch tl_panel, tl_acc, tl_scores, tl_scores2;
 // sp[j] points at the scale of row j's first block. With `first`, accumulators start at
 // zero, otherwise they are reloaded from accio; with `last`, the reduced sums go to out,
 // otherwise the accumulators go back to accio.
-template <class D, int MR, int NR>
+template <class D, int MR, int NR, bool PF>
 static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const float* const* sp, I klen,
                     I bk, float* accio, I accld, bool first, bool last, float* out, I ldo, int nv) {
+  // PF (the direct path): W is streamed from memory once, NR rows side by side, and rows
+  // are often a single 4 KiB page, which hardware prefetchers do not run ahead across.
+  const I pfd = (I)(PF_BYTES / sizeof(typename D::E));
   V acc[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int j = 0; j < NR; j++) acc[i][j] = first ? vzero() : vload(accio + i * accld + j * L);
@@ -104,14 +112,28 @@ static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const 
     if (D::F8)
       for (int j = 0; j < NR; j++) s[j] = vset1(D::prep(sp[j][kb0 / bk]));
     I k = kb0;
-    for (; k + L <= kend; k += L) {
-      V wv[NR];
-      for (int j = 0; j < NR; j++) wv[j] = D::ld(w[j] + k, s[j]);
-      for (int i = 0; i < MR; i++) {
-        const V xv = vload(x + i * ldx + k);
-        for (int j = 0; j < NR; j++) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
-      }
+    // F8: codes 0x7F/0xFF (NaN) are looked for once per block, so that the inner loop can
+    // use the decoder without the per-vector NaN fix-up (ldq) when there are none.
+    bool clean = true;
+    if (D::F8)
+      for (int j = 0; j < NR; j++) clean = clean && !f8_has_nan(reinterpret_cast<const std::uint8_t*>(w[j] + kb0), kend - kb0);
+#define DSV3_NT_LOOP(LD)                                                      \
+    for (; k + L <= kend; k += L) {                                           \
+      if (PF)                                                                 \
+        for (int j = 0; j < NR; j++) vprefetch(w[j] + k + pfd);               \
+      V wv[NR];                                                               \
+      for (int j = 0; j < NR; j++) wv[j] = D::LD(w[j] + k, s[j]);             \
+      for (int i = 0; i < MR; i++) {                                          \
+        const V xv = vload(x + i * ldx + k);                                  \
+        for (int j = 0; j < NR; j++) acc[i][j] = vfma(xv, wv[j], acc[i][j]);  \
+      }                                                                       \
     }
+    if (clean) {
+      DSV3_NT_LOOP(ldq)
+    } else {
+      DSV3_NT_LOOP(ld)
+    }
+#undef DSV3_NT_LOOP
     if (k < kend) {
       const int n = (int)(kend - k);
       V wv[NR];
@@ -132,13 +154,13 @@ static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const 
   }
 }
 
-template <class D>
+template <class D, bool PF>
 static void nt_tile_m(int mr, const float* x, I ldx, const typename D::E* const* w, const float* const* sp,
                       I klen, I bk, float* accio, I accld, bool first, bool last, float* out, I ldo, int nv) {
   switch (mr) {
 #define DSV3_CASE(R)                                                                                  \
   case R:                                                                                             \
-    if (R <= NT_MR) nt_tile<D, (R <= NT_MR ? R : 1), NT_NR>(x, ldx, w, sp, klen, bk, accio, accld, first, last, out, ldo, nv); \
+    if (R <= NT_MR) nt_tile<D, (R <= NT_MR ? R : 1), NT_NR, PF>(x, ldx, w, sp, klen, bk, accio, accld, first, last, out, ldo, nv); \
     break;
     DSV3_CASE(1)
     DSV3_CASE(2)
@@ -173,7 +195,7 @@ static void nt_direct_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
     }
     for (I mi = m0; mi < m1; mi += NT_MR) {
       const int mr = (int)imin(NT_MR, m1 - mi);
-      nt_tile_m<D>(mr, g->x + mi * g->ldx, g->ldx, wp, sp, K, bk, nullptr, 0, true, true,
+      nt_tile_m<D, true>(mr, g->x + mi * g->ldx, g->ldx, wp, sp, K, bk, nullptr, 0, true, true,
                    g->out + mi * g->ldo + nt, g->ldo, nv);
     }
   }
@@ -238,7 +260,7 @@ static void nt_packed_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
           for (int j = 0; j < NT_NR; j++) wp[j] = panel + (nj + (j < nv ? j : nv - 1)) * PLD;
           for (I mi = 0; mi < mc; mi += NT_MR) {
             const int mr = (int)imin(NT_MR, mc - mi);
-            nt_tile_m<Dec<DT_F32, false>>(mr, g->x + (mb + mi) * g->ldx + kc0, g->ldx, wp, nullptr, kl,
+            nt_tile_m<Dec<DT_F32, false>, false>(mr, g->x + (mb + mi) * g->ldx + kc0, g->ldx, wp, nullptr, kl,
                                           bkt, acc + mi * accld + nj * L, accld, first, last,
                                           g->out + (mb + mi) * g->ldo + nb + nj, g->ldo, nv);
           }

@@ -145,7 +145,13 @@ static inline V dec_f8n(const std::uint8_t* p, int n, V s) {
   return dec_f8(t, s);
 }
 static inline V dec_f8s(const std::uint8_t* p, V s) { return dec_f8(p, s); }
+static inline V dec_f8q(const std::uint8_t* p, V s) { return dec_f8(p, s); }
+static inline V dec_f8sq(const std::uint8_t* p, V s) { return dec_f8(p, s); }
+static inline bool f8_has_nan(const std::uint8_t*, std::int64_t) { return false; }  // the table has NaN
 static inline V dec_f8sn(const std::uint8_t* p, int n, V s) { return dec_f8n(p, n, s); }
+
+static inline void vprefetch(const void*) {}
+static const int PF_BYTES = 512;
 
 #include "../kernels_impl.h"
 

@@ -101,7 +101,7 @@ function makeWeight(dtype: DType, rows: number, cols: number, seed: number, bloc
 
 function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  for (let i = 0; i < a.length; i++) if (!Number.isNaN(a[i])) m = Math.max(m, Math.abs(a[i]));
   return m;
 }
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -203,6 +203,29 @@ for (const be of backends) {
           K.matmul(got, x, M, w);
           closeDot(got, want, w.cols, `${what} M=${M}`);
         }
+      }
+    });
+
+    it('matmul and matmulT: FP8 NaN codes (0x7F, 0xFF) give NaN exactly where ref does', () => {
+      const w = makeWeight('F8_E4M3', 50, 300, 12);
+      const d = w.data as Uint8Array;
+      d[3 * 300 + 5] = 0x7f;
+      d[17 * 300 + 290] = 0xff;
+      d[40 * 300 + 130] = 0x7f;
+      for (const M of [1, 3, 17]) {
+        const x = randArray(M * 300, 13);
+        const want = new Float32Array(M * 50);
+        const got = new Float32Array(M * 50);
+        refKernels.matmul(want, x, M, w);
+        K.matmul(got, x, M, w);
+        closeDot(got, want, 300, `matmul M=${M}`);
+        assert.ok(Number.isNaN(got[3]) && Number.isNaN(got[17]) && Number.isNaN(got[40]) && !Number.isNaN(got[4]));
+        const xt = randArray(M * 50, 14);
+        const wantT = new Float32Array(M * 300);
+        const gotT = new Float32Array(M * 300);
+        refKernels.matmulT(wantT, xt, M, w, 0, 50);
+        K.matmulT(gotT, xt, M, w, 0, 50);
+        closeDot(gotT, wantT, 50, `matmulT M=${M}`);
       }
     });
 

@@ -42,6 +42,7 @@ export interface NativeAddon {
   setLevel(name: string): void;
   cpuFeatures(): string;
   readBandwidth(bytes: number, reps: number): number;
+  adviseHugePages(a: ArrayBufferView): boolean;
 }
 
 const DT: Readonly<Record<DType, number>> = { F32: 0, BF16: 1, F16: 2, F8_E4M3: 3 };
@@ -49,8 +50,9 @@ const DT: Readonly<Record<DType, number>> = { F32: 0, BF16: 1, F16: 2, F8_E4M3: 
 let addon: NativeAddon | null | undefined;
 let loadError = '';
 
-/** Where the built addon lives (the repository's build/Release). */
+/** Where the built addon lives: build/Release, or $DSV3_NATIVE_PATH (for development). */
 export function nativeAddonPath(): string {
+  if (process.env.DSV3_NATIVE_PATH) return process.env.DSV3_NATIVE_PATH;
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
   return join(root, 'build', 'Release', 'dsv3_native.node');
 }
@@ -106,6 +108,16 @@ export function setNativeLevel(level: string): void {
   const a = nativeAddon();
   if (!a) throw new Error(`dsv3: native kernels unavailable (${loadError})`);
   a.setLevel(level);
+}
+
+/**
+ * Ask Linux to back a (large, preferably not yet written) array with 2 MiB pages. Streaming
+ * a weight over thousands of 4 KiB pages costs a TLB miss per page, expensive under a
+ * hypervisor. Returns false where unsupported or when the addon is not loaded.
+ */
+export function adviseHugePages(a: ArrayBufferView): boolean {
+  const n = nativeAddon();
+  return n ? n.adviseHugePages(a) : false;
 }
 
 function makeKernels(a: NativeAddon): Kernels {

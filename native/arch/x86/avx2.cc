@@ -100,6 +100,23 @@ static inline V f8dec(__m128i b, V s, bool slow) {
     r = _mm256_blendv_ps(r, _mm256_set1_ps(NAN), _mm256_castsi256_ps(_mm256_cvtepi8_epi32(nan)));
   return r;
 }
+static inline V f8decq(__m128i b, V s, bool slow) {
+  const __m256i t = _mm256_slli_epi32(_mm256_cvtepi8_epi32(b), 20);
+  V r = _mm256_castsi256_ps(_mm256_and_si256(t, _mm256_set1_epi32((int)0x87F00000u)));
+  if (slow) r = _mm256_mul_ps(r, _mm256_set1_ps(1.329227995784916e36f));
+  return _mm256_mul_ps(r, s);
+}
+/** Any NaN code (0x7F, 0xFF) among p[0..n)? */
+static inline bool f8_has_nan(const std::uint8_t* p, std::int64_t n) {
+  const __m256i m7f = _mm256_set1_epi8(0x7f);
+  __m256i any = _mm256_setzero_si256();
+  std::int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    any = _mm256_or_si256(any, _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)), m7f), m7f));
+  bool r = _mm256_movemask_epi8(any) != 0;
+  for (; i < n; i++) r = r || (p[i] & 0x7f) == 0x7f;
+  return r;
+}
 static inline __m128i f8load(const std::uint8_t* p) {
   return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
 }
@@ -111,7 +128,15 @@ static inline __m128i f8loadn(const std::uint8_t* p, int n) {
 static inline V dec_f8(const std::uint8_t* p, V s) { return f8dec(f8load(p), s, false); }
 static inline V dec_f8n(const std::uint8_t* p, int n, V s) { return f8dec(f8loadn(p, n), s, false); }
 static inline V dec_f8s(const std::uint8_t* p, V s) { return f8dec(f8load(p), s, true); }
+static inline V dec_f8q(const std::uint8_t* p, V s) { return f8decq(f8load(p), s, false); }
+static inline V dec_f8sq(const std::uint8_t* p, V s) { return f8decq(f8load(p), s, true); }
 static inline V dec_f8sn(const std::uint8_t* p, int n, V s) { return f8dec(f8loadn(p, n), s, true); }
+
+static inline void vprefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+#ifndef DSV3_PF_BYTES
+#define DSV3_PF_BYTES 1024
+#endif
+static const int PF_BYTES = DSV3_PF_BYTES;
 
 #include "../../kernels_impl.h"
 

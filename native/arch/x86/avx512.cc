@@ -100,6 +100,26 @@ static inline V dec_f8n(const std::uint8_t* p, int n, V s) {
   const __m128i b = _mm_maskz_loadu_epi8(lanes(n), p);
   return f8nan(b, _mm512_mul_ps(f8bits(b), s));
 }
+static inline V dec_f8q(const std::uint8_t* p, V s) {
+  return _mm512_mul_ps(f8bits(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), s);
+}
+static inline V dec_f8sq(const std::uint8_t* p, V s) {
+  const V f = f8bits(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(1.329227995784916e36f)), s);
+}
+/** Any NaN code (0x7F, 0xFF) among p[0..n)? */
+static inline bool f8_has_nan(const std::uint8_t* p, std::int64_t n) {
+  const __m512i m7f = _mm512_set1_epi8(0x7f);
+  __mmask64 any = 0;
+  std::int64_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    any |= _mm512_cmpeq_epi8_mask(_mm512_and_si512(_mm512_loadu_si512(p + i), m7f), m7f);
+  if (i < n) {
+    const __mmask64 m = (n - i) >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n - i)) - 1);
+    any |= _mm512_mask_cmpeq_epi8_mask(m, _mm512_and_si512(_mm512_maskz_loadu_epi8(m, p + i), m7f), m7f);
+  }
+  return any != 0;
+}
 static inline V dec_f8s(const std::uint8_t* p, V s) {
   const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return f8nan(b, _mm512_mul_ps(_mm512_mul_ps(f8bits(b), _mm512_set1_ps(1.329227995784916e36f)), s));
@@ -108,6 +128,12 @@ static inline V dec_f8sn(const std::uint8_t* p, int n, V s) {
   const __m128i b = _mm_maskz_loadu_epi8(lanes(n), p);
   return f8nan(b, _mm512_mul_ps(_mm512_mul_ps(f8bits(b), _mm512_set1_ps(1.329227995784916e36f)), s));
 }
+
+static inline void vprefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+#ifndef DSV3_PF_BYTES
+#define DSV3_PF_BYTES 1024
+#endif
+static const int PF_BYTES = DSV3_PF_BYTES;
 
 #include "../../kernels_impl.h"
 
