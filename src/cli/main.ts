@@ -8,6 +8,7 @@ import { generateCommand } from './generate.ts';
 import { convertCommand } from './convert.ts';
 import { chatCommand } from './chat.ts';
 import { tokenizeCommand } from './tokenize.ts';
+import { serveCommand } from './serve.ts';
 import { trainStepCommand } from './train-step.ts';
 import { evalCommand } from './eval.ts';
 import { trainCommand } from './train.ts';
@@ -18,6 +19,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number> | numb
   convert: { run: convertCommand, help: 'convert a checkpoint: FP8 to BF16, or to GGUF for llama.cpp' },
   chat: { run: chatCommand, help: 'talk to a model in the terminal' },
   tokenize: { run: tokenizeCommand, help: 'text or a chat (JSON messages) to token ids' },
+  serve: { run: serveCommand, help: 'OpenAI-compatible HTTP server with a web chat page' },
   train: { run: trainCommand, help: 'train a DeepSeek-V3-architecture model (MTP, aux-loss-free balancing, FP8)' },
   eval: { run: evalCommand, help: 'perplexity and bits per byte on a text file' },
   'train-step': { run: trainStepCommand, help: 'one forward + backward pass: losses and gradients (JSON)' },

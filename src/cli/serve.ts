@@ -1,0 +1,72 @@
+// `dsv3 serve`: the OpenAI-compatible server (server/app.ts) on Node's HTTP stack, with a web
+// chat page at /. It loads the model once, shares one Scheduler among all requests, and shuts
+// down cleanly on SIGINT/SIGTERM.
+
+import { basename, resolve } from 'node:path';
+import { serve } from '@hono/node-server';
+import { Scheduler } from '../engine/scheduler.ts';
+import { createApp } from '../server/app.ts';
+import { MODEL_OPTIONS, UsageError, intOption, loadModel, parse } from './args.ts';
+import { loadTokenizer, modelDir } from './text.ts';
+
+const HELP = `usage: dsv3 serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+  [--model-name NAME] [--max-batch N] [--max-queue N] [--quiet] [--kernels auto|native|ref] [--threads N]
+  routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET / (web chat)
+  --api-key (or DSV3_API_KEY) makes /v1/* require "Authorization: Bearer KEY"`;
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, {
+    ...MODEL_OPTIONS,
+    host: { type: 'string' },
+    port: { type: 'string' },
+    'api-key': { type: 'string' },
+    'model-name': { type: 'string' },
+    'max-batch': { type: 'string' },
+    'max-queue': { type: 'string' },
+    quiet: { type: 'boolean' },
+  });
+  if (values.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  const host = values.host ?? '127.0.0.1';
+  const port = intOption(values.port, 'port', 8000, 0);
+  if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
+  const maxBatch = intOption(values['max-batch'], 'max-batch', 8, 1);
+  const maxQueue = intOption(values['max-queue'], 'max-queue', 64, 0);
+  const dir = modelDir(values.model);
+  const tokenizer = loadTokenizer(dir);
+  const model = loadModel(dir, { ...values, mtp: false });
+  const scheduler = new Scheduler(model, { maxBatch, maxQueue });
+  const app = createApp({
+    model,
+    tokenizer,
+    scheduler,
+    modelName: values['model-name'] ?? basename(resolve(dir)),
+    apiKey: values['api-key'] ?? process.env.DSV3_API_KEY,
+    log: values.quiet ? null : undefined,
+  });
+
+  const server = serve({ fetch: app.fetch, hostname: host, port });
+  await new Promise<void>((ok, fail) => {
+    server.once('listening', ok);
+    server.once('error', fail);
+  });
+  const addr = server.address();
+  const shown = host.includes(':') ? `[${host}]` : host; // an IPv6 address needs brackets in a URL
+  const where = typeof addr === 'object' && addr ? `http://${shown}:${addr.port}` : shown;
+  process.stderr.write(`dsv3 serve: listening on ${where} (web chat at ${where}/)\n`);
+
+  await new Promise<void>((done) => {
+    const stop = () => {
+      process.stderr.write('dsv3 serve: shutting down\n');
+      server.close(() => done());
+      // Open streams would hold close() forever: end them after a grace period.
+      const http = server as unknown as { closeAllConnections?: () => void };
+      setTimeout(() => http.closeAllConnections?.(), 2000).unref();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  return 0;
+}

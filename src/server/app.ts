@@ -1,0 +1,129 @@
+// The OpenAI-compatible HTTP app: routes, API-key check, error shape, request logs and the web
+// chat page, on web-standard Request/Response (Hono). It runs on any runtime's adapter; the
+// Node one is wired in cli/serve.ts. Generation goes through the Scheduler it is given, so
+// concurrent requests share decode steps.
+
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import type { DeepseekV3 } from '../model/deepseek-v3.ts';
+import type { Scheduler } from '../engine/scheduler.ts';
+import type { Tokenizer } from '../text/tokenizer.ts';
+import { ApiError, errorResponse, toApiError } from './errors.ts';
+import type { ServerContext } from './generation.ts';
+import { RequestRecord, type LogSink } from './log.ts';
+import { parseChatRequest, parseCompletionRequest, parseJsonBody } from './request.ts';
+import { chatCompletion } from './routes/chat.ts';
+import { textCompletion } from './routes/completions.ts';
+
+export interface AppOptions {
+  model: DeepseekV3;
+  tokenizer: Tokenizer;
+  scheduler: Scheduler;
+  /** The name clients pass as `model` (and /v1/models lists). */
+  modelName: string;
+  /** When set, /v1/* requires `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /** Where request log lines go; default stderr, null for none. */
+  log?: LogSink;
+  /** Largest request body accepted (default 4 MiB). */
+  maxBodyBytes?: number;
+}
+
+const WEB_PAGE = new URL('./web/index.html', import.meta.url);
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+type Env = { Variables: { rec: RequestRecord } };
+
+/** The app; serve it with any Hono adapter, or call `app.fetch(request)` directly. */
+export function createApp(opts: AppOptions): Hono<Env> {
+  const ctx: ServerContext = {
+    model: opts.model,
+    tokenizer: opts.tokenizer,
+    scheduler: opts.scheduler,
+    modelName: opts.modelName,
+  };
+  const sink: LogSink = opts.log === undefined ? (line) => process.stderr.write(line + '\n') : opts.log;
+  const keyDigest = opts.apiKey ? digest(opts.apiKey) : null;
+  const page = readFileSync(WEB_PAGE, 'utf8');
+  const app = new Hono<Env>();
+
+  app.use('*', async (c, next) => {
+    const rec = new RequestRecord(c.req.method, c.req.path, sink);
+    c.set('rec', rec);
+    await next();
+    if (!rec.stream || c.res.status !== 200) rec.log(c.res.status);
+  });
+
+  app.use('/v1/*', async (c, next) => {
+    if (!keyDigest) return next();
+    const m = /^Bearer\s+(.+)$/i.exec(c.req.header('authorization') ?? '');
+    // Compare digests so the comparison takes the same time whatever the key's length.
+    if (!m || !timingSafeEqual(digest(m[1].trim()), keyDigest)) {
+      const message = m ? 'Incorrect API key provided.' : 'Missing API key: send "Authorization: Bearer <key>".';
+      throw new ApiError(401, message, 'authentication_error', null, 'invalid_api_key');
+    }
+    return next();
+  });
+
+  app.use('/v1/*', bodyLimit({
+    maxSize: opts.maxBodyBytes ?? 4 * 1024 * 1024,
+    onError: () => {
+      throw new ApiError(413, 'the request body is too large', 'invalid_request_error', null, 'body_too_large');
+    },
+  }));
+
+  const checkModel = (name: string | undefined) => {
+    if (name !== undefined && name !== ctx.modelName) {
+      throw new ApiError(404, `The model \`${name}\` does not exist; this server serves \`${ctx.modelName}\`.`,
+        'not_found_error', 'model', 'model_not_found');
+    }
+  };
+
+  app.post('/v1/chat/completions', async (c) => {
+    const req = parseChatRequest(parseJsonBody(await c.req.text()));
+    checkModel(req.model);
+    return chatCompletion(ctx, req, c.get('rec'), c.req.raw.signal);
+  });
+
+  app.post('/v1/completions', async (c) => {
+    const req = parseCompletionRequest(parseJsonBody(await c.req.text()), ctx.model.cfg.vocab_size);
+    checkModel(req.model);
+    return textCompletion(ctx, req, c.get('rec'), c.req.raw.signal);
+  });
+
+  const modelCard = () => ({
+    id: ctx.modelName,
+    object: 'model',
+    created: 0,
+    owned_by: 'dsv3',
+    max_model_len: ctx.model.cfg.max_position_embeddings,
+  });
+  app.get('/v1/models', (c) => c.json({ object: 'list', data: [modelCard()] }));
+  app.get('/v1/models/:id', (c) => {
+    checkModel(c.req.param('id'));
+    return c.json(modelCard());
+  });
+
+  app.get('/health', (c) => c.json({ status: 'ok', model: ctx.modelName, ...ctx.scheduler.load }));
+  app.get('/', (c) => c.html(page));
+
+  app.notFound((c) => {
+    const where = `${c.req.method} ${c.req.path}`;
+    const err = new ApiError(404, `Invalid URL (${where})`, 'not_found_error', null, 'unknown_url');
+    c.get('rec').note = `${err.code}: ${err.message}`;
+    return errorResponse(err);
+  });
+
+  app.onError((e, c) => {
+    const err = toApiError(e);
+    const rec = c.get('rec');
+    if (rec) rec.note = `${err.code ?? err.type}: ${err.message}`;
+    if (err.status >= 500) sink?.(`dsv3 serve: internal error: ${(e as Error).stack ?? e}`);
+    return errorResponse(err);
+  });
+
+  return app;
+}
