@@ -1,0 +1,136 @@
+// The client side of load.test.ts, run as its own process so that the clients do not share the
+// server's event loop (where each decode step blocks for its whole duration): CLIENTS clients
+// streaming chat completions back to back, one client that keeps disconnecting mid-stream, and
+// four loops of malformed requests, for a fixed time. Checks every stream's shape and prints one
+// JSON report on stdout.
+//
+//   node --import tsx test/e2e/load-clients.ts URL CLIENTS DURATION_MS MAX_TOKENS
+
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { parseSse, post } from './http.ts';
+
+export interface StreamRecord {
+  seed: number;
+  text: string;
+  finish: string;
+  completionTokens: number;
+}
+
+export interface LoadReport {
+  records: StreamRecord[];
+  malformed: number;
+  disconnects: number;
+  elapsedS: number;
+  failures: string[];
+}
+
+/** The request body for a seed (streamed or not); the rerun uses the same one. */
+export function loadBody(seed: number, stream: boolean, maxTokens: number) {
+  return {
+    messages: [{ role: 'user', content: `Client ${seed % 97} says hello.` }],
+    max_tokens: maxTokens,
+    temperature: 1,
+    seed,
+    stream,
+    ...(stream ? { stream_options: { include_usage: true } } : {}),
+  };
+}
+
+// Reads one stream and checks everything about its shape; returns what it said.
+async function streamOnce(url: string, seed: number, maxTokens: number): Promise<StreamRecord> {
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(loadBody(seed, true, maxTokens)),
+  });
+  const raw = await res.text();
+  const fail = (what: string) => new Error(`seed ${seed}: ${what}: ${raw.slice(0, 300)}`);
+  if (res.status !== 200) throw fail(`status ${res.status}`);
+  const { events, done } = parseSse(raw);
+  if (!done) throw fail('no [DONE]');
+  if (!events.every((e) => e.id === events[0].id && e.object === 'chat.completion.chunk')) throw fail('mixed chunks');
+  if (events[0].choices[0].delta.role !== 'assistant') throw fail('no role chunk first');
+  const last = events.at(-1);
+  const fin = events.at(-2)?.choices[0]?.finish_reason;
+  if (last.choices.length !== 0 || !last.usage) throw fail('no usage chunk last');
+  if (fin !== 'length' && fin !== 'stop') throw fail(`finish_reason ${fin}`);
+  if ((fin === 'length') !== (last.usage.completion_tokens === maxTokens)) throw fail('finish and usage disagree');
+  const text = events.slice(0, -1).map((e) => e.choices[0].delta.content ?? '').join('');
+  return { seed, text, finish: fin, completionTokens: last.usage.completion_tokens };
+}
+
+// A request whose body never arrives in full: the client hangs up mid-send.
+function cutOff(url: string): Promise<number> {
+  const { hostname, port } = new URL(url);
+  return new Promise((done) => {
+    const s = connect(Number(port), hostname, () => {
+      s.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        'Content-Length: 500\r\n\r\n{"messages": [{"role": "us');
+      setTimeout(() => s.destroy(), 5);
+    });
+    s.on('close', () => done(0));
+    s.on('error', () => done(0));
+  });
+}
+
+const status = (p: Promise<{ status: number; json: any }>) =>
+  p.then((r) => (r.json?.error?.message ? r.status : -r.status)); // negative: not OpenAI's error shape
+
+// Bad requests of every kind, each with the status it must get (0: the client hangs up).
+const MALFORMED: [string, (url: string) => Promise<number>, number][] = [
+  ['bad JSON', (u) => status(post(`${u}/v1/chat/completions`, '{"messages": [')), 400],
+  ['messages not a list', (u) => status(post(`${u}/v1/chat/completions`, { messages: 'x' })), 400],
+  ['n too big', (u) => status(post(`${u}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }], n: 99 })), 400],
+  ['negative token id', (u) => status(post(`${u}/v1/completions`, { prompt: [1, -5] })), 400],
+  ['prompt over the context', (u) => status(post(`${u}/v1/completions`, { prompt: 'word '.repeat(700) })), 400],
+  ['empty messages', (u) => status(post(`${u}/v1/chat/completions`, { messages: [] })), 400],
+  ['unknown model', (u) => status(post(`${u}/v1/chat/completions`, { model: 'nope', messages: [{ role: 'user', content: 'x' }] })), 404],
+  ['unknown route', (u) => status(post(`${u}/v2/whatever`, {})), 404],
+  ['body cut off', cutOff, 0],
+];
+
+export async function runLoad(url: string, clients: number, durationMs: number, maxTokens: number): Promise<LoadReport> {
+  const t0 = Date.now();
+  const end = t0 + durationMs;
+  const records: StreamRecord[] = [];
+  const failures: string[] = [];
+  const guard = (p: Promise<void>) => p.catch((e) => void failures.push(String((e as Error).message ?? e)));
+  const streams = Array.from({ length: clients }, (_, i) => guard((async () => {
+    for (let j = 0; Date.now() < end; j++) records.push(await streamOnce(url, 1000 * (i + 1) + j, maxTokens));
+  })()));
+  let malformed = 0;
+  const bad = Array.from({ length: 4 }, (_, loop) => guard((async () => {
+    for (let k = loop; Date.now() < end; k++) {
+      const [name, send, want] = MALFORMED[k % MALFORMED.length];
+      const got = await send(url);
+      if (got !== want) failures.push(`${name}: status ${got}, expected ${want}`);
+      malformed++;
+    }
+  })()));
+  let disconnects = 0;
+  const leaver = guard((async () => {
+    while (Date.now() < end) {
+      const ctl = new AbortController();
+      const res = await fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        signal: ctl.signal,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...loadBody(7, true, maxTokens), max_tokens: 200 }),
+      });
+      const reader = res.body!.getReader();
+      await reader.read();
+      await reader.read();
+      ctl.abort();
+      disconnects++;
+    }
+  })());
+  await Promise.all([...streams, ...bad, leaver]);
+  return { records, malformed, disconnects, elapsedS: (Date.now() - t0) / 1e3, failures };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [url, clients, duration, maxTokens] = process.argv.slice(2);
+  const report = await runLoad(url, Number(clients), Number(duration), Number(maxTokens));
+  process.stdout.write(JSON.stringify(report) + '\n');
+}
