@@ -305,12 +305,17 @@ function crossEntropy(
     if (y >= V) throw new RangeError(`target ${y} outside [0, ${V})`);
     let max = -Infinity;
     for (let v = 0; v < V; v++) if (logits[o + v] > max) max = logits[o + v];
+    // One exp per logit: keep exp(l - max) in dlogits, then scale it into the gradient.
     let sum = 0;
-    for (let v = 0; v < V; v++) sum += Math.exp(logits[o + v] - max);
-    total += Math.log(sum) + max - logits[o + y];
     for (let v = 0; v < V; v++) {
-      dlogits[o + v] = gradScale * (Math.exp(logits[o + v] - max) / sum - (v === y ? 1 : 0));
+      const e = Math.exp(logits[o + v] - max);
+      dlogits[o + v] = e;
+      sum += e;
     }
+    total += Math.log(sum) + max - logits[o + y];
+    const k = gradScale / sum;
+    for (let v = 0; v < V; v++) dlogits[o + v] *= k;
+    dlogits[o + y] -= gradScale;
   }
   return total;
 }
