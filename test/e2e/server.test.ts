@@ -277,28 +277,32 @@ describe('errors', () => {
     }
   });
 
-  it('answers 429 when the queue is full, and serves again once it drains', async () => {
-    const busy = await startServer(m, { maxBatch: 1, maxQueue: 1 });
+  it('answers 429 when the queue is full, refuses a request whole, and serves again once it drains', async () => {
+    const busy = await startServer(m, { maxBatch: 1, maxQueue: 2 });
     try {
       const ctl = new AbortController();
       const first = await fetch(`${busy.url}/v1/chat/completions`, {
         method: 'POST', signal: ctl.signal, headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ messages: USER, max_tokens: 400, stream: true }),
       });
-      const reader = first.body!.getReader();
-      await reader.read();
+      await first.body!.getReader().read();
       await waitFor(() => busy.scheduler.load.active === 1, 5000, 'the first request to run');
       const second = post(`${busy.url}/v1/chat/completions`, { messages: USER, max_tokens: 1 });
       await waitFor(() => busy.scheduler.load.queued === 1, 5000, 'the second request to queue');
-      const third = await post(`${busy.url}/v1/chat/completions`, { messages: USER, max_tokens: 1 });
-      assert.equal(third.status, 429);
-      assert.equal(third.headers.get('retry-after'), '1');
-      shape(third, 'rate_limit_error', 'queue_full');
-      const n3 = await post(`${busy.url}/v1/completions`, { prompt: 'x', n: 2 });
-      assert.equal(n3.status, 429, 'an n=2 request that does not fit is refused whole');
-      assert.equal(busy.scheduler.load.queued, 1, 'and leaves nothing queued');
+      // Two choices, one free place: the first choice is queued, the second refused, and the
+      // first taken back out.
+      const pair = await post(`${busy.url}/v1/completions`, { prompt: 'x', n: 2, max_tokens: 1 });
+      assert.equal(pair.status, 429);
+      assert.equal(busy.scheduler.load.queued, 1, 'the refused request leaves nothing queued');
+      const third = post(`${busy.url}/v1/chat/completions`, { messages: USER, max_tokens: 1 });
+      await waitFor(() => busy.scheduler.load.queued === 2, 5000, 'the third request to queue');
+      const fourth = await post(`${busy.url}/v1/chat/completions`, { messages: USER, max_tokens: 1 });
+      assert.equal(fourth.status, 429);
+      assert.equal(fourth.headers.get('retry-after'), '1');
+      shape(fourth, 'rate_limit_error', 'queue_full');
       ctl.abort();
       assert.equal((await second).status, 200);
+      assert.equal((await third).status, 200);
       await waitFor(() => busy.scheduler.load.active === 0, 5000, 'the server to drain');
     } finally {
       await busy.close();
