@@ -1,0 +1,256 @@
+// `npm run bench [-- --quick] [-- --json] [-- --threads N]`: dsv3 against llama.cpp at its
+// best (its own llama-bench and llama-batched-bench tools, built once from the llama.cpp
+// source that node-llama-cpp ships) on the GGUF export of the same random-weight
+// checkpoints, in one run with the same thread count. Also measures the machine's memory
+// read bandwidth and the batch-1 decode roofline (active weight bytes per token ÷ bandwidth).
+// Generated checkpoints, GGUF files and the llama.cpp build live in .cache/ (git-ignored).
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { convertToGguf } from '../src/io/convert-gguf.ts';
+import { loadConfig, type DeepseekConfig } from '../src/io/config.ts';
+import { tinyConfig, writeRandomCheckpoint, type InitDType } from '../src/model/init.ts';
+import { isMoeLayer } from '../src/model/weights.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean' },
+    json: { type: 'boolean' },
+    threads: { type: 'string' },
+    smoke: { type: 'boolean' },
+  },
+});
+const ROOT = resolve(import.meta.dirname, '..');
+const CACHE = join(ROOT, '.cache', 'bench');
+const THREADS = Number(args.threads ?? availableParallelism());
+const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
+
+const yarn = (factor: number, orig: number) => ({
+  type: 'yarn',
+  factor,
+  original_max_position_embeddings: orig,
+  beta_fast: 32,
+  beta_slow: 1,
+  mscale: 1,
+  mscale_all_dim: 1,
+});
+
+const BENCH_S = () =>
+  tinyConfig({
+    vocab_size: 8192, hidden_size: 512, intermediate_size: 1536, moe_intermediate_size: 256,
+    num_hidden_layers: 8, first_k_dense_replace: 1, num_attention_heads: 8,
+    n_routed_experts: 32, n_shared_experts: 1, num_experts_per_tok: 4, n_group: 4, topk_group: 2,
+    routed_scaling_factor: 2.5, q_lora_rank: 256, kv_lora_rank: 128,
+    qk_nope_head_dim: 64, qk_rope_head_dim: 32, v_head_dim: 64,
+    rope_scaling: yarn(4, 1024), max_position_embeddings: 4096, num_nextn_predict_layers: 0,
+  });
+
+const BENCH_M = () =>
+  tinyConfig({
+    vocab_size: 102400, hidden_size: 2048, intermediate_size: 10944, moe_intermediate_size: 1408,
+    num_hidden_layers: 4, first_k_dense_replace: 1, num_attention_heads: 16,
+    n_routed_experts: 64, n_shared_experts: 2, num_experts_per_tok: 6, n_group: 8, topk_group: 4,
+    routed_scaling_factor: 2.5, q_lora_rank: null, kv_lora_rank: 512,
+    qk_nope_head_dim: 128, qk_rope_head_dim: 64, v_head_dim: 128,
+    rope_scaling: yarn(40, 4096), max_position_embeddings: 163840, num_nextn_predict_layers: 0,
+  });
+
+const SMOKE = () => tinyConfig({ num_nextn_predict_layers: 0, max_position_embeddings: 1024 });
+
+interface Case {
+  model: string;
+  dtype: 'bf16' | 'fp8';
+  cfg: () => DeepseekConfig;
+  init: InitDType;
+  gguf: 'auto' | 'q8_0';
+}
+
+const CASES: Case[] = args.smoke
+  ? [{ model: 'smoke', dtype: 'bf16', cfg: SMOKE, init: 'BF16', gguf: 'auto' }]
+  : [
+      { model: 'bench-s', dtype: 'bf16', cfg: BENCH_S, init: 'BF16', gguf: 'auto' },
+      ...(args.quick
+        ? []
+        : ([
+            { model: 'bench-m', dtype: 'bf16', cfg: BENCH_M, init: 'BF16', gguf: 'auto' },
+            { model: 'bench-m', dtype: 'fp8', cfg: BENCH_M, init: 'FP8', gguf: 'q8_0' },
+          ] as Case[])),
+    ];
+
+/** Weight bytes one token reads at batch 1: attention, dense or active experts, head. */
+function activeBytes(cfg: DeepseekConfig, bytesPerWeight: number): number {
+  const D = cfg.hidden_size;
+  const H = cfg.num_attention_heads;
+  const dQk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim;
+  const attn =
+    (cfg.q_lora_rank ? cfg.q_lora_rank * D + H * dQk * cfg.q_lora_rank : H * dQk * D) +
+    (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * D +
+    H * (cfg.qk_nope_head_dim + cfg.v_head_dim) * cfg.kv_lora_rank +
+    D * H * cfg.v_head_dim;
+  let n = cfg.vocab_size * D; // lm_head
+  for (let l = 0; l < cfg.num_hidden_layers; l++) {
+    n += attn;
+    if (isMoeLayer(cfg, l)) {
+      const expert = 3 * D * cfg.moe_intermediate_size;
+      n += (cfg.num_experts_per_tok + cfg.n_shared_experts) * expert + cfg.n_routed_experts * D;
+    } else n += 3 * D * cfg.intermediate_size;
+  }
+  return n * bytesPerWeight;
+}
+
+/** Peak RSS (MB) and stdout of a command, through python's getrusage of its child. */
+function measured(cmd: string[], env: NodeJS.ProcessEnv = process.env): { out: string; rssMb: number } {
+  const py =
+    'import resource,subprocess,sys\n' +
+    'r=subprocess.run(sys.argv[1:],stdout=subprocess.PIPE)\n' +
+    'sys.stdout.buffer.write(r.stdout)\n' +
+    'sys.stderr.write("\\nRSS_KB %d\\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n' +
+    'sys.exit(r.returncode)';
+  const r = spawnSync('python3', ['-c', py, ...cmd], { env, encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`${cmd.join(' ')} failed:\n${r.stderr.slice(-3000)}`);
+  const rss = /RSS_KB (\d+)/.exec(r.stderr);
+  return { out: r.stdout, rssMb: rss ? Number(rss[1]) / 1024 : NaN };
+}
+
+/** Build llama-bench and llama-batched-bench from node-llama-cpp's bundled llama.cpp, once. */
+function llamaTools(): { bench: string; batched: string } {
+  const src = join(ROOT, '.cache', 'llama.cpp');
+  const bin = join(src, 'build', 'bin');
+  const tools = { bench: join(bin, 'llama-bench'), batched: join(bin, 'llama-batched-bench') };
+  if (existsSync(tools.bench) && existsSync(tools.batched)) return tools;
+  const bundle = join(ROOT, 'node_modules', 'node-llama-cpp', 'llama', 'gitRelease.bundle');
+  if (!existsSync(bundle)) throw new Error(`${bundle} not found: npm ci installs node-llama-cpp (devDependency)`);
+  if (!existsSync(join(src, 'CMakeLists.txt'))) {
+    log('cloning llama.cpp from node-llama-cpp’s git bundle…');
+    execFileSync('git', ['clone', '-q', bundle, src], { stdio: 'inherit' });
+  }
+  log('building llama-bench (once; several minutes)…');
+  const flags = ['-DCMAKE_BUILD_TYPE=Release', '-DLLAMA_CURL=OFF', '-DLLAMA_BUILD_TESTS=OFF', '-DGGML_NATIVE=ON'];
+  execFileSync('cmake', ['-S', src, '-B', join(src, 'build'), ...flags], { stdio: 'inherit' });
+  execFileSync('cmake', ['--build', join(src, 'build'), '-j', String(THREADS), '--target', 'llama-bench', 'llama-batched-bench'], {
+    stdio: 'inherit',
+  });
+  return tools;
+}
+
+/** Read bandwidth (GB/s) with a small C++ kernel, compiled once. */
+function bandwidth(): number {
+  const dir = join(ROOT, '.cache', 'bench');
+  const exe = join(dir, 'readbw');
+  if (!existsSync(exe)) {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'readbw.cc'),
+      `#include <chrono>\n#include <cstdio>\n#include <vector>\n#include <omp.h>\n` +
+        `int main(){const size_t n=(size_t)1<<27;std::vector<double> a(n,1.0);double best=1e9,s=0;\n` +
+        `for(int r=0;r<5;r++){auto t0=std::chrono::steady_clock::now();double acc=0;\n` +
+        `#pragma omp parallel for reduction(+:acc)\nfor(size_t i=0;i<n;i++)acc+=a[i];\n` +
+        `double dt=std::chrono::duration<double>(std::chrono::steady_clock::now()-t0).count();s+=acc;if(dt<best)best=dt;}\n` +
+        `printf("%f %f\\n",n*8.0/best/1e9,s);}\n`,
+    );
+    execFileSync('g++', ['-O3', '-march=native', '-fopenmp', join(dir, 'readbw.cc'), '-o', exe]);
+  }
+  const out = execFileSync(exe, { env: { ...process.env, OMP_NUM_THREADS: String(THREADS) } }).toString();
+  return Number(out.split(' ')[0]);
+}
+
+interface Row {
+  model: string;
+  dtype: string;
+  metric: 'prefill_tps' | 'decode_tps' | 'peak_rss_mb';
+  prompt: number;
+  batch: number;
+  dsv3: number;
+  llama_cpp: number | null;
+}
+
+function benchLlama(gguf: string, tools: { bench: string; batched: string }, quick: boolean) {
+  const reps = quick ? '2' : '3';
+  const common = ['-m', gguf, '-t', String(THREADS), '-r', reps, '-o', 'jsonl'];
+  const a = measured([tools.bench, ...common, '-p', '128,512', '-n', '64']);
+  const d = measured([tools.bench, ...common, '-p', '0', '-n', '64', '-d', '512']);
+  const rows = [...a.out.split('\n'), ...d.out.split('\n')].filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  const ts = (p: number, n: number, depth: number) =>
+    rows.find((r) => r.n_prompt === p && r.n_gen === n && (r.n_depth ?? 0) === depth)?.avg_ts ?? null;
+  const ntg = quick ? '16' : '64';
+  const b = measured([tools.batched, '-m', gguf, '-t', String(THREADS), '-c', '4096', '-npp', '128', '-ntg', ntg, '-npl', '8',
+    '--output-format', 'jsonl']);
+  const bj = b.out.split('\n').find((l) => l.startsWith('{'));
+  return {
+    prefill_128: ts(128, 0, 0),
+    prefill_512: ts(512, 0, 0),
+    decode_tg64: ts(0, 64, 0),
+    decode_d512: ts(0, 64, 512),
+    decode_b8: bj ? JSON.parse(bj).speed_tg : null,
+    peak_rss_mb: Math.max(a.rssMb, d.rssMb),
+  };
+}
+
+function main(): void {
+  mkdirSync(CACHE, { recursive: true });
+  const bw = bandwidth();
+  log(`memory read bandwidth ${bw.toFixed(1)} GB/s, ${THREADS} threads`);
+  const tools = args.smoke ? null : llamaTools();
+  const rows: Row[] = [];
+  for (const c of CASES) {
+    const dir = join(CACHE, `${c.model}-${c.dtype}`);
+    const cfg = c.cfg();
+    if (!existsSync(join(dir, 'config.json'))) {
+      log(`writing ${c.model} (${c.dtype}) random weights…`);
+      writeRandomCheckpoint(dir, cfg, { dtype: c.init, seed: 1 });
+    }
+    const gguf = join(CACHE, `${c.model}-${c.dtype}.gguf`);
+    if (tools && !existsSync(gguf)) {
+      log(`exporting ${c.model} to GGUF (${c.gguf})…`);
+      convertToGguf(dir, gguf, { type: c.gguf });
+    }
+    log(`dsv3 on ${c.model} ${c.dtype}…`);
+    const worker = [process.execPath, '--import', 'tsx', join(ROOT, 'bench', 'dsv3-worker.ts'), dir, String(THREADS)];
+    if (args.quick || args.smoke) worker.push('--quick');
+    if (args.smoke) worker.push('--any-kernels');
+    const m = measured(worker);
+    const ours = JSON.parse(m.out.trim().split('\n').at(-1)!);
+    ours.peak_rss_mb = m.rssMb;
+    let theirs: Record<string, number | null> = {};
+    if (tools) {
+      log(`llama.cpp on ${c.model} ${c.gguf}…`);
+      theirs = benchLlama(gguf, tools, !!args.quick);
+    }
+    const add = (metric: Row['metric'], key: string, prompt: number, batch: number) =>
+      rows.push({ model: c.model, dtype: c.dtype, metric, prompt, batch, dsv3: ours[key], llama_cpp: theirs[key] ?? null });
+    add('prefill_tps', 'prefill_128', 128, 1);
+    add('prefill_tps', 'prefill_512', 512, 1);
+    add('decode_tps', 'decode_tg64', 0, 1);
+    add('decode_tps', 'decode_d512', 512, 1);
+    add('decode_tps', 'decode_b8', 128, 8);
+    add('peak_rss_mb', 'peak_rss_mb', 0, 1);
+    const bytes = activeBytes(loadConfig(dir), c.dtype === 'fp8' ? 1 : 2);
+    const roofline = (bw * 1e9) / bytes;
+    log(`${c.model} ${c.dtype}: ${(bytes / 2 ** 20).toFixed(1)} MiB of weights per token → roofline ${roofline.toFixed(1)} tok/s at batch 1`);
+    rows.push({ model: c.model, dtype: c.dtype, metric: 'decode_tps', prompt: -1, batch: 1, dsv3: roofline, llama_cpp: null });
+  }
+  for (const r of rows) {
+    const ratio = r.llama_cpp ? r.dsv3 / r.llama_cpp : null;
+    if (args.json) {
+      const line = { ...r, ratio: ratio === null ? null : +ratio.toFixed(3) } as Record<string, unknown>;
+      if (r.prompt === -1) {
+        line.metric = 'roofline_decode_tps';
+        line.prompt = 0;
+        line.bandwidth_gbs = +bw.toFixed(1);
+      }
+      process.stdout.write(JSON.stringify(line) + '\n');
+    } else {
+      const what = r.prompt === -1 ? 'decode roofline (b1)' : `${r.metric} p${r.prompt} b${r.batch}`;
+      const f = (x: number | null) => (x === null ? '—' : x.toFixed(1));
+      process.stdout.write(
+        `${`${r.model} ${r.dtype}`.padEnd(14)} ${what.padEnd(24)} dsv3 ${f(r.dsv3).padStart(8)}  ` +
+          `llama.cpp ${f(r.llama_cpp).padStart(8)}  ratio ${ratio === null ? '—' : ratio.toFixed(2)}\n`,
+      );
+    }
+  }
+}
+
+main();
