@@ -10,7 +10,7 @@ import { Scheduler, type SeqResult } from './scheduler.ts';
 import { Sampler } from './sampler.ts';
 import { generate } from './generate.ts';
 import { DeepseekV3 } from '../model/deepseek-v3.ts';
-import { refKernels } from '../kernels/ref/index.ts';
+import { backends } from '../../test/helpers/backends.ts';
 import { Rng } from '../tensor/random.ts';
 import { randomCheckpoint } from '../../test/helpers/fixtures.ts';
 import { GOLDEN_MISSING, goldenModelDir } from '../../test/helpers/golden.ts';
@@ -40,22 +40,25 @@ async function sameAsPlain(model: DeepseekV3, prompts: number[][], n: number, k:
 
 describe('MTP speculative decoding', () => {
   it('greedy output equals plain decoding on the golden model, k = 1, 2, 3', { skip: GOLDEN_MISSING }, async () => {
-    const model = DeepseekV3.load(goldenModelDir('v3-tiny'), { kernels: refKernels });
+    for (const K of backends()) {
+    const model = DeepseekV3.load(goldenModelDir('v3-tiny'), { kernels: K });
     for (const k of [1, 2, 3]) {
       const stats = await sameAsPlain(model, [[284, 488, 6, 120, 412]], 40, k);
       assert.equal(stats[0].proposed.length, k);
       assert.ok(stats[0].steps < 40, 'drafts were accepted at least sometimes');
     }
+    }
   });
 
   it('long runs with many rejections and several sequences stay identical (cache rollback)', async () => {
-    const model = DeepseekV3.load(randomCheckpoint({ max_position_embeddings: 256 }, { seed: 21 }), {
-      kernels: refKernels,
-    });
-    const stats = await sameAsPlain(model, [[1, 2, 3], [50, 60, 70, 80, 90, 100, 110], [7]], 90, 3);
-    for (const st of stats) {
-      assert.ok(st.acceptance < 0.9, `a random MTP head is mostly wrong (${st.acceptance})`);
-      assert.ok(st.perPosition.every((a) => a >= 0 && a <= 1));
+    const dir = randomCheckpoint({ max_position_embeddings: 256 }, { seed: 21 });
+    for (const K of backends()) {
+      const model = DeepseekV3.load(dir, { kernels: K });
+      const stats = await sameAsPlain(model, [[1, 2, 3], [50, 60, 70, 80, 90, 100, 110], [7]], 90, 3);
+      for (const st of stats) {
+        assert.ok(st.acceptance < 0.9, `a random MTP head is mostly wrong (${st.acceptance})`);
+        assert.ok(st.perPosition.every((a) => a >= 0 && a <= 1));
+      }
     }
   });
 
