@@ -85,6 +85,12 @@ describe('scheduler', () => {
     assert.equal(tokens, seen, 'no token after cancel');
     assert.equal(o.r.finish, 'length');
     assert.deepEqual(o.ids, generate(model, [[5, 6]], { maxNewTokens: 8 }).ids[0]);
+    // Cancelling a finished sequence is a no-op: onDone is not called twice.
+    let calls = 0;
+    const h2 = s.submit({ prompt: [1], maxNewTokens: 1, sampler: greedy(), onDone: () => void calls++ });
+    while (calls === 0) await tick();
+    h2.cancel();
+    assert.equal(calls, 1);
   });
 
   it('refuses when the queue is full and when the prompt does not fit', () => {

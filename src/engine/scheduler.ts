@@ -66,6 +66,8 @@ interface Seq {
   t0: number;
   ttft: number;
   cancelled: boolean;
+  /** onDone has been called. */
+  done: boolean;
 }
 
 export interface SeqHandle {
@@ -129,6 +131,7 @@ export class Scheduler {
       t0: performance.now(),
       ttft: 0,
       cancelled: false,
+      done: false,
     };
     this.queue.push(s);
     this.kick();
@@ -136,7 +139,7 @@ export class Scheduler {
   }
 
   private cancel(s: Seq): void {
-    if (s.cancelled) return;
+    if (s.cancelled || s.done) return;
     s.cancelled = true;
     const qi = this.queue.indexOf(s);
     if (qi >= 0) this.queue.splice(qi, 1);
@@ -146,6 +149,7 @@ export class Scheduler {
   }
 
   private finish(s: Seq, reason: FinishReason, error?: Error): void {
+    s.done = true;
     s.cache = null; // the latent cache is freed with the sequence
     const now = performance.now();
     s.req.onDone({
