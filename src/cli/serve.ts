@@ -8,9 +8,11 @@ import { Scheduler } from '../engine/scheduler.ts';
 import { createApp } from '../server/app.ts';
 import { MODEL_OPTIONS, UsageError, intOption, loadModel, parse } from './args.ts';
 import { loadTokenizer, modelDir } from './text.ts';
+import { SPECULATIVE_OPTIONS, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
   [--model-name NAME] [--max-batch N] [--max-queue N] [--quiet] [--kernels auto|native|ref] [--threads N]
+  [--speculative mtp [--draft-tokens K]]   draft with the MTP module, verify in one pass
   routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET / (web chat)
   --api-key (or DSV3_API_KEY) makes /v1/* require "Authorization: Bearer KEY"`;
 
@@ -24,6 +26,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     'max-batch': { type: 'string' },
     'max-queue': { type: 'string' },
     quiet: { type: 'boolean' },
+    ...SPECULATIVE_OPTIONS,
   });
   if (values.help) {
     process.stdout.write(HELP + '\n');
@@ -36,8 +39,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const maxQueue = intOption(values['max-queue'], 'max-queue', 64, 0);
   const dir = modelDir(values.model);
   const tokenizer = loadTokenizer(dir);
-  const model = loadModel(dir, { ...values, mtp: false });
-  const scheduler = new Scheduler(model, { maxBatch, maxQueue });
+  const speculative = speculativeOption(values.speculative, values['draft-tokens']);
+  const model = loadModel(dir, { ...values, mtp: speculative !== undefined });
+  const scheduler = new Scheduler(model, { maxBatch, maxQueue, speculative });
   const app = createApp({
     model,
     tokenizer,
