@@ -4,7 +4,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Scheduler, type SeqResult } from './scheduler.ts';
+import { Scheduler, type SeqHandle, type SeqResult } from './scheduler.ts';
 import { generate } from './generate.ts';
 import { Sampler } from './sampler.ts';
 import { DeepseekV3 } from '../model/deepseek-v3.ts';
@@ -68,28 +68,32 @@ describe('scheduler', () => {
     const s = new Scheduler(model, { maxBatch: 2 });
     let tokens = 0;
     let result: SeqResult | null = null;
-    const h = s.submit({
+    let activeAfterCancel = -1;
+    const h: SeqHandle = s.submit({
       prompt: [3, 4],
       maxNewTokens: 100,
       sampler: greedy(),
-      onToken: () => void tokens++,
+      onToken: () => {
+        if (++tokens === 2) {
+          h.cancel(); // as a client disconnect would, between two tokens
+          activeAfterCancel = s.load.active;
+        }
+      },
       onDone: (r) => void (result = r),
     });
-    const other = run(s, [5, 6], 8);
-    while (tokens < 2) await tick();
-    h.cancel();
-    assert.equal(result!.finish, 'cancelled');
-    assert.equal(s.load.active, 1);
-    const seen = tokens;
+    const other = run(s, [5, 6], 30);
     const o = await other;
-    assert.equal(tokens, seen, 'no token after cancel');
+    assert.equal(result!.finish, 'cancelled');
+    assert.equal(activeAfterCancel, 1, 'the cancelled sequence left the batch at once');
+    assert.equal(tokens, 2, 'no token after cancel');
     assert.equal(o.r.finish, 'length');
-    assert.deepEqual(o.ids, generate(model, [[5, 6]], { maxNewTokens: 8 }).ids[0]);
+    assert.deepEqual(o.ids, generate(model, [[5, 6]], { maxNewTokens: 30 }).ids[0]);
     // Cancelling a finished sequence is a no-op: onDone is not called twice.
     let calls = 0;
     const h2 = s.submit({ prompt: [1], maxNewTokens: 1, sampler: greedy(), onDone: () => void calls++ });
     while (calls === 0) await tick();
     h2.cancel();
+    h.cancel();
     assert.equal(calls, 1);
   });
 
