@@ -96,12 +96,9 @@ static thread_local Scratch tl_panel, tl_acc, tl_scores, tl_scores2;
 // sp[j] points at the scale of row j's first block. With `first`, accumulators start at
 // zero, otherwise they are reloaded from accio; with `last`, the reduced sums go to out,
 // otherwise the accumulators go back to accio.
-template <class D, int MR, int NR, bool PF>
+template <class D, int MR, int NR>
 static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const float* const* sp, I klen,
                     I bk, float* accio, I accld, bool first, bool last, float* out, I ldo, int nv) {
-  // PF (the direct path): W is streamed from memory once, NR rows side by side, and rows
-  // are often a single 4 KiB page, which hardware prefetchers do not run ahead across.
-  const I pfd = (I)(PF_BYTES / sizeof(typename D::E));
   V acc[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int j = 0; j < NR; j++) acc[i][j] = first ? vzero() : vload(accio + i * accld + j * L);
@@ -119,8 +116,6 @@ static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const 
       for (int j = 0; j < NR; j++) clean = clean && !f8_has_nan(reinterpret_cast<const std::uint8_t*>(w[j] + kb0), kend - kb0);
 #define DSV3_NT_LOOP(LD)                                                      \
     for (; k + L <= kend; k += L) {                                           \
-      if (PF)                                                                 \
-        for (int j = 0; j < NR; j++) vprefetch(w[j] + k + pfd);               \
       V wv[NR];                                                               \
       for (int j = 0; j < NR; j++) wv[j] = D::LD(w[j] + k, s[j]);             \
       for (int i = 0; i < MR; i++) {                                          \
@@ -154,13 +149,13 @@ static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const 
   }
 }
 
-template <class D, bool PF>
+template <class D, int NR>
 static void nt_tile_m(int mr, const float* x, I ldx, const typename D::E* const* w, const float* const* sp,
                       I klen, I bk, float* accio, I accld, bool first, bool last, float* out, I ldo, int nv) {
   switch (mr) {
 #define DSV3_CASE(R)                                                                                  \
   case R:                                                                                             \
-    if (R <= NT_MR) nt_tile<D, (R <= NT_MR ? R : 1), NT_NR, PF>(x, ldx, w, sp, klen, bk, accio, accld, first, last, out, ldo, nv); \
+    if (R <= NT_MR) nt_tile<D, (R <= NT_MR ? R : 1), NR>(x, ldx, w, sp, klen, bk, accio, accld, first, last, out, ldo, nv); \
     break;
     DSV3_CASE(1)
     DSV3_CASE(2)
@@ -177,28 +172,41 @@ static inline I nt_bk(const WView& w) {
   return (w.dtype == DT_F8 && w.b1 % L != 0) ? w.b1 : (I)1 << 62;
 }
 
-template <class D>
-static void nt_direct_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
+template <class D, int NR>
+static void nt_direct_nr(const GemmNT* g, I m0, I m1, I n0, I n1) {
   typedef typename D::E E;
   const WView& w = g->w;
   const E* base = static_cast<const E*>(w.data);
   const I K = w.cols;
   const I bk = D::F8 ? w.b1 : (K > 0 ? K : 1);
-  for (I nt = n0; nt < n1; nt += NT_NR) {
-    const int nv = (int)imin(NT_NR, n1 - nt);
-    const E* wp[NT_NR];
-    const float* sp[NT_NR];
-    for (int j = 0; j < NT_NR; j++) {
+  for (I nt = n0; nt < n1; nt += NR) {
+    const int nv = (int)imin(NR, n1 - nt);
+    const E* wp[NR];
+    const float* sp[NR];
+    for (int j = 0; j < NR; j++) {
       const I row = g->r0 + nt + (j < nv ? j : nv - 1);
       wp[j] = base + row * w.ld;
       sp[j] = D::F8 ? w.scale + (row / w.b0) * w.sCols : nullptr;
     }
     for (I mi = m0; mi < m1; mi += NT_MR) {
       const int mr = (int)imin(NT_MR, m1 - mi);
-      nt_tile_m<D, true>(mr, g->x + mi * g->ldx, g->ldx, wp, sp, K, bk, nullptr, 0, true, true,
-                   g->out + mi * g->ldo + nt, g->ldo, nv);
+      nt_tile_m<D, NR>(mr, g->x + mi * g->ldx, g->ldx, wp, sp, K, bk, nullptr, 0, true, true,
+                       g->out + mi * g->ldo + nt, g->ldo, nv);
     }
   }
+}
+
+/**
+ * The decode path. W is streamed once: NT_NR rows side by side (independent FMA chains),
+ * except for short rows, which go one at a time so that W is read as a single sequential
+ * stream (several interleaved short streams defeat the hardware prefetchers). Both give
+ * the same numbers: the order within one output is the same.
+ */
+template <class D>
+static void nt_direct_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
+  if (m1 - m0 <= NT_MR && (I)sizeof(typename D::E) * g->w.cols <= SHORT_ROW_BYTES)
+    nt_direct_nr<D, 1>(g, m0, m1, n0, n1);
+  else nt_direct_nr<D, NT_NR>(g, m0, m1, n0, n1);
 }
 
 static void gemm_nt_direct(const GemmNT* g, I m0, I m1, I n0, I n1) {
@@ -260,7 +268,7 @@ static void nt_packed_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
           for (int j = 0; j < NT_NR; j++) wp[j] = panel + (nj + (j < nv ? j : nv - 1)) * PLD;
           for (I mi = 0; mi < mc; mi += NT_MR) {
             const int mr = (int)imin(NT_MR, mc - mi);
-            nt_tile_m<Dec<DT_F32, false>, false>(mr, g->x + (mb + mi) * g->ldx + kc0, g->ldx, wp, nullptr, kl,
+            nt_tile_m<Dec<DT_F32, false>, NT_NR>(mr, g->x + (mb + mi) * g->ldx + kc0, g->ldx, wp, nullptr, kl,
                                           bkt, acc + mi * accld + nj * L, accld, first, last,
                                           g->out + (mb + mi) * g->ldo + nb + nj, g->ldo, nv);
           }
@@ -467,14 +475,14 @@ static void attn_latent(const AttnLatentArgs* a, I t, I h0, I h1) {
   g.K = a->C;
   g.w = f32view(a->kv, S, a->C, a->C);
   g.out = sc;
-  nt_direct_t<Dec<DT_F32, false>>(&g, 0, nh, 0, S);
+  nt_direct_nr<Dec<DT_F32, false>, NT_NR>(&g, 0, nh, 0, S);
   // qPe · pe[s]
   g.x = a->qPe + row0 * a->R;
   g.ldx = a->R;
   g.K = a->R;
   g.w = f32view(a->pe, S, a->R, a->R);
   g.out = sb;
-  nt_direct_t<Dec<DT_F32, false>>(&g, 0, nh, 0, S);
+  nt_direct_nr<Dec<DT_F32, false>, NT_NR>(&g, 0, nh, 0, S);
   const V scale = vset1(a->scale);
   for (I h = 0; h < nh; h++) {
     float* p = sc + h * ld;

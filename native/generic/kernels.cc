@@ -150,8 +150,10 @@ static inline V dec_f8sq(const std::uint8_t* p, V s) { return dec_f8(p, s); }
 static inline bool f8_has_nan(const std::uint8_t*, std::int64_t) { return false; }  // the table has NaN
 static inline V dec_f8sn(const std::uint8_t* p, int n, V s) { return dec_f8n(p, n, s); }
 
-static inline void vprefetch(const void*) {}
-static const int PF_BYTES = 512;
+#ifndef DSV3_SHORT_ROW
+#define DSV3_SHORT_ROW 2048
+#endif
+static const std::int64_t SHORT_ROW_BYTES = DSV3_SHORT_ROW;  // decode rows up to this long go one at a time
 
 #include "../kernels_impl.h"
 

@@ -132,11 +132,10 @@ static inline V dec_f8q(const std::uint8_t* p, V s) { return f8decq(f8load(p), s
 static inline V dec_f8sq(const std::uint8_t* p, V s) { return f8decq(f8load(p), s, true); }
 static inline V dec_f8sn(const std::uint8_t* p, int n, V s) { return f8dec(f8loadn(p, n), s, true); }
 
-static inline void vprefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
-#ifndef DSV3_PF_BYTES
-#define DSV3_PF_BYTES 1024
+#ifndef DSV3_SHORT_ROW
+#define DSV3_SHORT_ROW 2048
 #endif
-static const int PF_BYTES = DSV3_PF_BYTES;
+static const std::int64_t SHORT_ROW_BYTES = DSV3_SHORT_ROW;  // decode rows up to this long go one at a time
 
 #include "../../kernels_impl.h"
 

@@ -129,11 +129,10 @@ static inline V dec_f8sn(const std::uint8_t* p, int n, V s) {
   return f8nan(b, _mm512_mul_ps(_mm512_mul_ps(f8bits(b), _mm512_set1_ps(1.329227995784916e36f)), s));
 }
 
-static inline void vprefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
-#ifndef DSV3_PF_BYTES
-#define DSV3_PF_BYTES 1024
+#ifndef DSV3_SHORT_ROW
+#define DSV3_SHORT_ROW 2048
 #endif
-static const int PF_BYTES = DSV3_PF_BYTES;
+static const std::int64_t SHORT_ROW_BYTES = DSV3_SHORT_ROW;  // decode rows up to this long go one at a time
 
 #include "../../kernels_impl.h"
 
