@@ -82,8 +82,8 @@ struct KernelTable {
   void (*silu_mul)(float* out, const float* g, const float* u, i64 i0, i64 i1);
   /** Query t, heads [h0, h1). */
   void (*attn_latent)(const AttnLatentArgs* a, i64 t, i64 h0, i64 h1);
-  /** Pairs (t, h) with index t*H + h in [i0, i1). */
-  void (*attention)(const AttentionArgs* a, i64 i0, i64 i1);
+  /** Head h, queries [t0, t1). */
+  void (*attention)(const AttentionArgs* a, i64 h, i64 t0, i64 t1);
 };
 
 const KernelTable* generic_table();

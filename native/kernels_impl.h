@@ -293,9 +293,11 @@ static void gemm_nt_packed(const GemmNT* g, I m0, I m1, I n0, I n1) {
 
 // =====================================================================================
 // gemm_nn micro-tile: MR rows of x by up to NN_NV·L columns of W, over rows [ra, rb) of
-// the R dimension (a chunk: the accumulators continue from `out` unless ra == 0).
+// the R dimension (a chunk: the accumulators continue from `out` unless ra == 0). With
+// `lim`, row m of x only sums over r < lim[m] (causal attention rows of different
+// lengths in one tile); each row's chain is then exactly the one it has alone.
 template <class D, int MR>
-static void nn_tile(const GemmNN* g, I mi, I ra, I rb, I c0, int ncols) {
+static void nn_tile(const GemmNN* g, I mi, I ra, I rb, I c0, int ncols, const I* lim) {
   typedef typename D::E E;
   const WView& w = g->w;
   const E* base = static_cast<const E*>(w.data);
@@ -313,7 +315,17 @@ static void nn_tile(const GemmNN* g, I mi, I ra, I rb, I c0, int ncols) {
   for (int j = 0; j < NN_NV; j++) s[j] = vzero();
   I sblk = -1;
   const float* x = g->x + mi * g->ldx;
-  for (I r = ra; r < rb; r++) {
+  I rAll = rb, rAny = rb;  // [ra, rAll): every row; [rAll, rAny): rows with r < lim
+  if (lim) {
+    I lo = lim[mi], hi = lim[mi];
+    for (int i = 1; i < MR; i++) {
+      lo = lim[mi + i] < lo ? lim[mi + i] : lo;
+      hi = lim[mi + i] > hi ? lim[mi + i] : hi;
+    }
+    rAll = imin(rb, lo > ra ? lo : ra);
+    rAny = imin(rb, hi > rAll ? hi : rAll);
+  }
+  for (I r = ra; r < rAny; r++) {
     const I row = g->r0 + r;
     if (D::F8 && row / w.b0 != sblk) {
       sblk = row / w.b0;
@@ -335,9 +347,17 @@ static void nn_tile(const GemmNN* g, I mi, I ra, I rb, I c0, int ncols) {
       else if (j == nfull && rem) wv[j] = D::ldn(wr + j * L, rem, s[j]);
       else wv[j] = vzero();
     }
-    for (int i = 0; i < MR; i++) {
-      const V xb = vset1(x[i * g->ldx + r]);
-      for (int j = 0; j < NN_NV; j++) acc[i][j] = vfma(xb, wv[j], acc[i][j]);
+    if (r < rAll) {
+      for (int i = 0; i < MR; i++) {
+        const V xb = vset1(x[i * g->ldx + r]);
+        for (int j = 0; j < NN_NV; j++) acc[i][j] = vfma(xb, wv[j], acc[i][j]);
+      }
+    } else {
+      for (int i = 0; i < MR; i++) {
+        if (r >= lim[mi + i]) continue;
+        const V xb = vset1(x[i * g->ldx + r]);
+        for (int j = 0; j < NN_NV; j++) acc[i][j] = vfma(xb, wv[j], acc[i][j]);
+      }
     }
   }
   for (int i = 0; i < MR; i++)
@@ -348,7 +368,7 @@ static void nn_tile(const GemmNN* g, I mi, I ra, I rb, I c0, int ncols) {
 }
 
 template <class D>
-static void nn_t(const GemmNN* g, I m0, I m1, I c0, I c1) {
+static void nn_t(const GemmNN* g, I m0, I m1, I c0, I c1, const I* lim = nullptr) {
   const I R = g->R;
   const I RC = 256;
   if (R == 0) {
@@ -364,7 +384,7 @@ static void nn_t(const GemmNN* g, I m0, I m1, I c0, I c1) {
         switch ((int)imin(NN_MR, m1 - mi)) {
 #define DSV3_CASE(R_)                                                        \
   case R_:                                                                   \
-    if (R_ <= NN_MR) nn_tile<D, (R_ <= NN_MR ? R_ : 1)>(g, mi, ra, rb, ct, ncols); \
+    if (R_ <= NN_MR) nn_tile<D, (R_ <= NN_MR ? R_ : 1)>(g, mi, ra, rb, ct, ncols, lim); \
     break;
           DSV3_CASE(1)
           DSV3_CASE(2)
@@ -506,41 +526,51 @@ static void attn_latent(const AttnLatentArgs* a, I t, I h0, I h1) {
   nn_t<Dec<DT_F32, false>>(&n, 0, nh, 0, a->C);
 }
 
-static void attention(const AttentionArgs* a, I i0, I i1) {
-  const I H = a->H;
-  const I Smax = a->p0 + a->T;
-  float* p = tl_scores.get(Smax + L);
-  for (I i = i0; i < i1; i++) {
-    const I t = i / H, h = i % H;
-    const I S = a->p0 + t + 1;
-    GemmNT g;
-    g.f8slow = 0;
-    g.x = a->q + (t * H + h) * a->Dk;
-    g.ldx = a->Dk;
-    g.M = 1;
-    g.K = a->Dk;
-    g.w = f32view(a->k + h * a->Dk, S, a->Dk, H * a->Dk);
-    g.r0 = 0;
-    g.N = S;
-    g.out = p;
-    g.ldo = S;
-    nt_direct_t<Dec<DT_F32, false>>(&g, 0, 1, 0, S);
+/**
+ * Plain causal attention for head h and queries [t0, t1): the scores of all these
+ * queries against K_h in one gemm_nt (a query's scores beyond its own position are
+ * computed and ignored), then P·V_h in one gemm_nn with per-row lengths.
+ */
+static void attention(const AttentionArgs* a, I h, I t0, I t1) {
+  const I H = a->H, nt = t1 - t0;
+  if (nt <= 0) return;
+  const I Smax = a->p0 + t1;
+  const I ld = (Smax + L - 1) / L * L;
+  float* p = tl_scores.get(nt * ld);
+  I* lim = reinterpret_cast<I*>(tl_scores2.get(2 * nt + 2));
+  GemmNT g;
+  g.f8slow = 0;
+  g.x = a->q + (t0 * H + h) * a->Dk;
+  g.ldx = H * a->Dk;
+  g.M = nt;
+  g.K = a->Dk;
+  g.w = f32view(a->k + h * a->Dk, Smax, a->Dk, H * a->Dk);
+  g.r0 = 0;
+  g.N = Smax;
+  g.out = p;
+  g.ldo = ld;
+  if (nt == 1) nt_direct_t<Dec<DT_F32, false>>(&g, 0, 1, 0, Smax);
+  else nt_direct_nr<Dec<DT_F32, false>, NT_NR>(&g, 0, nt, 0, Smax);
+  const V scale = vset1(a->scale);
+  for (I i = 0; i < nt; i++) {
+    const I S = a->p0 + t0 + i + 1;
+    lim[i] = S;
+    float* pr = p + i * ld;
     I s = 0;
-    const V scale = vset1(a->scale);
-    for (; s + L <= S; s += L) vstore(p + s, vmul(vload(p + s), scale));
-    for (; s < S; s++) p[s] *= a->scale;
-    softmax_row(p, S);
-    GemmNN n;
-    n.f8slow = 0;
-    n.x = p;
-    n.ldx = S;
-    n.M = 1;
-    n.R = S;
-    n.w = f32view(a->v + h * a->Dv, S, a->Dv, H * a->Dv);
-    n.r0 = 0;
-    n.C = a->Dv;
-    n.out = a->out + (t * H + h) * a->Dv;
-    n.ldo = a->Dv;
-    nn_t<Dec<DT_F32, false>>(&n, 0, 1, 0, a->Dv);
+    for (; s + L <= S; s += L) vstore(pr + s, vmul(vload(pr + s), scale));
+    for (; s < S; s++) pr[s] *= a->scale;
+    softmax_row(pr, S);
   }
+  GemmNN n;
+  n.f8slow = 0;
+  n.x = p;
+  n.ldx = ld;
+  n.M = nt;
+  n.R = Smax;
+  n.w = f32view(a->v + h * a->Dv, Smax, a->Dv, H * a->Dv);
+  n.r0 = 0;
+  n.C = a->Dv;
+  n.out = a->out + (t0 * H + h) * a->Dv;
+  n.ldo = H * a->Dv;
+  nn_t<Dec<DT_F32, false>>(&n, 0, nt, 0, a->Dv, lim);
 }

@@ -337,14 +337,15 @@ void op_attn_latent(const AttnLatentArgs& a) {
 
 void op_attention(const AttentionArgs& a) {
   const KernelTable* t = lv();
-  const i64 n = a.T * a.H;
-  if (n <= 0) return;
-  const double work = (double)n * (a.p0 + a.T) * (double)(a.Dk + a.Dv);
+  const i64 T = a.T, H = a.H;
+  if (T <= 0 || H <= 0) return;
+  const double work = (double)T * H * (a.p0 + T) * (double)(a.Dk + a.Dv);
   const int nt = threads_for(work);
-  const i64 c = std::max<i64>(1, cdiv(n, (i64)nt * 4));
-  run_jobs(cdiv(n, c), nt, [&](i64 j) {
-    const i64 hi = n - j * c, lo = std::max<i64>(0, hi - c);  // latest queries first
-    t->attention(&a, lo, hi);
+  // Jobs: (head, block of queries), the latest (longest) blocks first.
+  const i64 tb = 32, ntb = cdiv(T, tb);
+  run_jobs(H * ntb, nt, [&](i64 j) {
+    const i64 b = ntb - 1 - j / H, h = j % H;
+    t->attention(&a, h, b * tb, std::min(T, (b + 1) * tb));
   });
 }
 

@@ -378,7 +378,7 @@ for (const be of backends) {
     });
 
     it('attention: odd sizes, p0 > 0', () => {
-      for (const [T, H, Dk, Dv, p0] of [[1, 1, 5, 3, 0], [4, 3, 24, 17, 6], [2, 2, 130, 33, 70]]) {
+      for (const [T, H, Dk, Dv, p0] of [[1, 1, 5, 3, 0], [4, 3, 24, 17, 6], [2, 2, 130, 33, 70], [40, 2, 20, 9, 3]]) {
         const S = p0 + T;
         const q = randArray(T * H * Dk, 5);
         const k = randArray(S * H * Dk, 6);
@@ -431,6 +431,8 @@ for (const be of backends) {
         ...DTYPES.map((d) => [d, makeWeight(d, 70, 1100, 41)] as [string, LinearWeight]),
         ['F8 [16,24]', makeWeight('F8_E4M3', 50, 300, 42, [16, 24])],
         ['F8 big scales', makeWeight('F8_E4M3', 50, 300, 43, [128, 128], [1, 400])],
+        ['F32 short rows', makeWeight('F32', 50, 300, 46)],
+        ['BF16 short rows', makeWeight('BF16', 50, 700, 47)],
       ];
       for (const [what, w] of ws) {
         const M = 33;
@@ -460,7 +462,7 @@ for (const be of backends) {
     });
 
     it('batch invariance: attnLatent and attention queries equal single-query calls (bitwise)', () => {
-      const T = 5, H = 4, C = 70, R = 9, p0 = 11, S = p0 + T;
+      const T = 37, H = 4, C = 70, R = 9, p0 = 11, S = p0 + T;
       const qLat = randArray(T * H * C, 51), qPe = randArray(T * H * R, 52);
       const kv = randArray(S * C, 53), pe = randArray(S * R, 54);
       const all = new Float32Array(T * H * C);
