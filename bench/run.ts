@@ -1,9 +1,10 @@
-// `npm run bench [-- --quick] [-- --json] [-- --threads N]`: dsv3 against llama.cpp at its
+// `npm run bench [-- --quick] [-- --json] [-- --threads N] [-- --prepare]`: dsv3 against llama.cpp at its
 // best (its own llama-bench and llama-batched-bench tools, built once from the llama.cpp
 // source that node-llama-cpp ships) on the GGUF export of the same random-weight
 // checkpoints, in one run with the same thread count. Also measures the machine's memory
 // read bandwidth and the batch-1 decode roofline (active weight bytes per token ÷ bandwidth).
-// Generated checkpoints, GGUF files and the llama.cpp build live in .cache/ (git-ignored).
+// Generated checkpoints, GGUF files and the llama.cpp build live in .cache/ (git-ignored);
+// --prepare only makes them.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -21,6 +22,7 @@ const { values: args } = parseArgs({
     json: { type: 'boolean' },
     threads: { type: 'string' },
     smoke: { type: 'boolean' },
+    prepare: { type: 'boolean' },
   },
 });
 const ROOT = resolve(import.meta.dirname, '..');
@@ -207,6 +209,7 @@ function main(): void {
       log(`exporting ${c.model} to GGUF (${c.gguf})…`);
       convertToGguf(dir, gguf, { type: c.gguf });
     }
+    if (args.prepare) continue;
     log(`dsv3 on ${c.model} ${c.dtype}…`);
     const worker = [process.execPath, '--import', 'tsx', join(ROOT, 'bench', 'dsv3-worker.ts'), dir, String(THREADS)];
     if (args.quick || args.smoke) worker.push('--quick');
