@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { train, updateBias, type TrainOptions } from './loop.ts';
+import { checkMemory, train, updateBias, type TrainOptions } from './loop.ts';
 import { tokenizerConfig, trainBpe } from '../text/bpe-trainer.ts';
 import { tinyConfig } from '../model/init.ts';
 import { refKernels } from '../kernels/ref/index.ts';
@@ -106,6 +106,20 @@ describe('training loop', () => {
     const rel = Math.abs(b.history.at(-1)!.loss - a.history.at(-1)!.loss) / a.history.at(-1)!.loss;
     assert.ok(rel < 0.05, `relative loss difference ${rel}`);
     assert.notEqual(b.history.at(-1)!.loss, a.history.at(-1)!.loss, 'FP8 rounding changed something');
+  });
+});
+
+describe('memory check', () => {
+  it('refuses a config that does not fit in memory, before allocating it', () => {
+    const huge = tinyConfig({ vocab_size: 129280, hidden_size: 7168, num_hidden_layers: 61, n_routed_experts: 256,
+      moe_intermediate_size: 2048, intermediate_size: 18432, n_group: 8, topk_group: 4, num_experts_per_tok: 8,
+      num_attention_heads: 128, q_lora_rank: 1536, kv_lora_rank: 512, qk_nope_head_dim: 128, qk_rope_head_dim: 64,
+      v_head_dim: 128, max_position_embeddings: 4096 });
+    assert.throws(
+      () => checkMemory(huge, 4096, 24 * 2 ** 30),
+      (e: unknown) => e instanceof DsError && e.code === 'BAD_CONFIG' && /needs about \d+/.test(e.message),
+    );
+    checkMemory(tinyConfig(), 1024, 24 * 2 ** 30);
   });
 });
 

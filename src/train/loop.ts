@@ -6,6 +6,7 @@
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { totalmem } from 'node:os';
 import { DsError } from '../errors.ts';
 import type { DeepseekConfig } from '../io/config.ts';
 import type { Kernels } from '../kernels/kernels.ts';
@@ -91,6 +92,27 @@ function tokensFor(opts: TrainOptions, tok: Tokenizer): { train: Int32Array; val
   return { train: t, val: v };
 }
 
+/**
+ * Refuse a run that cannot fit in this machine's memory: fp32 weights, gradients and two
+ * Adam moments (16 bytes per parameter), plus a rough bound on saved activations.
+ */
+export function checkMemory(cfg: DeepseekConfig, tokensPerStep: number, available = totalmem()): void {
+  const params = tensorTable(cfg).reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+  const layers = cfg.num_hidden_layers + cfg.num_nextn_predict_layers;
+  const perToken =
+    4 * (layers * (12 * cfg.hidden_size + cfg.num_attention_heads * 4 * cfg.kv_lora_rank +
+      6 * (cfg.num_experts_per_tok + cfg.n_shared_experts) * cfg.moe_intermediate_size) + 3 * cfg.vocab_size);
+  const need = params * 16 + tokensPerStep * perToken;
+  if (need > 0.8 * available) {
+    const gb = (b: number) => (b / 2 ** 30).toFixed(1);
+    throw new DsError(
+      'BAD_CONFIG',
+      `this model needs about ${gb(need)} GB to train (${(params / 1e6).toFixed(0)}M parameters × 16 bytes ` +
+        `+ activations of ${tokensPerStep} tokens per step); the machine has ${gb(available)} GB`,
+    );
+  }
+}
+
 /** Move each expert's selection bias by γ toward balance: down if overloaded, up if not. */
 export function updateBias(bias: Float32Array, load: Float64Array, gamma: number): void {
   let mean = 0;
@@ -114,6 +136,7 @@ export function train(opts: TrainOptions): TrainSummary {
     if (opts.config.vocab_size < tok.vocabSize) {
       throw new DsError('BAD_CONFIG', `vocab_size ${opts.config.vocab_size} is smaller than the tokenizer's ${tok.vocabSize}`);
     }
+    checkMemory(opts.config, opts.batch * opts.seqLen);
     writeRandomCheckpoint(modelDir, opts.config, { dtype: 'F32', seed: opts.seed });
   }
   const loaded = DeepseekV3.load(modelDir, { kernels: opts.kernels, mtp: true }).forTraining();
