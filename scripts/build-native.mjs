@@ -83,9 +83,15 @@ const tail = (text, n = 25) => text.trim().split('\n').slice(-n).join('\n');
 
 async function buildWithNodeGyp(gyp, nodedir) {
   const args = [gyp, 'rebuild', '--release', `--jobs=${Math.max(1, os.availableParallelism?.() ?? os.cpus().length)}`];
+  const env = { ...process.env };
   if (nodedir) args.push(`--nodedir=${nodedir}`);
+  else {
+    // A configured nodedir without headers would make node-gyp fail: let it use its own
+    // header cache (or download) instead.
+    for (const k of Object.keys(env)) if (k.toLowerCase() === 'npm_config_nodedir') delete env[k];
+  }
   log(`building native kernels: node-gyp rebuild${nodedir ? ` (headers from ${nodedir}/include/node)` : ''} …`);
-  const r = await run(process.execPath, args);
+  const r = await run(process.execPath, args, { env });
   if (r.code !== 0) return `node-gyp exited with ${r.code}:\n${tail(r.text)}`;
   return null;
 }
