@@ -83,12 +83,14 @@ const tail = (text, n = 25) => text.trim().split('\n').slice(-n).join('\n');
 
 async function buildWithNodeGyp(gyp, nodedir) {
   const args = [gyp, 'rebuild', '--release', `--jobs=${Math.max(1, os.availableParallelism?.() ?? os.cpus().length)}`];
+  // node-gyp prefers npm_config_nodedir from the environment over --nodedir; a configured
+  // nodedir without headers would make it fail, so replace it (or drop it, letting node-gyp
+  // use its own header cache or download).
   const env = { ...process.env };
-  if (nodedir) args.push(`--nodedir=${nodedir}`);
-  else {
-    // A configured nodedir without headers would make node-gyp fail: let it use its own
-    // header cache (or download) instead.
-    for (const k of Object.keys(env)) if (k.toLowerCase() === 'npm_config_nodedir') delete env[k];
+  for (const k of Object.keys(env)) if (k.toLowerCase() === 'npm_config_nodedir') delete env[k];
+  if (nodedir) {
+    args.push(`--nodedir=${nodedir}`);
+    env.npm_config_nodedir = nodedir;
   }
   log(`building native kernels: node-gyp rebuild${nodedir ? ` (headers from ${nodedir}/include/node)` : ''} …`);
   const r = await run(process.execPath, args, { env });
