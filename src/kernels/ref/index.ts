@@ -102,7 +102,11 @@ function rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, M: nu
   }
 }
 
-function rope(
+/**
+ * Rotate interleaved pairs of x[t, h, offset : offset + 2·freqs.length] by sign·pos[t]·freqs[i]
+ * (sign −1 is the transpose, i.e. RoPE's backward pass).
+ */
+export function rotatePairs(
   x: Float32Array,
   T: number,
   H: number,
@@ -110,6 +114,7 @@ function rope(
   offset: number,
   pos: Int32Array,
   freqs: Float32Array,
+  sign: 1 | -1,
 ): void {
   const half = freqs.length;
   const cos = new Float32Array(half);
@@ -118,7 +123,7 @@ function rope(
     for (let i = 0; i < half; i++) {
       const angle = Math.fround(pos[t] * freqs[i]);
       cos[i] = Math.cos(angle);
-      sin[i] = Math.sin(angle);
+      sin[i] = sign * Math.sin(angle);
     }
     for (let h = 0; h < H; h++) {
       const o = (t * H + h) * stride + offset;
@@ -130,6 +135,18 @@ function rope(
       }
     }
   }
+}
+
+function rope(
+  x: Float32Array,
+  T: number,
+  H: number,
+  stride: number,
+  offset: number,
+  pos: Int32Array,
+  freqs: Float32Array,
+): void {
+  rotatePairs(x, T, H, stride, offset, pos, freqs, 1);
 }
 
 function softmaxRow(x: Float32Array | Float64Array, o: number, n: number): void {

@@ -6,6 +6,7 @@
 
 import type { RouteParams } from '../kernels.ts';
 import type { TrainKernels } from '../train.ts';
+import { rotatePairs } from './index.ts';
 
 function rmsNormBackward(
   dx: Float32Array,
@@ -44,26 +45,8 @@ function ropeBackward(
   pos: Int32Array,
   freqs: Float32Array,
 ): void {
-  const half = freqs.length;
-  const cos = new Float32Array(half);
-  const sin = new Float32Array(half);
-  for (let t = 0; t < T; t++) {
-    for (let i = 0; i < half; i++) {
-      const angle = Math.fround(pos[t] * freqs[i]);
-      cos[i] = Math.cos(angle);
-      sin[i] = Math.sin(angle);
-    }
-    for (let h = 0; h < H; h++) {
-      const o = (t * H + h) * stride + offset;
-      for (let i = 0; i < half; i++) {
-        // The transpose of the forward rotation: rotation by −angle.
-        const a = dx[o + 2 * i];
-        const b = dx[o + 2 * i + 1];
-        dx[o + 2 * i] = a * cos[i] + b * sin[i];
-        dx[o + 2 * i + 1] = -a * sin[i] + b * cos[i];
-      }
-    }
-  }
+  // The transpose of the forward rotation: rotation by −angle.
+  rotatePairs(dx, T, H, stride, offset, pos, freqs, -1);
 }
 
 function siluMulBackward(
