@@ -191,8 +191,8 @@ for (const be of backends) {
         ['200x300 [128,128]', makeWeight('F8_E4M3', 200, 300, 5)],
         ['90x100 [16,24]', makeWeight('F8_E4M3', 90, 100, 6, [16, 24])],
         ['70x150 scales to 300', makeWeight('F8_E4M3', 70, 150, 7, [128, 128], [0.5, 300])],
-        ['40x1100 [128,128]', makeWeight('F8_E4M3', 40, 1100, 8)],
-        ['40x1100 BF16', makeWeight('BF16', 40, 1100, 9)],
+        ['40x2100 [128,128] (K split in chunks)', makeWeight('F8_E4M3', 40, 2100, 8)],
+        ['40x2100 BF16 (K split in chunks)', makeWeight('BF16', 40, 2100, 9)],
       ];
       for (const [what, w] of cases) {
         for (const M of [1, 3, 17, 64]) {
@@ -428,7 +428,7 @@ for (const be of backends) {
 
     it('batch invariance: a row inside M=33 equals the row alone (bitwise), every dtype', () => {
       const ws: [string, LinearWeight][] = [
-        ...DTYPES.map((d) => [d, makeWeight(d, 70, 1100, 41)] as [string, LinearWeight]),
+        ...DTYPES.map((d) => [d, makeWeight(d, 70, 2100, 41)] as [string, LinearWeight]),
         ['F8 [16,24]', makeWeight('F8_E4M3', 50, 300, 42, [16, 24])],
         ['F8 big scales', makeWeight('F8_E4M3', 50, 300, 43, [128, 128], [1, 400])],
         ['F32 short rows', makeWeight('F32', 50, 300, 46)],

@@ -16,7 +16,7 @@ typedef __m256 V;
 const int L = 8;
 const int NT_MR = 4, NT_NR = 3;  // 12 accumulators + 3 weight vectors + 1 x vector
 const int NN_MR = 6, NN_NV = 2;  // 12 accumulators, 16 columns
-const std::int64_t PK_NC = 24, PK_KC = 512, PK_MC = 64;
+const std::int64_t PK_NC = 24, PK_KC = 2048, PK_MC = 32;
 
 static inline __m256i lanemask(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

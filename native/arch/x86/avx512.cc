@@ -19,7 +19,11 @@ typedef __m512 V;
 const int L = 16;
 const int NT_MR = 4, NT_NR = 6;  // 24 accumulators + 6 weight vectors + 1 x vector
 const int NN_MR = 6, NN_NV = 4;  // 24 accumulators, 64 columns
-const std::int64_t PK_NC = 48, PK_KC = 512, PK_MC = 64;
+#ifndef DSV3_PK
+#define DSV3_PK 48, 2048, 32  // panel rows, K chunk, M block (tuned on Zen 4)
+#endif
+const std::int64_t PK_NC_MC[3] = {DSV3_PK};
+const std::int64_t PK_NC = PK_NC_MC[0], PK_KC = PK_NC_MC[1], PK_MC = PK_NC_MC[2];
 
 static inline __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1u); }
 static inline V vzero() { return _mm512_setzero_ps(); }
