@@ -6,14 +6,15 @@
     "dsv3_x86": "<!(node -p \"['x64','ia32'].includes(process.arch) ? 1 : 0\")",
   },
   "target_defaults": {
-    "cflags_cc": ["-std=c++17", "-O3", "-fno-math-errno", "-fPIC"],
-    "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++20", "-std=c++20"],
+    # -ffp-contract=off: the compiler never fuses a*b+c on its own, so the numbers are the
+    # ones the source spells out (FMAs are explicit intrinsics), whatever the build path.
+    "cflags_cc": ["-std=c++17", "-O3", "-fno-math-errno", "-ffp-contract=off", "-fPIC"],
+    "cflags_cc!": ["-std=gnu++17", "-std=gnu++20", "-std=c++20", "-O2", "-Os", "-O0"],
     "cflags!": ["-O2", "-Os", "-O0"],
-    "cflags_cc!": ["-O2", "-Os", "-O0"],
     "xcode_settings": {
       "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
       "GCC_OPTIMIZATION_LEVEL": "3",
-      "OTHER_CPLUSPLUSFLAGS": ["-fno-math-errno"],
+      "OTHER_CPLUSPLUSFLAGS": ["-fno-math-errno", "-ffp-contract=off"],
     },
     "msvs_settings": {"VCCLCompilerTool": {"Optimization": 2, "AdditionalOptions": ["/std:c++17"]}},
     "conditions": [["dsv3_x86==1", {"defines": ["DSV3_X86"]}]],
@@ -41,7 +42,7 @@
           "type": "static_library",
           "sources": ["native/arch/x86/avx2.cc"],
           "cflags_cc": ["-mavx2", "-mfma", "-mf16c"],
-          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["-mavx2", "-mfma", "-mf16c", "-fno-math-errno"]},
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["-mavx2", "-mfma", "-mf16c", "-fno-math-errno", "-ffp-contract=off"]},
           "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["/arch:AVX2"]}},
         },
         {
@@ -49,7 +50,7 @@
           "type": "static_library",
           "sources": ["native/arch/x86/avx512.cc"],
           "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
-          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c", "-fno-math-errno"]},
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c", "-fno-math-errno", "-ffp-contract=off"]},
           "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["/arch:AVX512"]}},
         },
       ],

@@ -108,7 +108,7 @@ async function buildDirect(nodedir) {
   const objDir = join(root, 'build', 'direct');
   rmSync(objDir, { recursive: true, force: true });
   mkdirSync(objDir, { recursive: true });
-  const common = ['-std=c++17', '-O3', '-fPIC', '-fno-math-errno', '-pthread', `-I${join(nodedir, 'include', 'node')}`,
+  const common = ['-std=c++17', '-O3', '-fPIC', '-fno-math-errno', '-ffp-contract=off', '-fno-exceptions', '-fno-rtti', '-pthread', `-I${join(nodedir, 'include', 'node')}`,
     '-DNODE_GYP_MODULE_NAME=dsv3_native', ...(x86 ? ['-DDSV3_X86'] : [])];
   const units = [
     ['native/binding.cc', []], ['native/ops.cc', []], ['native/pool.cc', []], ['native/generic/kernels.cc', []],
