@@ -300,14 +300,17 @@ export class Scheduler {
     }
     let cur = seqs.map((s) => ({ s, ids: s.mtpIds, hidden: s.mtpHidden! }));
     for (let j = 0; cur.length > 0; j++) {
-      const out = m.mtp(cur.map((c) => ({ ids: c.ids, hidden: c.hidden, cache: c.s.cache! })));
+      const out = m.mtp(
+        cur.map((c) => ({ ids: c.ids, hidden: c.hidden, cache: c.s.cache! })),
+        { logits: 'last' },
+      );
       const next: typeof cur = [];
       let row = 0;
-      for (const c of cur) {
+      for (const [i, c] of cur.entries()) {
         row += c.ids.length;
         const s = c.s;
         if (s.drafts.length >= want[seqs.indexOf(s)]) continue;
-        const logits = out.logits.subarray((row - 1) * V, row * V);
+        const logits = out.logits.subarray(i * V, (i + 1) * V);
         const h = [...s.history, ...s.drafts];
         const d = s.req.sampler.sample(logits, h);
         s.draftDists.push(s.req.sampler.distribution(logits, h));

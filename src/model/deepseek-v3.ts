@@ -185,6 +185,7 @@ export class DeepseekV3 {
   /**
    * Run MTP module `k` (default 0): row i of a sequence combines hidden[i] with ids[i] and
    * predicts the token after ids[i]. Rows take positions from the module's cache length on.
+   * With `logits: 'last'`, logits come only for each sequence's last row (one row each).
    */
   mtp(batch: MtpInput[], opts: ForwardOptions & { module?: number } = {}): MtpOutput {
     const k = opts.module ?? 0;
@@ -202,7 +203,8 @@ export class DeepseekV3 {
     }
     const ctx = this.context(T, pos, seqs, opts);
     const caches = batch.map((b) => b.cache.layers[index]);
-    return mtpForward(ctx, m, this.routes[index]!, index, caches, ids, hidden);
+    const rows = opts.logits === 'last' ? seqs.map((s) => s.row + s.len - 1) : undefined;
+    return mtpForward(ctx, m, this.routes[index]!, index, caches, ids, hidden, rows);
   }
 
   /**

@@ -30,7 +30,7 @@ export class MtpSaved {
 }
 
 export interface MtpOutput {
-  /** [T, vocab] */
+  /** [T, vocab], or [rows.length, vocab] when only some rows were asked for. */
   logits: Float32Array;
   /** [T, D] the decoder layer's output, before shared_head.norm. */
   block: Float32Array;
@@ -45,6 +45,7 @@ export function mtpForward(
   caches: LayerCache[],
   ids: Int32Array,
   hidden: Float32Array,
+  rows?: readonly number[],
 ): MtpOutput {
   const { K, T } = ctx;
   const D = w.enorm.length;
@@ -65,8 +66,15 @@ export function mtpForward(
   blockForward(ctx, w.layer, route, index, caches, x);
   const xn = new Float32Array(T * D);
   K.rmsNorm(xn, x, w.norm, T, ctx.dims.eps);
-  const logits = new Float32Array(T * w.head.rows);
-  K.matmul(logits, xn, T, w.head);
+  // The head is the costliest matrix here: drafting asks only for each sequence's last row.
+  let headIn = xn;
+  if (rows) {
+    headIn = new Float32Array(rows.length * D);
+    rows.forEach((r, i) => headIn.set(xn.subarray(r * D, (r + 1) * D), i * D));
+  }
+  const n = headIn.length / D;
+  const logits = new Float32Array(n * w.head.rows);
+  K.matmul(logits, headIn, n, w.head);
   if (ctx.tape) {
     const s = new MtpSaved();
     s.ctx = ctx;
