@@ -176,6 +176,33 @@ function add(out: Float32Array, a: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) out[i] += a[i];
 }
 
+/**
+ * Attention probabilities of one absorbed-MLA query (qLat at qo, qPe at ro) over cached
+ * positions 0 … S-1: p[s] = softmax_s((qLat · kv[s] + qPe · pe[s]) · scale).
+ */
+export function latentProbs(
+  p: Float64Array,
+  qLat: Float32Array,
+  qo: number,
+  qPe: Float32Array,
+  ro: number,
+  kv: Float32Array,
+  pe: Float32Array,
+  S: number,
+  C: number,
+  R: number,
+  scale: number,
+): void {
+  for (let s = 0; s < S; s++) {
+    let a = 0;
+    for (let c = 0; c < C; c++) a += qLat[qo + c] * kv[s * C + c];
+    let b = 0;
+    for (let r = 0; r < R; r++) b += qPe[ro + r] * pe[s * R + r];
+    p[s] = (a + b) * scale;
+  }
+  softmaxRow(p, 0, S);
+}
+
 function attnLatent(
   out: Float32Array,
   qLat: Float32Array,
@@ -195,14 +222,7 @@ function attnLatent(
     for (let h = 0; h < H; h++) {
       const qo = (t * H + h) * C;
       const ro = (t * H + h) * R;
-      for (let s = 0; s < S; s++) {
-        let a = 0;
-        for (let c = 0; c < C; c++) a += qLat[qo + c] * kv[s * C + c];
-        let b = 0;
-        for (let r = 0; r < R; r++) b += qPe[ro + r] * pe[s * R + r];
-        p[s] = (a + b) * scale;
-      }
-      softmaxRow(p, 0, S);
+      latentProbs(p, qLat, qo, qPe, ro, kv, pe, S, C, R, scale);
       for (let c = 0; c < C; c++) {
         let acc = 0;
         for (let s = 0; s < S; s++) acc += p[s] * kv[s * C + c];

@@ -6,7 +6,7 @@
 
 import type { RouteParams } from '../kernels.ts';
 import type { TrainKernels } from '../train.ts';
-import { rotatePairs } from './index.ts';
+import { latentProbs, rotatePairs } from './index.ts';
 
 function rmsNormBackward(
   dx: Float32Array,
@@ -164,14 +164,7 @@ function attnLatentBackward(
     for (let h = 0; h < H; h++) {
       const qo = (t * H + h) * C;
       const ro = (t * H + h) * R;
-      for (let s = 0; s < St; s++) {
-        let a = 0;
-        for (let c = 0; c < C; c++) a += qLat[qo + c] * kv[s * C + c];
-        let b = 0;
-        for (let r = 0; r < R; r++) b += qPe[ro + r] * pe[s * R + r];
-        p[s] = (a + b) * scale;
-      }
-      softmaxRow(p, St);
+      latentProbs(p, qLat, qo, qPe, ro, kv, pe, St, C, R, scale);
       // The latent is both key and value: dP[s] = dout · kv[s].
       let sum = 0;
       for (let s = 0; s < St; s++) {
