@@ -41,6 +41,17 @@ describe('dsv3 CLI', () => {
     assert.deepEqual(JSON.parse(out), { ids: c.greedy });
   });
 
+  it('the main command works on the shipped default model, and eval reports its perplexity', () => {
+    const out = ok(['generate', 'The jury said', '--max-new-tokens', '12', '--seed', '1']);
+    assert.ok(out.trim().length > 0);
+    const f = join(tempDir(), 'held-out.txt');
+    writeFileSync(f, 'The jury said that the city had been a good place for the people who lived there.\n');
+    const e = JSON.parse(ok(['eval', '--file', f, '--json']));
+    assert.deepEqual(Object.keys(e).sort(), ['bits_per_byte', 'perplexity', 'tokens']);
+    assert.ok(e.perplexity > 1 && e.perplexity < 8192, `perplexity ${e.perplexity}`);
+    assert.ok(e.bits_per_byte > 0 && e.tokens > 10);
+  });
+
   describe('with a tokenizer', () => {
     const dir = textCheckpoint();
 

@@ -12,8 +12,8 @@ import { generate } from './generate.ts';
 import { DeepseekV3 } from '../model/deepseek-v3.ts';
 import { backends } from '../../test/helpers/backends.ts';
 import { Rng } from '../tensor/random.ts';
-import { randomCheckpoint } from '../../test/helpers/fixtures.ts';
 import { GOLDEN_MISSING, goldenModelDir } from '../../test/helpers/golden.ts';
+import { DEFAULT_MODEL_DIR, randomCheckpoint } from '../../test/helpers/fixtures.ts';
 
 function run(s: Scheduler, prompt: number[], maxNewTokens: number) {
   const ids: number[] = [];
@@ -47,6 +47,16 @@ describe('MTP speculative decoding', () => {
       assert.equal(stats[0].proposed.length, k);
       assert.ok(stats[0].steps < 40, 'drafts were accepted at least sometimes');
     }
+    }
+  });
+
+  it('greedy output equals plain decoding on the shipped default model, k = 1, 2', async () => {
+    for (const K of backends()) {
+      const model = DeepseekV3.load(DEFAULT_MODEL_DIR, { kernels: K });
+      for (const k of [1, 2]) {
+        const stats = await sameAsPlain(model, [[0, 671, 3353, 1083], [0, 2100]], 60, k);
+        assert.ok(stats.every((st) => st.acceptance > 0.3), 'the trained MTP head drafts well');
+      }
     }
   });
 

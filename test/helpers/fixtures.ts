@@ -50,3 +50,6 @@ export function textCheckpoint(overrides: Record<string, unknown> = {}, opts: In
   }
   return dir;
 }
+
+/** The model dsv3 ships (trained by `dsv3 train`, see the README). */
+export const DEFAULT_MODEL_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../models/default');

@@ -1,0 +1,78 @@
+// MTP speculative decoding vs plain decoding at batch 1, greedy, in one run: decode tokens/s
+// (prefill excluded), acceptance per draft position, tokens per verify pass. The outputs are
+// checked to be identical.
+//   node --import tsx bench/speculative.ts [DIR] [--tokens 200] [--bench-s]
+// DIR defaults to the shipped model; --bench-s uses a random bench-s-sized checkpoint with an
+// MTP module (written once into .cache/bench/).
+
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DeepseekV3 } from '../src/model/deepseek-v3.ts';
+import { loadKernels } from '../src/kernels/index.ts';
+import { Scheduler, type SeqResult } from '../src/engine/scheduler.ts';
+import { Sampler } from '../src/engine/sampler.ts';
+import { Tokenizer } from '../src/text/tokenizer.ts';
+import { tinyConfig, writeRandomCheckpoint } from '../src/model/init.ts';
+
+const { values, positionals } = parseArgs({
+  options: { tokens: { type: 'string', default: '200' }, 'bench-s': { type: 'boolean' } },
+  allowPositionals: true,
+});
+const ROOT = resolve(import.meta.dirname, '..');
+let dir = positionals[0] ?? join(ROOT, 'models', 'default');
+if (values['bench-s']) {
+  dir = join(ROOT, '.cache', 'bench', 'bench-s-mtp');
+  if (!existsSync(join(dir, 'config.json'))) {
+    writeRandomCheckpoint(dir, tinyConfig({
+      vocab_size: 8192, hidden_size: 512, intermediate_size: 1536, moe_intermediate_size: 256,
+      num_hidden_layers: 8, first_k_dense_replace: 1, num_attention_heads: 8, n_routed_experts: 32,
+      n_shared_experts: 1, num_experts_per_tok: 4, n_group: 4, topk_group: 2, q_lora_rank: 256,
+      kv_lora_rank: 128, qk_nope_head_dim: 64, qk_rope_head_dim: 32, v_head_dim: 64,
+      max_position_embeddings: 4096, num_nextn_predict_layers: 1,
+    }), { dtype: 'BF16', seed: 1 });
+  }
+}
+const n = Number(values.tokens);
+const model = DeepseekV3.load(dir, { kernels: loadKernels(), mtp: true });
+const prompts = existsSync(join(dir, 'tokenizer.json'))
+  ? ['The jury said', 'In the morning, the city', 'He told me that the'].map((p) =>
+      Tokenizer.fromDir(dir).encode(p, { addSpecialTokens: true }))
+  : [[1, 2, 3], [40, 50, 60, 70], [900]];
+
+async function run(k: number) {
+  const s = new Scheduler(model, { maxBatch: 1, speculative: k ? { draftTokens: k } : undefined });
+  const out: { ids: number[]; r: SeqResult }[] = [];
+  for (const prompt of prompts) {
+    const ids: number[] = [];
+    const r = await new Promise<SeqResult>((done) =>
+      s.submit({ prompt, maxNewTokens: n, sampler: new Sampler({ temperature: 0 }), onToken: (id) => void ids.push(id), onDone: done }));
+    out.push({ ids, r });
+  }
+  const tokens = out.reduce((a, o) => a + o.r.completionTokens - 1, 0);
+  const secs = out.reduce((a, o) => a + (o.r.totalMs - o.r.ttftMs) / 1e3, 0);
+  return { k, out, tps: tokens / secs, spec: out.map((o) => o.r.spec) };
+}
+
+await run(0); // warm-up
+const base = await run(0);
+console.log(`model ${dir}: ${prompts.length} prompts × ${n} greedy tokens, batch 1`);
+console.log(`plain decoding: ${base.tps.toFixed(1)} tok/s`);
+for (const k of [1, 2, 3]) {
+  const r = await run(k);
+  const same = r.out.every((o, i) => o.ids.join() === base.out[i].ids.join());
+  const proposed = r.spec.map((s) => s!.proposed);
+  const accepted = r.spec.map((s) => s!.accepted);
+  const perPos = proposed[0].map((_, j) => {
+    const p = proposed.reduce((a, x) => a + (x[j] ?? 0), 0);
+    const a = accepted.reduce((a2, x) => a2 + (x[j] ?? 0), 0);
+    return p ? a / p : 0;
+  });
+  const steps = r.spec.reduce((a, s) => a + s!.steps, 0);
+  const emitted = r.spec.reduce((a, s) => a + s!.emitted, 0);
+  console.log(
+    `MTP k=${k}: ${r.tps.toFixed(1)} tok/s (${(r.tps / base.tps).toFixed(2)}×), acceptance per position ` +
+      `[${perPos.map((x) => (x * 100).toFixed(0) + '%').join(', ')}], ${(emitted / steps).toFixed(2)} tokens per step, ` +
+      `output ${same ? 'identical' : 'DIFFERENT'}`,
+  );
+}
