@@ -1,0 +1,21 @@
+// The dsv3 library: what `import … from 'dsv3'` gives. Each name comes from its layer; this
+// file only gathers them.
+
+export { DsError, ERROR_CODES, type ErrorCode } from './errors.ts';
+export { loadConfig, parseConfig, type DeepseekConfig } from './io/config.ts';
+export { Checkpoint, writeCheckpoint, writeSafetensors } from './io/safetensors.ts';
+export { convertToGguf } from './io/convert-gguf.ts';
+export { loadKernels, refKernels, type Kernels } from './kernels/index.ts';
+export { DeepseekV3, type ForwardOptions, type SeqInput } from './model/deepseek-v3.ts';
+export { SequenceCache } from './model/cache.ts';
+export { tinyConfig, writeRandomCheckpoint } from './model/init.ts';
+export { generate, type GenerateOptions } from './engine/generate.ts';
+export { Sampler, type SamplingParams } from './engine/sampler.ts';
+export { Scheduler, type SchedulerOptions, type SeqRequest, type SeqResult } from './engine/scheduler.ts';
+export { Tokenizer } from './text/tokenizer.ts';
+export { renderChat, type ChatMessage } from './text/chat-template.ts';
+export { StreamingDetokenizer } from './text/detokenizer.ts';
+export { startCompletion, type CompletionOptions, type CompletionResult } from './pipeline/completion.ts';
+export { train, type TrainOptions } from './train/loop.ts';
+export { trainStep } from './train/step.ts';
+export { createApp } from './server/app.ts';
