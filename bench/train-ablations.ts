@@ -49,7 +49,6 @@ const base = (out: string): TrainOptions => ({
   evalEvery: Math.round(steps / 6),
   evalWindows: 64,
   saveEvery: 0,
-  saveDtype: 'F32',
   log: (l) => process.stderr.write(`  ${l}\n`),
 });
 

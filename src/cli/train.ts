@@ -150,7 +150,6 @@ export function trainCommand(argv: string[]): number {
       evalEvery: intOption(v['eval-every'], 'eval-every', 100),
       evalWindows: intOption(v['eval-windows'], 'eval-windows', 32),
       saveEvery: intOption(v['save-every'], 'save-every', 500),
-      saveDtype: 'F32',
       log: (line) => process.stderr.write(`${tty ? '\r\x1b[K' : ''}dsv3 train: ${line}\n`),
       progress: (p) => {
         const width = 24;

@@ -57,7 +57,6 @@ function opts(out: string, over: Partial<TrainOptions> = {}): TrainOptions {
     evalEvery: 8,
     evalWindows: 4,
     saveEvery: 12,
-    saveDtype: 'F32',
     log: () => {},
     ...over,
   };

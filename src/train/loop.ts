@@ -16,7 +16,7 @@ import type { Routing } from '../model/moe.ts';
 import { tensorTable, trainedTensors } from '../model/weights.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 import { Tokenizer } from '../text/tokenizer.ts';
-import { loadOptimizer, saveCheckpoint, type SaveDType, type TrainerState } from './checkpoint.ts';
+import { loadOptimizer, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { packDocs, readCorpus, splitDocs, WindowSampler, type CorpusSource, type SamplerState } from './data.ts';
 import { evaluate } from './eval.ts';
 import { fp8Kernels, type Fp8Kernels } from './fp8.ts';
@@ -49,7 +49,6 @@ export interface TrainOptions {
   evalEvery: number;
   evalWindows: number;
   saveEvery: number;
-  saveDtype: SaveDType;
   /** Called with a log line (stderr in the CLI). */
   log: (line: string) => void;
   /** Called after each step, for a progress bar. */
