@@ -213,16 +213,20 @@ export function parseConfig(raw: unknown, file = 'config.json'): DeepseekConfig 
   return cfg;
 }
 
-/** Read and validate `dir/config.json`. */
-export function loadConfig(dir: string): DeepseekConfig {
+/** `dir/config.json` parsed as JSON but not validated, with its path for messages. */
+export function readConfigJson(dir: string): { raw: unknown; file: string } {
   const file = join(dir, 'config.json');
   if (!existsSync(file)) throw new DsError('MISSING_FILE', `${file}: not found`);
-  let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    return { raw: JSON.parse(readFileSync(file, 'utf8')), file };
   } catch (e) {
     throw new DsError('BAD_CONFIG', `${file}: invalid JSON (${(e as Error).message})`);
   }
+}
+
+/** Read and validate `dir/config.json`. */
+export function loadConfig(dir: string): DeepseekConfig {
+  const { raw, file } = readConfigJson(dir);
   return parseConfig(raw, file);
 }
 

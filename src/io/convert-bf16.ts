@@ -11,11 +11,12 @@
 // The cast is lossy in general: an e4m3 code has 4 significant bits but the block scale has 24, so
 // their product needs up to 28 and BF16 keeps 8. Only power-of-two scales make it exact.
 
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DsError } from '../errors.ts';
 import { E4M3_TABLE, f32ToBf16, isDType, toF32, type DType } from '../tensor/dtypes.ts';
 import { Checkpoint, writeCheckpoint, type TensorSpec } from './safetensors.ts';
+import { readConfigJson } from './config.ts';
 
 /** Files copied unchanged when present (besides every `*.jinja`). */
 export const COPIED_FILES = [
@@ -118,14 +119,7 @@ function blockSize(config: Record<string, unknown>, file: string): [number, numb
 }
 
 function readConfig(dir: string): { config: Record<string, unknown>; file: string } {
-  const file = join(dir, 'config.json');
-  if (!existsSync(file)) throw new DsError('MISSING_FILE', `${file}: not found`);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new DsError('BAD_CONFIG', `${file}: invalid JSON (${(e as Error).message})`);
-  }
+  const { raw, file } = readConfigJson(dir);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new DsError('BAD_CONFIG', `${file}: must hold a JSON object`);
   }

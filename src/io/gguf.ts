@@ -13,7 +13,7 @@
 
 import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { DsError } from '../errors.ts';
-import { f32ToBf16 } from '../tensor/dtypes.ts';
+import { F16_TABLE, f32ToBf16 } from '../tensor/dtypes.ts';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 export const GGUF_VERSION = 3;
@@ -122,15 +122,6 @@ export function f32ToF16(v: number): number {
   return sign | h;
 }
 
-function halfToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
 /** C's roundf: nearest, halves away from zero. */
 function roundf(x: number): number {
   return x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5);
@@ -168,7 +159,7 @@ export function dequantizeQ8_0(bytes: Uint8Array): Float32Array {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let b = 0; b < nb; b++) {
     const o = b * Q8_0_BLOCK_BYTES;
-    const d = halfToF32(dv.getUint16(o, true));
+    const d = F16_TABLE[dv.getUint16(o, true)];
     for (let j = 0; j < QK8_0; j++) out[b * QK8_0 + j] = Math.fround(d * dv.getInt8(o + 2 + j));
   }
   return out;

@@ -2,18 +2,7 @@
 // {token, logprob, bytes, top_logprobs} and the legacy completions' parallel arrays.
 
 import type { TokenLogprob } from '../pipeline/completion.ts';
-import type { Tokenizer } from '../text/tokenizer.ts';
-
-// GPT-2's bytes_to_unicode reversed: vocabulary character code -> byte (-1: not a byte char).
-const CHAR_TO_BYTE: Int16Array = (() => {
-  const t = new Int16Array(324).fill(-1);
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
-    t[printable ? b : 256 + n++] = b;
-  }
-  return t;
-})();
+import { CHAR_TO_BYTE, type Tokenizer } from '../text/tokenizer.ts';
 
 /**
  * The UTF-8 bytes a token stands for. A byte-level BPE token may hold part of a character,

@@ -76,7 +76,7 @@ function toWellFormed(text: string): string {
 }
 
 // GPT-2's bytes_to_unicode, reversed: vocabulary character code -> byte (-1: not a byte char).
-const CHAR_TO_BYTE: Int16Array = (() => {
+export const CHAR_TO_BYTE: Int16Array = (() => {
   const t = new Int16Array(324).fill(-1);
   let n = 0;
   for (let b = 0; b < 256; b++) {
