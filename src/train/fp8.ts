@@ -17,43 +17,13 @@ function q(v: number, scale: number): number {
   return E4M3_TABLE[f32ToE4m3(v / scale)] * scale;
 }
 
-/** x [rows, cols] quantised per 1×128 tile along each row (the inner dimension). */
-export function quantiseRows(x: Float32Array, rows: number, cols: number): Float32Array {
+/** x [rows, cols] quantised to e4m3 with one scale (amax / 448) per tR × tC tile. */
+function quantiseTiles(x: Float32Array, rows: number, cols: number, tR: number, tC: number): Float32Array {
   const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let c0 = 0; c0 < cols; c0 += TILE) {
-      const c1 = Math.min(cols, c0 + TILE);
-      let amax = 0;
-      for (let c = c0; c < c1; c++) amax = Math.max(amax, Math.abs(x[r * cols + c]));
-      const s = amax > 0 ? amax / E4M3_MAX : 1;
-      for (let c = c0; c < c1; c++) out[r * cols + c] = q(x[r * cols + c], s);
-    }
-  }
-  return out;
-}
-
-/** x [rows, cols] quantised per 128×1 tile down each column (inner dimension = rows). */
-export function quantiseCols(x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r0 = 0; r0 < rows; r0 += TILE) {
-    const r1 = Math.min(rows, r0 + TILE);
-    for (let c = 0; c < cols; c++) {
-      let amax = 0;
-      for (let r = r0; r < r1; r++) amax = Math.max(amax, Math.abs(x[r * cols + c]));
-      const s = amax > 0 ? amax / E4M3_MAX : 1;
-      for (let r = r0; r < r1; r++) out[r * cols + c] = q(x[r * cols + c], s);
-    }
-  }
-  return out;
-}
-
-/** A weight [rows, cols] quantised per 128×128 block. */
-export function quantiseBlocks(x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r0 = 0; r0 < rows; r0 += TILE) {
-    for (let c0 = 0; c0 < cols; c0 += TILE) {
-      const r1 = Math.min(rows, r0 + TILE);
-      const c1 = Math.min(cols, c0 + TILE);
+  for (let r0 = 0; r0 < rows; r0 += tR) {
+    for (let c0 = 0; c0 < cols; c0 += tC) {
+      const r1 = Math.min(rows, r0 + tR);
+      const c1 = Math.min(cols, c0 + tC);
       let amax = 0;
       for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) amax = Math.max(amax, Math.abs(x[r * cols + c]));
       const s = amax > 0 ? amax / E4M3_MAX : 1;
@@ -62,6 +32,15 @@ export function quantiseBlocks(x: Float32Array, rows: number, cols: number): Flo
   }
   return out;
 }
+
+/** Activations or gradients [rows, cols] in 1×128 tiles along each row (the inner dimension). */
+export const quantiseRows = (x: Float32Array, rows: number, cols: number) => quantiseTiles(x, rows, cols, 1, TILE);
+
+/** [rows, cols] in 128×1 tiles down each column (inner dimension = rows). */
+export const quantiseCols = (x: Float32Array, rows: number, cols: number) => quantiseTiles(x, rows, cols, TILE, 1);
+
+/** A weight [rows, cols] in 128×128 blocks. */
+export const quantiseBlocks = (x: Float32Array, rows: number, cols: number) => quantiseTiles(x, rows, cols, TILE, TILE);
 
 export interface Fp8Kernels extends Kernels {
   /** Forget cached quantised weights (call after every optimizer step). */
