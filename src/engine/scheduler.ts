@@ -12,7 +12,7 @@
 import { DsError } from '../errors.ts';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
 import type { SequenceCache } from '../model/cache.ts';
-import { acceptDrafts, SpecStats, type SpecSampler } from './speculative.ts';
+import { acceptDrafts, acceptGreedy, SpecStats, type SpecSampler } from './speculative.ts';
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
 
@@ -252,13 +252,10 @@ export class Scheduler {
       let tokens: number[];
       if (prefill) tokens = [s.req.sampler.sample(row(0), s.history)];
       else {
-        tokens = acceptDrafts(
-          s.drafts,
-          s.draftDists,
-          (i, h) => s.req.sampler.distribution(row(i), h),
-          s.history,
-          s.req.sampler,
-        );
+        const sampler = s.req.sampler;
+        tokens = sampler.greedy
+          ? acceptGreedy(s.drafts, (i, h) => sampler.sample(row(i), h), s.history)
+          : acceptDrafts(s.drafts, s.draftDists, (i, h) => sampler.distribution(row(i), h), s.history, sampler);
         s.spec!.record(s.drafts.length, tokens.length - 1, tokens.length);
         // Positions past the last accepted draft hold rejected tokens: cut them off.
         for (const c of s.cache!.layers.slice(0, L)) c.length = slice.p0 + tokens.length;
@@ -313,7 +310,7 @@ export class Scheduler {
         const logits = out.logits.subarray(i * V, (i + 1) * V);
         const h = [...s.history, ...s.drafts];
         const d = s.req.sampler.sample(logits, h);
-        s.draftDists.push(s.req.sampler.distribution(logits, h));
+        if (!s.req.sampler.greedy) s.draftDists.push(s.req.sampler.distribution(logits, h));
         s.drafts.push(d);
         if (s.drafts.length < want[seqs.indexOf(s)]) {
           next.push({ s, ids: [d], hidden: out.block.subarray((row - 1) * D, row * D) });

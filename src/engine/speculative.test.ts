@@ -5,7 +5,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { acceptDrafts, type SpecSampler } from './speculative.ts';
+import { acceptDrafts, acceptGreedy, type SpecSampler } from './speculative.ts';
 import { Scheduler, type SeqResult } from './scheduler.ts';
 import { Sampler } from './sampler.ts';
 import { generate } from './generate.ts';
@@ -72,11 +72,23 @@ describe('MTP speculative decoding', () => {
     }
   });
 
+  it('greedy acceptance keeps drafts while they are the pick, then adds the pick or the bonus', () => {
+    const picks = [5, 6, 9, 4];
+    const seen: number[][] = [];
+    const pick = (j: number, h: readonly number[]) => (seen.push([...h]), picks[j]);
+    assert.deepEqual(acceptGreedy([5, 6, 7], pick, [1]), [5, 6, 9]);
+    assert.deepEqual(seen, [[1], [1, 5], [1, 5, 6]], 'each pick sees the history with the accepted drafts');
+    assert.deepEqual(acceptGreedy([5, 6, 9], (j) => picks[j], []), [5, 6, 9, 4], 'all accepted: the bonus token');
+    assert.deepEqual(acceptGreedy([8], (j) => picks[j], []), [5], 'first draft rejected');
+    assert.deepEqual(acceptGreedy([], (j) => picks[j], []), [5], 'no drafts');
+  });
+
   it('the acceptance rule keeps the target distribution (chi-square)', () => {
     const p = Float64Array.from([0.4, 0.25, 0.15, 0.12, 0.08]);
     const q = Float64Array.from([0.1, 0.3, 0.3, 0.2, 0.1]);
     const rng = new Rng(123);
     const s: SpecSampler = {
+      greedy: false,
       distribution: () => p,
       sample: () => 0,
       uniform: () => rng.uniform(),

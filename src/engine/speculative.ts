@@ -9,6 +9,8 @@
 
 /** What the acceptance rule needs from a sampler (engine/sampler.ts's Sampler has it). */
 export interface SpecSampler {
+  /** sample() is an argmax: p and q are one-hot (acceptGreedy applies). */
+  readonly greedy: boolean;
   /** The exact distribution the sampler draws from, given the history. */
   distribution(logits: Float32Array, history: ArrayLike<number>): Float64Array;
   sample(logits: Float32Array, history: ArrayLike<number>): number;
@@ -63,6 +65,27 @@ export function acceptDrafts(
   const p = target(drafts.length, h);
   out.push(drawFrom(p, s.uniform())!);
   return out;
+}
+
+/**
+ * acceptDrafts for a greedy sampler, where p and q are one-hot: keep drafts while they are
+ * what the sampler picks, then add its pick at the first mismatch (or the bonus token).
+ * `pick(j, history)` is the sampler's choice from the main model's row j. No distribution
+ * is computed, so a step costs a handful of argmaxes.
+ */
+export function acceptGreedy(
+  drafts: readonly number[],
+  pick: (j: number, history: readonly number[]) => number,
+  history: readonly number[],
+): number[] {
+  const out: number[] = [];
+  const h = [...history];
+  for (let j = 0; ; j++) {
+    const t = pick(j, h);
+    out.push(t);
+    if (j === drafts.length || t !== drafts[j]) return out;
+    h.push(t);
+  }
 }
 
 /** Per-request speculation counters: drafts proposed and accepted at each draft position. */
