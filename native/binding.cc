@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "ops.h"
 
@@ -46,10 +47,18 @@ struct Args {
     return t == napi_null || t == napi_undefined;
   }
   void* typed(size_t i, napi_typedarray_type want, size_t* len, const char* what) {
+    if (i >= n) {
+      *len = 0;
+      if (ok) fail(std::string(what) + " must be a typed array");
+      return nullptr;
+    }
+    return typedv(v[i], want, len, what);
+  }
+  void* typedv(napi_value val, napi_typedarray_type want, size_t* len, const char* what) {
     *len = 0;
     if (!ok) return nullptr;
     bool is = false;
-    if (i >= n || napi_is_typedarray(env, v[i], &is) != napi_ok || !is) {
+    if (napi_is_typedarray(env, val, &is) != napi_ok || !is) {
       fail(std::string(what) + " must be a typed array");
       return nullptr;
     }
@@ -57,7 +66,7 @@ struct Args {
     void* data = nullptr;
     napi_value ab;
     size_t off;
-    napi_get_typedarray_info(env, v[i], &type, len, &data, &ab, &off);
+    napi_get_typedarray_info(env, val, &type, len, &data, &ab, &off);
     if (type != want) {
       fail(std::string(what) + " has the wrong element type");
       return nullptr;
@@ -98,29 +107,45 @@ struct Args {
   }
   /** (data, dtype, rows, cols, scale | null, b0, b1) starting at argument i. */
   WView weight(size_t i) {
+    if (i + 6 >= n) {
+      fail("missing weight arguments");
+      return WView{};
+    }
+    const double dt = num(i + 1, "dtype"), rows = num(i + 2, "rows"), cols = num(i + 3, "cols");
+    const double b0 = isNull(i + 5) ? 0 : num(i + 5, "block[0]"), b1 = isNull(i + 6) ? 0 : num(i + 6, "block[1]");
+    return weightOf(v[i], dt, rows, cols, isNull(i + 4) ? nullptr : v[i + 4], b0, b1);
+  }
+  i64 whole(double d, const char* what) {
+    if (ok && (!(d >= 0 && d <= 9007199254740991.0) || std::floor(d) != d))
+      fail(std::string(what) + " must be a non-negative integer", true);
+    return ok ? (i64)d : 0;
+  }
+  /** A weight from its data array, numbers, and scale array (nullptr when absent). */
+  WView weightOf(napi_value data, double dtd, double rowsd, double colsd, napi_value scale, double b0, double b1) {
     WView w;
     std::memset(&w, 0, sizeof w);
-    const i64 dt = count(i + 1, "dtype");
-    w.rows = count(i + 2, "rows");
-    w.cols = count(i + 3, "cols");
+    const i64 dt = whole(dtd, "dtype");
+    w.rows = whole(rowsd, "rows");
+    w.cols = whole(colsd, "cols");
     w.ld = w.cols;
     w.dtype = (int)dt;
     size_t len = 0;
+    if (!ok) return w;
     switch (dt) {
-      case DT_F32: w.data = typed(i, napi_float32_array, &len, "weight data (F32)"); break;
-      case DT_BF16: w.data = typed(i, napi_uint16_array, &len, "weight data (BF16)"); break;
-      case DT_F16: w.data = typed(i, napi_uint16_array, &len, "weight data (F16)"); break;
-      case DT_F8: w.data = typed(i, napi_uint8_array, &len, "weight data (F8_E4M3)"); break;
+      case DT_F32: w.data = typedv(data, napi_float32_array, &len, "weight data (F32)"); break;
+      case DT_BF16: w.data = typedv(data, napi_uint16_array, &len, "weight data (BF16)"); break;
+      case DT_F16: w.data = typedv(data, napi_uint16_array, &len, "weight data (F16)"); break;
+      case DT_F8: w.data = typedv(data, napi_uint8_array, &len, "weight data (F8_E4M3)"); break;
       default: fail("unknown dtype code");
     }
     need(len, (double)w.rows * (double)w.cols, "weight data");
     if (ok && dt == DT_F8) {
-      w.b0 = count(i + 5, "block[0]");
-      w.b1 = count(i + 6, "block[1]");
+      w.b0 = whole(b0, "block[0]");
+      w.b1 = whole(b1, "block[1]");
       if (ok && (w.b0 < 1 || w.b1 < 1)) fail("F8 weight needs a block size >= 1", true);
-      if (isNull(i + 4)) fail("F8 weight needs its scale");
+      if (!scale) fail("F8 weight needs its scale");
       size_t sl = 0;
-      w.scale = f32(i + 4, &sl, "weight scale");
+      w.scale = static_cast<float*>(typedv(scale, napi_float32_array, &sl, "weight scale"));
       if (ok) {
         w.sCols = (w.cols + w.b1 - 1) / w.b1;
         need(sl, (double)((w.rows + w.b0 - 1) / w.b0) * (double)w.sCols, "weight scale");
@@ -165,6 +190,39 @@ napi_value MatmulT(napi_env env, napi_callback_info info) {
   a.need(lx, (double)M * R, "x");
   a.need(lo, (double)M * w.cols, "out");
   if (a.ok) op_matmulT(out, x, M, w, r0, R);
+  return nullptr;
+}
+
+// matmulHeads(out, x, M, H, data, dtype, rows, cols, scale, b0, b1, r0, step, N)
+napi_value MatmulHeads(napi_env env, napi_callback_info info) {
+  Args a(env, info, "matmulHeads");
+  size_t lo, lx;
+  float* out = a.f32(0, &lo, "out");
+  const float* x = a.f32(1, &lx, "x");
+  const i64 M = a.count(2, "M"), H = a.count(3, "H");
+  const WView w = a.weight(4);
+  const i64 r0 = a.count(11, "r0"), step = a.count(12, "step"), N = a.count(13, "N");
+  if (a.ok && H > 0 && (double)r0 + (double)(H - 1) * step + N > (double)w.rows) a.fail("the last head's rows exceed the weight", true);
+  a.need(lx, (double)M * H * w.cols, "x");
+  a.need(lo, (double)M * H * N, "out");
+  if (a.ok) op_matmul_heads(out, x, M, H, w, r0, step, N);
+  return nullptr;
+}
+
+// matmulTHeads(out, x, M, H, xs, data, dtype, rows, cols, scale, b0, b1, r0, step, R)
+napi_value MatmulTHeads(napi_env env, napi_callback_info info) {
+  Args a(env, info, "matmulTHeads");
+  size_t lo, lx;
+  float* out = a.f32(0, &lo, "out");
+  const float* x = a.f32(1, &lx, "x");
+  const i64 M = a.count(2, "M"), H = a.count(3, "H"), xs = a.count(4, "xs");
+  const WView w = a.weight(5);
+  const i64 r0 = a.count(12, "r0"), step = a.count(13, "step"), R = a.count(14, "R");
+  if (a.ok && R > xs) a.fail("R exceeds the head stride xs", true);
+  if (a.ok && H > 0 && (double)r0 + (double)(H - 1) * step + R > (double)w.rows) a.fail("the last head's rows exceed the weight", true);
+  a.need(lx, (double)M * H * xs, "x");
+  a.need(lo, (double)M * H * w.cols, "out");
+  if (a.ok) op_matmulT_heads(out, x, M, H, xs, w, r0, step, R);
   return nullptr;
 }
 
@@ -343,6 +401,62 @@ napi_value GatherRows(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// ffnExperts(y, x, D, arrays, meta, offsets, rows, weights): net e has weights
+// arrays[6e..6e+5] = gate data, gate scale | null, up data, up scale, down data, down scale,
+// and meta[15e..15e+14] = (dtype, rows, cols, b0, b1) of gate, up and down.
+napi_value FfnExperts(napi_env env, napi_callback_info info) {
+  Args a(env, info, "ffnExperts");
+  size_t ly, lx, lm, lo, lr, lw;
+  float* y = a.f32(0, &ly, "y");
+  const float* x = a.f32(1, &lx, "x");
+  const i64 D = a.count(2, "D");
+  const double* meta = static_cast<const double*>(a.typed(4, napi_float64_array, &lm, "meta"));
+  const std::int32_t* off = a.i32(5, &lo, "offsets");
+  const std::int32_t* rows = a.i32(6, &lr, "rows");
+  const float* wts = a.f32(7, &lw, "weights");
+  if (!a.ok) return nullptr;
+  bool isArr = false;
+  napi_is_array(env, a.v[3], &isArr);
+  uint32_t na = 0;
+  if (isArr) napi_get_array_length(env, a.v[3], &na);
+  const i64 count = lo > 0 ? (i64)lo - 1 : 0;
+  if (!isArr || na != (uint32_t)(6 * count) || lm != (size_t)(15 * count)) {
+    a.fail("arrays must hold 6 and meta 15 entries per net (offsets has nets + 1)", true);
+    return nullptr;
+  }
+  if (lw < lr) a.fail("weights is shorter than rows", true);
+  const double T = D > 0 ? std::floor((double)lx / (double)D) : 0;
+  if (a.ok) a.need(ly, T * (double)D, "y");
+  std::vector<FfnNet> nets((std::size_t)count);
+  for (i64 e = 0; a.ok && e < count; e++) {
+    napi_value el[6];
+    for (uint32_t k = 0; k < 6; k++) napi_get_element(env, a.v[3], (uint32_t)(6 * e) + k, &el[k]);
+    const double* m = meta + 15 * e;
+    auto scaleOf = [&](napi_value v) -> napi_value {
+      napi_valuetype t;
+      napi_typeof(env, v, &t);
+      return t == napi_null || t == napi_undefined ? nullptr : v;
+    };
+    FfnNet& f = nets[(std::size_t)e];
+    f.gate = a.weightOf(el[0], m[0], m[1], m[2], scaleOf(el[1]), m[3], m[4]);
+    f.up = a.weightOf(el[2], m[5], m[6], m[7], scaleOf(el[3]), m[8], m[9]);
+    f.down = a.weightOf(el[4], m[10], m[11], m[12], scaleOf(el[5]), m[13], m[14]);
+    if (!a.ok) break;
+    if (f.gate.cols != D || f.up.cols != D || f.up.rows != f.gate.rows || f.down.rows != D || f.down.cols != f.gate.rows)
+      a.fail("net " + std::to_string(e) + ": gate/up must be [I, D] and down [D, I]", true);
+    const i64 o0 = off[e], o1 = off[e + 1];
+    if (a.ok && (o0 < 0 || o1 < o0 || (size_t)o1 > lr)) a.fail("offsets must rise within rows", true);
+    if (!a.ok) break;
+    f.rows = rows + o0;
+    f.w = wts + o0;
+    f.n = o1 - o0;
+    for (i64 i = 0; i < f.n; i++)
+      if (f.rows[i] < 0 || (double)f.rows[i] >= T) a.fail("row index out of range", true);
+  }
+  if (a.ok) op_ffn_experts(y, x, D, nets.data(), count);
+  return nullptr;
+}
+
 // scatterAddRows(out, src, rows, weights, D)
 napi_value ScatterAddRows(napi_env env, napi_callback_info info) {
   Args a(env, info, "scatterAddRows");
@@ -443,11 +557,12 @@ napi_value Init(napi_env env, napi_value exports) {
     const char* name;
     napi_callback cb;
   } fns[] = {
-      {"matmul", Matmul},         {"matmulT", MatmulT},       {"embedding", Embedding},
+      {"matmul", Matmul},         {"matmulT", MatmulT},
+      {"matmulHeads", MatmulHeads}, {"matmulTHeads", MatmulTHeads},       {"embedding", Embedding},
       {"rmsNorm", RmsNorm},       {"rope", Rope},             {"softmax", Softmax},
       {"siluMul", SiluMul},       {"add", Add},               {"attnLatent", AttnLatent},
       {"attention", Attention},   {"moeRoute", MoeRoute},     {"gatherRows", GatherRows},
-      {"scatterAddRows", ScatterAddRows}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
+      {"scatterAddRows", ScatterAddRows}, {"ffnExperts", FfnExperts}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
       {"level", Level},           {"levels", Levels},         {"setLevel", SetLevel},
       {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth}, {"adviseHugePages", AdviseHugePages},
   };

@@ -232,6 +232,68 @@ void op_matmulT(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 R
   });
 }
 
+void op_matmul_heads(float* out, const float* x, i64 M, i64 H, const WView& w, i64 r0, i64 step, i64 N) {
+  if (M <= 0 || N <= 0 || H <= 0) return;
+  const KernelTable* t = lv();
+  const i64 K = w.cols;
+  std::vector<GemmNT> g((std::size_t)H);
+  for (i64 h = 0; h < H; h++) {
+    GemmNT& e = g[(std::size_t)h];
+    e.x = x + h * K;
+    e.ldx = H * K;
+    e.M = M;
+    e.K = K;
+    e.w = w;
+    e.r0 = r0 + h * step;
+    e.N = N;
+    e.out = out + h * N;
+    e.ldo = H * N;
+    e.f8slow = f8_needs_slow(w, e.r0, N);
+  }
+  const int nt = threads_for((double)H * M * N * (K + 16));
+  if (M >= t->packMinM) {
+    const i64 mc = M <= 256 ? M : 256, nmc = cdiv(M, mc);
+    run_jobs(H * nmc, nt, [&](i64 j) {
+      const i64 h = j / nmc, mi = (j % nmc) * mc;
+      t->gemm_nt_packed(&g[(std::size_t)h], mi, std::min(M, mi + mc), 0, N);
+    });
+  } else {
+    const i64 nc = std::max<i64>(16, rup(cdiv(N * H, (i64)nt * 4), 16));
+    const i64 per = cdiv(N, nc);
+    run_jobs(H * per, nt, [&](i64 j) {
+      const i64 h = j / per, n0 = (j % per) * nc;
+      t->gemm_nt(&g[(std::size_t)h], 0, M, n0, std::min(N, n0 + nc));
+    });
+  }
+}
+
+void op_matmulT_heads(float* out, const float* x, i64 M, i64 H, i64 xs, const WView& w, i64 r0, i64 step, i64 R) {
+  if (M <= 0 || H <= 0) return;
+  const KernelTable* t = lv();
+  const i64 C = w.cols;
+  std::vector<GemmNN> g((std::size_t)H);
+  for (i64 h = 0; h < H; h++) {
+    GemmNN& e = g[(std::size_t)h];
+    e.x = x + h * xs;
+    e.ldx = H * xs;
+    e.M = M;
+    e.R = R;
+    e.w = w;
+    e.r0 = r0 + h * step;
+    e.C = C;
+    e.out = out + h * C;
+    e.ldo = H * C;
+    e.f8slow = f8_needs_slow(w, e.r0, R);
+  }
+  const int nt = threads_for((double)H * M * C * (R + 4));
+  const i64 mc = std::max<i64>(6, rup(cdiv(M, (i64)std::max(1, nt / (int)std::min<i64>(H, nt))), 6));
+  const i64 nmc = cdiv(M, mc);
+  run_jobs(H * nmc, nt, [&](i64 j) {
+    const i64 h = j / nmc, mi = (j % nmc) * mc;
+    t->gemm_nn(&g[(std::size_t)h], mi, std::min(M, mi + mc), 0, C);
+  });
+}
+
 void op_embedding(float* out, const WView& w, const std::int32_t* ids, i64 T) {
   const i64 D = w.cols;
   const float* e4 = e4m3_table();
@@ -433,6 +495,125 @@ void op_scatter_add_rows(float* out, const float* src, const std::int32_t* rows,
       const float* s = src + i * D;
       const double wi = w[i];
       for (i64 d = d0; d < d1; d++) o[d] = (float)((double)o[d] + wi * (double)s[d]);
+    }
+  });
+}
+
+namespace {
+
+/** A block of a GEMM: net e, rows [m0, m1), outputs [n0, n1). */
+struct GemmBlock {
+  i64 e, m0, m1, n0, n1;
+};
+
+/**
+ * Split the GEMMs g[0..n) into blocks the way op_matmul splits one: decode GEMMs by output
+ * rows, prefill GEMMs (M >= packMinM) by [m-chunk x n-chunk] for the packed path.
+ */
+void split_gemms(const GemmNT* g, i64 n, int nt, i64 packMinM, std::vector<GemmBlock>& out) {
+  out.clear();
+  for (i64 e = 0; e < n; e++) {
+    const i64 M = g[e].M, N = g[e].N;
+    if (M <= 0 || N <= 0) continue;
+    if (M >= packMinM) {
+      const i64 mc = M <= 256 ? M : 256;
+      i64 nc = rup(cdiv(N, (i64)nt * 4), 48);
+      if (nc > 384) nc = 384;
+      for (i64 m = 0; m < M; m += mc)
+        for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
+    } else {
+      i64 nc = rup(cdiv(N, (i64)nt * 2), 16);
+      if (nc < 16) nc = 16;
+      for (i64 c = 0; c < N; c += nc) out.push_back({e, 0, M, c, std::min(N, c + nc)});
+    }
+  }
+}
+
+void run_block(const KernelTable* t, const GemmNT& g, const GemmBlock& b) {
+  if (g.M >= t->packMinM) t->gemm_nt_packed(&g, b.m0, b.m1, b.n0, b.n1);
+  else t->gemm_nt(&g, b.m0, b.m1, b.n0, b.n1);
+}
+
+GemmNT make_gemm(const float* x, i64 M, const WView& w, float* out) {
+  GemmNT g;
+  g.x = x;
+  g.ldx = w.cols;
+  g.M = M;
+  g.K = w.cols;
+  g.w = w;
+  g.r0 = 0;
+  g.N = w.rows;
+  g.out = out;
+  g.ldo = w.rows;
+  g.f8slow = f8_needs_slow(w, 0, w.rows);
+  return g;
+}
+
+}  // namespace
+
+void op_ffn_experts(float* y, const float* x, i64 D, const FfnNet* nets, i64 count) {
+  const KernelTable* t = lv();
+  // Scratch: gathered inputs [n, D], gate and up outputs [n, I] each, outputs [n, D].
+  std::vector<i64> xo((std::size_t)count + 1, 0), ho((std::size_t)count + 1, 0);
+  for (i64 e = 0; e < count; e++) {
+    xo[e + 1] = xo[e] + nets[e].n * D;
+    ho[e + 1] = ho[e] + nets[e].n * nets[e].gate.rows;
+  }
+  // The calling thread's scratch; workers only see pointers into it.
+  static thread_local std::vector<float> sx, sg, su, sy;
+  if (sx.size() < (std::size_t)xo[count]) sx.resize((std::size_t)xo[count]);
+  if (sy.size() < (std::size_t)xo[count]) sy.resize((std::size_t)xo[count]);
+  if (sg.size() < (std::size_t)ho[count]) sg.resize((std::size_t)ho[count]);
+  if (su.size() < (std::size_t)ho[count]) su.resize((std::size_t)ho[count]);
+  double work1 = 0, work2 = 0;
+  std::vector<GemmNT> gg((std::size_t)count), gu((std::size_t)count), gd((std::size_t)count);
+  for (i64 e = 0; e < count; e++) {
+    const FfnNet& f = nets[e];
+    float* xe = sx.data() + xo[e];
+    for (i64 i = 0; i < f.n; i++) std::memcpy(xe + i * D, x + (i64)f.rows[i] * D, (std::size_t)D * 4);
+    gg[e] = make_gemm(xe, f.n, f.gate, sg.data() + ho[e]);
+    gu[e] = make_gemm(xe, f.n, f.up, su.data() + ho[e]);
+    gd[e] = make_gemm(sg.data() + ho[e], f.n, f.down, sy.data() + xo[e]);
+    work1 += 2.0 * (double)f.n * f.gate.rows * (D + 16);
+    work2 += (double)f.n * D * (f.gate.rows + 16);
+  }
+  std::vector<GemmBlock> blocks;
+  // Phase 1: gate and up over the same block, then silu(gate) * up in place of the gate.
+  int nt = threads_for(work1);
+  split_gemms(gg.data(), count, nt, t->packMinM, blocks);
+  run_jobs((i64)blocks.size(), nt, [&](i64 j) {
+    const GemmBlock& b = blocks[(std::size_t)j];
+    run_block(t, gg[b.e], b);
+    run_block(t, gu[b.e], b);
+    const i64 I = gg[b.e].N;
+    float* g = gg[b.e].out;
+    const float* u = gu[b.e].out;
+    for (i64 m = b.m0; m < b.m1; m++) t->silu_mul(g + m * I, g + m * I, u + m * I, b.n0, b.n1);
+  });
+  // Phase 2: down.
+  nt = threads_for(work2);
+  split_gemms(gd.data(), count, nt, t->packMinM, blocks);
+  run_jobs((i64)blocks.size(), nt, [&](i64 j) {
+    const GemmBlock& b = blocks[(std::size_t)j];
+    run_block(t, gd[b.e], b);
+  });
+  // Scatter in net order (op_scatter_add_rows' arithmetic), split over columns.
+  const float* ys = sy.data();  // thread_local: take the caller's pointer, not the worker's
+  double rowsTotal = 0;
+  for (i64 e = 0; e < count; e++) rowsTotal += (double)nets[e].n;
+  nt = threads_for(rowsTotal * D);
+  const i64 dc = std::max<i64>(256, rup(cdiv(D, (i64)nt), 64));
+  run_jobs(cdiv(D, dc), nt, [&](i64 j) {
+    const i64 d0 = j * dc, d1 = std::min(D, d0 + dc);
+    for (i64 e = 0; e < count; e++) {
+      const FfnNet& f = nets[e];
+      const float* src = ys + xo[e];
+      for (i64 i = 0; i < f.n; i++) {
+        float* o = y + (i64)f.rows[i] * D;
+        const float* s = src + i * D;
+        const double wi = f.w[i];
+        for (i64 d = d0; d < d1; d++) o[d] = (float)((double)o[d] + wi * (double)s[d]);
+      }
     }
   });
 }

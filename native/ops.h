@@ -22,6 +22,10 @@ const char* cpu_features();
 
 void op_matmul(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 N);
 void op_matmulT(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 R);
+/** op_matmul per head h < H on x[:, h*K ...] (ldx H*K) → out[:, h*N ...] (ldo H*N), rows r0 + h*step. */
+void op_matmul_heads(float* out, const float* x, i64 M, i64 H, const WView& w, i64 r0, i64 step, i64 N);
+/** op_matmulT per head h < H on x[:, h*xs ...] (ldx H*xs) → out[:, h*C ...] (ldo H*C), rows r0 + h*step. */
+void op_matmulT_heads(float* out, const float* x, i64 M, i64 H, i64 xs, const WView& w, i64 r0, i64 step, i64 R);
 void op_embedding(float* out, const WView& w, const std::int32_t* ids, i64 T);
 void op_rmsnorm(float* out, const float* x, const float* weight, i64 M, i64 D, double eps);
 void op_rope(float* x, i64 T, i64 H, i64 stride, i64 offset, const std::int32_t* pos, const float* freqs,
@@ -34,6 +38,18 @@ void op_attention(const AttentionArgs& a);
 void op_moe_route(std::int32_t* outIdx, float* outW, const float* logits, i64 T, i64 E, const RouteArgs& p);
 void op_gather_rows(float* out, const float* x, const std::int32_t* rows, i64 n, i64 D);
 void op_scatter_add_rows(float* out, const float* src, const std::int32_t* rows, const float* w, i64 n, i64 D);
+/** One SwiGLU network of ffn_experts and the rows it serves. */
+struct FfnNet {
+  WView gate, up, down;        // [I, D], [I, D], [D, I]
+  const std::int32_t* rows;    // n token rows of x / y
+  const float* w;              // n weights
+  i64 n;
+};
+/**
+ * y[rows[i]] += w[i] * down(silu(gate(x[rows[i]])) * up(x[rows[i]])) for every net in order:
+ * the numbers of gather_rows, matmul, silu_mul, matmul and scatter_add_rows, in two pool jobs.
+ */
+void op_ffn_experts(float* y, const float* x, i64 D, const FfnNet* nets, i64 count);
 /** Read bandwidth of a simple streaming sum over `bytes` bytes, `reps` times, all threads (GB/s). */
 double read_bandwidth(i64 bytes, int reps);
 

@@ -18,7 +18,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Kernels, RouteParams } from './kernels.ts';
-import { refKernels } from './ref/index.ts';
+import { ffnExpertsComposed, matmulHeadsComposed, matmulTHeadsComposed, refKernels } from './ref/index.ts';
 import { loadNative, nativeInfo, nativeLoadError, setNativeLevel, setThreads } from './native.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 import { f32ToBf16, f32ToE4m3, type DType } from '../tensor/dtypes.ts';
@@ -361,6 +361,71 @@ for (const be of backends) {
       }
     });
 
+    it('matmulHeads and matmulTHeads: bitwise their per-head composition, every dtype, FP8 blocks across heads', () => {
+      // kv_b_proj-like weights: H heads of (dn + dv) rows; FP8 blocks of 16x24 straddle heads.
+      for (const dtype of DTYPES) {
+        for (const [H, dn, dv, C] of [[1, 5, 3, 7], [3, 13, 11, 40], [4, 24, 20, 130]]) {
+          const w = makeWeight(dtype, H * (dn + dv), C, H * 7 + C, [16, 24]);
+          for (const M of [1, 3, 20]) {
+            const x = randArray(M * H * C, M + C);
+            const got = new Float32Array(M * H * dv).fill(NaN);
+            K.matmulHeads(got, x, M, H, w, dn, dn + dv, dv);
+            const want = new Float32Array(M * H * dv);
+            matmulHeadsComposed(K, want, x, M, H, w, dn, dn + dv, dv);
+            bitwise(got, want, `matmulHeads ${dtype} H=${H} M=${M}`);
+            const oracle = new Float32Array(M * H * dv);
+            matmulHeadsComposed(refKernels, oracle, x, M, H, w, dn, dn + dv, dv);
+            closeDot(got, oracle, C, `matmulHeads ${dtype} H=${H} M=${M} (against ref)`);
+
+            const xs = dn + 6; // each head's query holds dn latent-bound numbers, then others
+            const q = randArray(M * H * xs, M + H);
+            const gotT = new Float32Array(M * H * C).fill(NaN);
+            K.matmulTHeads(gotT, q, M, H, xs, w, 0, dn + dv, dn);
+            const wantT = new Float32Array(M * H * C);
+            matmulTHeadsComposed(K, wantT, q, M, H, xs, w, 0, dn + dv, dn);
+            bitwise(gotT, wantT, `matmulTHeads ${dtype} H=${H} M=${M}`);
+            const oracleT = new Float32Array(M * H * C);
+            matmulTHeadsComposed(refKernels, oracleT, q, M, H, xs, w, 0, dn + dv, dn);
+            closeDot(gotT, oracleT, dn, `matmulTHeads ${dtype} H=${H} M=${M} (against ref)`);
+          }
+        }
+      }
+    });
+
+    it('ffnExperts: bitwise the composed gather/matmul/siluMul/matmul/scatter, every dtype, prefill sizes', () => {
+      // Nets of odd widths; rows repeat across nets and some nets get no rows; T = 40 and
+      // 300 take the decode and the packed (prefill) GEMM paths inside one call.
+      for (const dtype of DTYPES) {
+        for (const [T, D] of [[1, 37], [5, 130], [40, 64], [300, 160]]) {
+          const widths = [19, 7, 33, 16];
+          const nets = widths.map((I, e) => ({
+            gate_proj: makeWeight(dtype, I, D, 90 + e),
+            up_proj: makeWeight(dtype, I, D, 95 + e),
+            down_proj: makeWeight(dtype, D, I, 99 + e),
+          }));
+          const r = rng(T * 7 + D);
+          const rows: number[] = [];
+          const offsets = [0];
+          for (let e = 0; e < nets.length; e++) {
+            if (e !== 1) for (let t = 0; t < T; t++) if (r() < 0.6 || e === 3) rows.push(t);
+            offsets.push(rows.length);
+          }
+          const x = randArray(T * D, T + D);
+          const wts = randArray(rows.length, D + 3);
+          const y0 = randArray(T * D, D + 4);
+          const args = [D, nets, Int32Array.from(offsets), Int32Array.from(rows), wts] as const;
+          const got = y0.slice();
+          K.ffnExperts(got, x, ...args);
+          const want = y0.slice();
+          ffnExpertsComposed(K, want, x, ...args);
+          bitwise(got, want, `${dtype} T=${T} D=${D} (against this backend's own ops)`);
+          const oracle = y0.slice();
+          ffnExpertsComposed(refKernels, oracle, x, ...args);
+          closeDot(got, oracle, Math.max(D, ...widths) * 4, `${dtype} T=${T} D=${D} (against ref)`);
+        }
+      }
+    });
+
     it('attnLatent: odd sizes, p0 > 0', () => {
       for (const [T, H, C, R, p0] of [[1, 1, 7, 3, 0], [3, 5, 33, 8, 9], [4, 2, 130, 17, 40], [1, 3, 512, 64, 200]]) {
         const S = p0 + T;
@@ -528,6 +593,13 @@ for (const be of backends) {
         assert.throws(() => K.matmulT(new Float32Array(8), new Float32Array(4), 1, w, 1, 4), RangeError);
         const w8 = makeWeight('F8_E4M3', 4, 8, 1);
         assert.throws(() => K.matmul(new Float32Array(4), new Float32Array(8), 1, { ...w8, scale: undefined }), TypeError);
+        assert.throws(() => K.matmulHeads(new Float32Array(8), new Float32Array(16), 1, 2, w, 2, 2, 2), RangeError);
+        assert.throws(() => K.matmulTHeads(new Float32Array(16), new Float32Array(4), 1, 2, 2, w, 0, 2, 3), RangeError);
+        const net = { gate_proj: makeWeight('F32', 3, 8, 2), up_proj: makeWeight('F32', 3, 8, 3), down_proj: makeWeight('F32', 8, 3, 4) };
+        const one = Float32Array.of(1);
+        assert.throws(() => K.ffnExperts(new Float32Array(8), new Float32Array(8), 8, [net], Int32Array.of(0, 1), Int32Array.of(1), one), RangeError);
+        assert.throws(() => K.ffnExperts(new Float32Array(8), new Float32Array(8), 8, [net], Int32Array.of(0, 2), Int32Array.of(0), one), RangeError);
+        assert.throws(() => K.ffnExperts(new Float32Array(8), new Float32Array(8), 8, [{ ...net, down_proj: net.gate_proj }], Int32Array.of(0, 1), Int32Array.of(0), one), RangeError);
       });
     }
   });

@@ -28,6 +28,16 @@ export interface RouteParams {
   scale: number;
 }
 
+/** The three matrices of one SwiGLU network: a routed or shared expert, or a dense MLP. */
+export interface FfnWeights {
+  /** [I, D] */
+  gate_proj: LinearWeight;
+  /** [I, D] */
+  up_proj: LinearWeight;
+  /** [D, I] */
+  down_proj: LinearWeight;
+}
+
 export interface Kernels {
   readonly name: string;
 
@@ -42,6 +52,40 @@ export interface Kernels {
    * x is [M, R], out is [M, W.cols]. (MLA absorbs kv_b_proj's key half into q this way.)
    */
   matmulT(out: Float32Array, x: Float32Array, M: number, w: LinearWeight, r0: number, R: number): void;
+
+  /**
+   * matmul once per head over a head-major layout (absorbed MLA's value up-projection): for
+   * h < H, out[m, h·N + n] = Σ_k x[m, h·K + k] · W[r0 + h·step + n, k], K = W.cols; x is
+   * [M, H·K], out [M, H·N]. Each head's numbers are those of matmul on its slices.
+   */
+  matmulHeads(
+    out: Float32Array,
+    x: Float32Array,
+    M: number,
+    H: number,
+    w: LinearWeight,
+    r0: number,
+    step: number,
+    N: number,
+  ): void;
+
+  /**
+   * matmulT once per head (absorbed MLA's query absorption): for h < H,
+   * out[m, h·C + c] = Σ_r x[m, h·xs + r] · W[r0 + h·step + r, c] for r < R, C = W.cols; x is
+   * [M, H·xs] (each head's first R numbers are used), out [M, H·C]. Each head's numbers are
+   * those of matmulT on its slices.
+   */
+  matmulTHeads(
+    out: Float32Array,
+    x: Float32Array,
+    M: number,
+    H: number,
+    xs: number,
+    w: LinearWeight,
+    r0: number,
+    step: number,
+    R: number,
+  ): void;
 
   /** out[t, :] = row ids[t] of the table, widened to f32. out is [T, table.cols]. */
   embedding(out: Float32Array, table: LinearWeight, ids: Int32Array): void;
@@ -126,6 +170,23 @@ export interface Kernels {
 
   /** out[i, :] = x[rows[i], :] for i < rows.length; rows of width D. */
   gatherRows(out: Float32Array, x: Float32Array, rows: Int32Array, D: number): void;
+
+  /**
+   * DeepSeekMoE's expert dispatch (inference): for each network e in order, and each i in
+   * offsets[e] … offsets[e+1]-1 in order, y[rows[i], :] += weights[i] · down(silu(gate(x_i)) ·
+   * up(x_i)) with x_i = x[rows[i], :]; x and y are [T, D]. The result is exactly that of
+   * gatherRows, matmul, siluMul, matmul and scatterAddRows (ffnExpertsComposed); a backend
+   * may run all networks in one go.
+   */
+  ffnExperts(
+    y: Float32Array,
+    x: Float32Array,
+    D: number,
+    nets: readonly FfnWeights[],
+    offsets: Int32Array,
+    rows: Int32Array,
+    weights: Float32Array,
+  ): void;
 
   /** out[rows[i], :] += weights[i] · src[i, :] for i < rows.length, in order of i. */
   scatterAddRows(

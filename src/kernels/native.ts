@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Kernels, RouteParams } from './kernels.ts';
+import type { FfnWeights, Kernels, RouteParams } from './kernels.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 import type { DType } from '../tensor/dtypes.ts';
 
@@ -19,6 +19,10 @@ export interface NativeAddon {
     scale: F32 | null, b0: number, b1: number, r0: number, N: number): void;
   matmulT(out: F32, x: F32, M: number, data: WData, dt: number, rows: number, cols: number,
     scale: F32 | null, b0: number, b1: number, r0: number, R: number): void;
+  matmulHeads(out: F32, x: F32, M: number, H: number, data: WData, dt: number, rows: number, cols: number,
+    scale: F32 | null, b0: number, b1: number, r0: number, step: number, N: number): void;
+  matmulTHeads(out: F32, x: F32, M: number, H: number, xs: number, data: WData, dt: number, rows: number,
+    cols: number, scale: F32 | null, b0: number, b1: number, r0: number, step: number, R: number): void;
   embedding(out: F32, data: WData, dt: number, rows: number, cols: number,
     scale: F32 | null, b0: number, b1: number, ids: Int32Array): void;
   rmsNorm(out: F32, x: F32, weight: F32, M: number, eps: number): void;
@@ -35,6 +39,8 @@ export interface NativeAddon {
     scale: number): void;
   gatherRows(out: F32, x: F32, rows: Int32Array, D: number): void;
   scatterAddRows(out: F32, src: F32, rows: Int32Array, weights: F32, D: number): void;
+  ffnExperts(y: F32, x: F32, D: number, arrays: (WData | F32 | null)[], meta: Float64Array,
+    offsets: Int32Array, rows: Int32Array, weights: F32): void;
   setThreads(n: number): void;
   getThreads(): number;
   level(): string;
@@ -131,6 +137,16 @@ function makeKernels(a: NativeAddon): Kernels {
       const b = w.block;
       a.matmulT(out, x, M, w.data, DT[w.dtype], w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0, r0, R);
     },
+    matmulHeads(out, x, M, H, w: LinearWeight, r0, step, N) {
+      const b = w.block;
+      a.matmulHeads(out, x, M, H, w.data, DT[w.dtype], w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0,
+        r0, step, N);
+    },
+    matmulTHeads(out, x, M, H, xs, w: LinearWeight, r0, step, R) {
+      const b = w.block;
+      a.matmulTHeads(out, x, M, H, xs, w.data, DT[w.dtype], w.rows, w.cols, w.scale ?? null, b ? b[0] : 0,
+        b ? b[1] : 0, r0, step, R);
+    },
     embedding(out, table: LinearWeight, ids) {
       const b = table.block;
       a.embedding(out, table.data, DT[table.dtype], table.rows, table.cols, table.scale ?? null,
@@ -150,6 +166,18 @@ function makeKernels(a: NativeAddon): Kernels {
     },
     gatherRows: (out, x, rows, D) => a.gatherRows(out, x, rows, D),
     scatterAddRows: (out, src, rows, weights, D) => a.scatterAddRows(out, src, rows, weights, D),
+    ffnExperts(y, x, D, nets: readonly FfnWeights[], offsets, rows, weights) {
+      const arrays: (WData | F32 | null)[] = [];
+      const meta = new Float64Array(nets.length * 15);
+      nets.forEach((n, e) => {
+        [n.gate_proj, n.up_proj, n.down_proj].forEach((w, j) => {
+          arrays.push(w.data, w.scale ?? null);
+          const b = w.block;
+          meta.set([DT[w.dtype], w.rows, w.cols, b ? b[0] : 0, b ? b[1] : 0], e * 15 + j * 5);
+        });
+      });
+      a.ffnExperts(y, x, D, arrays, meta, offsets, rows, weights);
+    },
   };
 }
 

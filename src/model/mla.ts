@@ -134,14 +134,8 @@ export function mlaForward(
     // q_nope[h] · W_uk[h] → a query in latent space: qLat [T, H, C]; qPe [T, H, R].
     const qLat = new Float32Array(T * H * C);
     const qPe = new Float32Array(T * H * R);
-    const qh = new Float32Array(T * dNope);
-    const th = new Float32Array(T * C);
-    for (let h = 0; h < H; h++) {
-      copyBlock(qh, 0, dNope, q, h * dQk, H * dQk, T, dNope);
-      K.matmulT(th, qh, T, kvb, h * (dNope + dV), dNope);
-      copyBlock(qLat, h * C, H * C, th, 0, C, T, C);
-      copyBlock(qPe, h * R, H * R, q, h * dQk + dNope, H * dQk, T, R);
-    }
+    K.matmulTHeads(qLat, q, T, H, dQk, kvb, 0, dNope + dV, dNope);
+    for (let h = 0; h < H; h++) copyBlock(qPe, h * R, H * R, q, h * dQk + dNope, H * dQk, T, R);
     const oLat = new Float32Array(T * H * C);
     for (let i = 0; i < seqs.length; i++) {
       const s = seqs[i];
@@ -166,12 +160,7 @@ export function mlaForward(
       saved.oLat = oLat;
     }
     // Per head, W_uv[h] maps the attended latent to the value space: o [T, H, dV].
-    const vh = new Float32Array(T * dV);
-    for (let h = 0; h < H; h++) {
-      copyBlock(th, 0, C, oLat, h * C, H * C, T, C);
-      K.matmul(vh, th, T, kvb, h * (dNope + dV) + dNope, dV);
-      copyBlock(o, h * dV, H * dV, vh, 0, dV, T, dV);
-    }
+    K.matmulHeads(o, oLat, T, H, kvb, dNope, dNope + dV, dV);
   } else {
     for (let i = 0; i < seqs.length; i++) {
       const s = seqs[i];

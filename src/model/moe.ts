@@ -34,6 +34,13 @@ export function mlpForward(
   T: number,
   saved?: MlpSaved,
 ): Float32Array {
+  if (!saved) {
+    // Inference: one kernel call (the same numbers as the steps below).
+    const out = new Float32Array(T * w.down_proj.rows);
+    const all = allRows(T);
+    K.ffnExperts(out, x, w.down_proj.rows, [w], Int32Array.of(0, T), all.rows, all.ones);
+    return out;
+  }
   const I = w.gate_proj.rows;
   const g = new Float32Array(T * I);
   const u = new Float32Array(T * I);
@@ -50,6 +57,13 @@ export function mlpForward(
     saved.a = a;
   }
   return out;
+}
+
+/** Rows 0 … T-1 with weight 1 each (a network that serves every token). */
+function allRows(T: number): { rows: Int32Array; ones: Float32Array } {
+  const rows = new Int32Array(T);
+  for (let i = 0; i < T; i++) rows[i] = i;
+  return { rows, ones: new Float32Array(T).fill(1) };
 }
 
 /** Backward of mlpForward: dy [T, D] → dx [T, D]; weight gradients accumulate in gw. */
@@ -172,6 +186,31 @@ export function moeForward(
   }
 
   const y = new Float32Array(T * D);
+  if (!saved) {
+    // Inference: every expert that got tokens, then the shared experts over all tokens
+    // (weight 1, which adds exactly as K.add does), in one kernel call.
+    const S = w.shared ? T : 0;
+    const nets = [];
+    const offsets = [0];
+    for (let e = 0; e < E; e++) {
+      if (count[e + 1] === count[e]) continue;
+      nets.push(w.experts[e]);
+      offsets.push(count[e + 1]);
+    }
+    const allRowsW = new Int32Array(rows.length + S);
+    const allWts = new Float32Array(rows.length + S);
+    allRowsW.set(rows);
+    allWts.set(wts);
+    if (w.shared) {
+      const all = allRows(T);
+      allRowsW.set(all.rows, rows.length);
+      allWts.set(all.ones, rows.length);
+      nets.push(w.shared);
+      offsets.push(rows.length + T);
+    }
+    K.ffnExperts(y, x, D, nets, Int32Array.from(offsets), allRowsW, allWts);
+    return y;
+  }
   for (let e = 0; e < E; e++) {
     const n = count[e + 1] - count[e];
     if (n === 0) continue;

@@ -3,7 +3,7 @@
 // accumulated in float64 (JS numbers) and rounded to float32 on store. Each row's result is
 // computed by itself, so it never depends on the other rows of the call.
 
-import type { Kernels, RouteParams } from '../kernels.ts';
+import type { FfnWeights, Kernels, RouteParams } from '../kernels.ts';
 import type { LinearWeight } from '../../tensor/weight.ts';
 import { E4M3_TABLE, F16_TABLE } from '../../tensor/dtypes.ts';
 
@@ -341,6 +341,83 @@ function scatterAddRows(
   }
 }
 
+/** Copy a [rows, width] block between strided row-major layouts. */
+function copyBlock(
+  dst: Float32Array,
+  dOff: number,
+  dStride: number,
+  src: Float32Array,
+  sOff: number,
+  sStride: number,
+  rows: number,
+  width: number,
+): void {
+  for (let r = 0; r < rows; r++) {
+    dst.set(src.subarray(sOff + r * sStride, sOff + r * sStride + width), dOff + r * dStride);
+  }
+}
+
+/** matmulHeads from K.matmul, one head at a time (its definition). */
+export function matmulHeadsComposed(
+  K: Kernels, out: Float32Array, x: Float32Array, M: number, H: number, w: LinearWeight,
+  r0: number, step: number, N: number,
+): void {
+  const Kc = w.cols;
+  const xh = new Float32Array(M * Kc);
+  const oh = new Float32Array(M * N);
+  for (let h = 0; h < H; h++) {
+    copyBlock(xh, 0, Kc, x, h * Kc, H * Kc, M, Kc);
+    K.matmul(oh, xh, M, w, r0 + h * step, N);
+    copyBlock(out, h * N, H * N, oh, 0, N, M, N);
+  }
+}
+
+/** matmulTHeads from K.matmulT, one head at a time (its definition). */
+export function matmulTHeadsComposed(
+  K: Kernels, out: Float32Array, x: Float32Array, M: number, H: number, xs: number, w: LinearWeight,
+  r0: number, step: number, R: number,
+): void {
+  const C = w.cols;
+  const xh = new Float32Array(M * R);
+  const oh = new Float32Array(M * C);
+  for (let h = 0; h < H; h++) {
+    copyBlock(xh, 0, R, x, h * xs, H * xs, M, R);
+    K.matmulT(oh, xh, M, w, r0 + h * step, R);
+    copyBlock(out, h * C, H * C, oh, 0, C, M, C);
+  }
+}
+
+/** ffnExperts built from the other ops of `K` (its definition; the reference runs it). */
+export function ffnExpertsComposed(
+  K: Kernels,
+  y: Float32Array,
+  x: Float32Array,
+  D: number,
+  nets: readonly FfnWeights[],
+  offsets: Int32Array,
+  rows: Int32Array,
+  weights: Float32Array,
+): void {
+  for (let e = 0; e < nets.length; e++) {
+    const a = offsets[e];
+    const n = offsets[e + 1] - a;
+    if (n === 0) continue;
+    const w = nets[e];
+    const I = w.gate_proj.rows;
+    const r = rows.subarray(a, a + n);
+    const xe = new Float32Array(n * D);
+    K.gatherRows(xe, x, r, D);
+    const g = new Float32Array(n * I);
+    const u = new Float32Array(n * I);
+    K.matmul(g, xe, n, w.gate_proj);
+    K.matmul(u, xe, n, w.up_proj);
+    K.siluMul(g, g, u, n * I);
+    const ye = new Float32Array(n * D);
+    K.matmul(ye, g, n, w.down_proj);
+    K.scatterAddRows(y, ye, r, weights.subarray(a, a + n), D);
+  }
+}
+
 export const refKernels: Kernels = {
   name: 'ref',
   matmul,
@@ -356,4 +433,13 @@ export const refKernels: Kernels = {
   moeRoute,
   gatherRows,
   scatterAddRows,
+  ffnExperts(y, x, D, nets, offsets, rows, weights) {
+    ffnExpertsComposed(refKernels, y, x, D, nets, offsets, rows, weights);
+  },
+  matmulHeads(out, x, M, H, w, r0, step, N) {
+    matmulHeadsComposed(refKernels, out, x, M, H, w, r0, step, N);
+  },
+  matmulTHeads(out, x, M, H, xs, w, r0, step, R) {
+    matmulTHeadsComposed(refKernels, out, x, M, H, xs, w, r0, step, R);
+  },
 };
