@@ -24,6 +24,11 @@ import { DsError } from '../errors.ts';
 import { DTYPE_BYTES, isDType, type DType } from '../tensor/dtypes.ts';
 
 /** One tensor as described by a header: where its bytes are, not the bytes themselves. */
+
+/** Gives a zeroed buffer of `bytes` bytes for a tensor's data (at least 64-byte aligned). */
+export type Allocator = (bytes: number) => Uint8Array;
+const plainAlloc: Allocator = (bytes) => new Uint8Array(bytes);
+
 export interface TensorEntry {
   name: string;
   /** The tag as written (F32, BF16, F16, F8_E4M3, I64, U8, F64, ...). */
@@ -317,10 +322,11 @@ export class SafetensorsFile {
   }
 
   /**
-   * Read one tensor's bytes into a fresh buffer. Throws MISSING_TENSOR if absent, BAD_DTYPE if
-   * its dtype is a valid safetensors tag that dsv3 cannot hold. Reopens the file after close().
+   * Read one tensor's bytes into a fresh buffer from `alloc` (default: a new Uint8Array).
+   * Throws MISSING_TENSOR if absent, BAD_DTYPE if its dtype is a valid safetensors tag that
+   * dsv3 cannot hold. Reopens the file after close().
    */
-  read(name: string): RawTensor {
+  read(name: string, alloc: Allocator = plainAlloc): RawTensor {
     const e = this.entries.get(name);
     if (!e) {
       throw new DsError('MISSING_TENSOR', `${this.path}: no tensor ${JSON.stringify(name)}`);
@@ -342,7 +348,7 @@ export class SafetensorsFile {
       }
       this.fd = fd;
     }
-    const data = new Uint8Array(e.byteLength);
+    const data = alloc(e.byteLength);
     if (!readFully(this.fd, data, e.offset)) {
       bad(this.path, 'file ended while reading its data (truncated since opened?)', name);
     }
@@ -465,9 +471,9 @@ export class Checkpoint {
     return this.locate(name).entry;
   }
 
-  /** Read only that tensor's bytes, at its offset, into a fresh buffer. */
-  read(name: string): RawTensor {
-    return this.locate(name).file.read(name);
+  /** Read only that tensor's bytes, at its offset, into a fresh buffer (from `alloc`). */
+  read(name: string, alloc?: Allocator): RawTensor {
+    return this.locate(name).file.read(name, alloc);
   }
 
   close(): void {

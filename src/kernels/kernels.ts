@@ -42,6 +42,14 @@ export interface Kernels {
   readonly name: string;
 
   /**
+   * Optional: a function that hands out the memory weight matrices are loaded into, for a
+   * backend that wants them laid out its way (the native one packs them into arenas backed
+   * by 2 MiB pages: streaming thousands of small experts over 4 KiB pages costs a TLB miss
+   * per page). Buffers are zeroed and 64-byte aligned. Absent: plain buffers.
+   */
+  weightAllocator?(): (bytes: number) => Uint8Array;
+
+  /**
    * out[m, n] = Σ_k x[m, k] · W[r0 + n, k] for n < N. x is [M, W.cols], out is [M, N].
    * r0 defaults to 0 and N to W.rows - r0. The weight is widened to f32 inside the kernel.
    */

@@ -126,9 +126,39 @@ export function adviseHugePages(a: ArrayBufferView): boolean {
   return n ? n.adviseHugePages(a) : false;
 }
 
+/** Arenas of this size hold the smaller weight matrices; bigger ones get their own buffer. */
+const ARENA_BYTES = 64 << 20;
+
+/**
+ * A bump allocator over ARENA_BYTES arenas advised to use 2 MiB pages before anything is
+ * written to them (so the kernel backs them with huge pages on first touch). Matrices of a
+ * quarter arena or more get a buffer of their own, advised the same way.
+ */
+function hugePageAllocator(a: NativeAddon): (bytes: number) => Uint8Array {
+  let arena: Uint8Array | null = null;
+  let used = 0;
+  return (bytes) => {
+    if (bytes >= ARENA_BYTES / 4) {
+      const own = new Uint8Array(bytes);
+      a.adviseHugePages(own);
+      return own;
+    }
+    const size = (bytes + 63) & ~63;
+    if (!arena || used + size > arena.length) {
+      arena = new Uint8Array(ARENA_BYTES);
+      a.adviseHugePages(arena);
+      used = 0;
+    }
+    const out = arena.subarray(used, used + bytes);
+    used += size;
+    return out;
+  };
+}
+
 function makeKernels(a: NativeAddon): Kernels {
   return {
     name: 'native',
+    weightAllocator: () => hugePageAllocator(a),
     matmul(out, x, M, w: LinearWeight, r0 = 0, N = w.rows - r0) {
       const b = w.block;
       a.matmul(out, x, M, w.data, DT[w.dtype], w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0, r0, N);

@@ -91,7 +91,8 @@ export class DeepseekV3 {
     const cfg = loadConfig(dir);
     const ckpt = Checkpoint.open(dir);
     try {
-      return new DeepseekV3(cfg, loadWeights(ckpt, cfg, { mtp: opts.mtp ?? true }), opts.kernels);
+      const alloc = opts.kernels.weightAllocator?.();
+      return new DeepseekV3(cfg, loadWeights(ckpt, cfg, { mtp: opts.mtp ?? true, alloc }), opts.kernels);
     } finally {
       ckpt.close();
     }

@@ -5,7 +5,7 @@
 // bytes io read); only 1-D vectors (norms, router bias) are widened to float32.
 
 import type { DeepseekConfig } from '../io/config.ts';
-import type { Checkpoint, RawTensor } from '../io/safetensors.ts';
+import type { Allocator, Checkpoint, RawTensor } from '../io/safetensors.ts';
 import { DsError } from '../errors.ts';
 import { isDType, toF32 } from '../tensor/dtypes.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
@@ -86,13 +86,15 @@ class CheckpointSource implements TensorSource {
   constructor(
     readonly ckpt: Checkpoint,
     readonly cfg: DeepseekConfig,
+    /** Where weight matrices are read into (vectors are widened to fresh f32 arrays). */
+    readonly alloc?: Allocator,
   ) {}
 
   has(name: string): boolean {
     return this.ckpt.has(name);
   }
 
-  private read(name: string, shape: number[]): RawTensor {
+  private read(name: string, shape: number[], alloc?: Allocator): RawTensor {
     const e = this.ckpt.entry(name);
     if (e.shape.length !== shape.length || e.shape.some((v, i) => v !== shape[i])) {
       throw new DsError(
@@ -100,7 +102,7 @@ class CheckpointSource implements TensorSource {
         `${e.file}: tensor "${name}" has shape [${e.shape}], the config implies [${shape}]`,
       );
     }
-    return this.ckpt.read(name);
+    return this.ckpt.read(name, alloc);
   }
 
   linear(name: string, rows: number, cols: number): LinearWeight {
@@ -108,7 +110,7 @@ class CheckpointSource implements TensorSource {
     if (!MATRIX_DTYPES.has(e.dtype) || !isDType(e.dtype)) {
       throw new DsError('BAD_DTYPE', `${e.file}: tensor "${name}" has dtype ${e.dtype}, not a weight dtype`);
     }
-    const t = this.read(name, [rows, cols]);
+    const t = this.read(name, [rows, cols], this.alloc);
     const bytes = t.data;
     switch (t.dtype) {
       case 'F32':
@@ -273,8 +275,12 @@ class Walker {
  * Load every weight the config calls for. MTP modules are loaded when `mtp` is true and
  * the config has them (num_nextn_predict_layers).
  */
-export function loadWeights(ckpt: Checkpoint, cfg: DeepseekConfig, opts: { mtp?: boolean } = {}): ModelWeights {
-  return walk(new CheckpointSource(ckpt, cfg), cfg, opts.mtp ?? false);
+export function loadWeights(
+  ckpt: Checkpoint,
+  cfg: DeepseekConfig,
+  opts: { mtp?: boolean; alloc?: Allocator } = {},
+): ModelWeights {
+  return walk(new CheckpointSource(ckpt, cfg, opts.alloc), cfg, opts.mtp ?? false);
 }
 
 /** Every tensor a checkpoint of this config holds (FP8 scales not included), in load order. */
