@@ -198,13 +198,16 @@ static void nt_direct_nr(const GemmNT* g, I m0, I m1, I n0, I n1) {
 
 /**
  * The decode path. W is streamed once: NT_NR rows side by side (independent FMA chains),
- * except for short rows, which go one at a time so that W is read as a single sequential
- * stream (several interleaved short streams defeat the hardware prefetchers). Both give
- * the same numbers: the order within one output is the same.
+ * except for short rows and for a single x row, which go one row of W at a time so that W
+ * is read as a single sequential stream (interleaved streams defeat the hardware
+ * prefetchers; measured on Zen 4, a 102400x2048 BF16 head at M=1 streams at 34 GB/s this
+ * way against 31 GB/s with 6 rows side by side). Both give the same numbers: the order
+ * within one output is the same.
  */
 template <class D>
 static void nt_direct_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
-  if (m1 - m0 <= NT_MR && (I)sizeof(typename D::E) * g->w.cols <= SHORT_ROW_BYTES)
+  const I m = m1 - m0;
+  if (m == 1 || (m <= NT_MR && (I)sizeof(typename D::E) * g->w.cols <= SHORT_ROW_BYTES))
     nt_direct_nr<D, 1>(g, m0, m1, n0, n1);
   else nt_direct_nr<D, NT_NR>(g, m0, m1, n0, n1);
 }
