@@ -170,6 +170,19 @@ bool f8_needs_slow(const WView& w, i64 r0, i64 n) {
   return false;
 }
 
+/**
+ * Whether a GEMM of M rows takes the packed path (W decoded to f32 panels once, reused over
+ * blocks of M) rather than the direct one (W decoded in the inner loop, all M rows per
+ * group of W rows). Direct wins while x stays in a core's L2 (about 1 MiB on Zen 4) and
+ * decoding is cheap (16-bit weights): bench-s prefill of 128 tokens went from ~1700 to
+ * ~2000 tok/s that way. FP8 decoding costs more, so FP8 packs from packMinM on.
+ */
+bool packed(const KernelTable* t, i64 M, i64 K, int dtype) {
+  if (M < t->packMinM) return false;
+  if (dtype == DT_F8) return true;
+  return (double)M * (double)K * 4.0 > (double)(1 << 20);
+}
+
 }  // namespace
 
 void op_matmul(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 N) {
@@ -187,7 +200,7 @@ void op_matmul(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 N)
   g.ldo = N;
   g.f8slow = f8_needs_slow(w, r0, N);
   const int nt = threads_for((double)M * N * (w.cols + 16));
-  if (M >= t->packMinM) {
+  if (packed(t, M, w.cols, w.dtype)) {
     // Prefill: jobs are [m-chunk x n-chunk] blocks, each decoding its W panels once.
     const i64 mc = M <= 256 ? M : 256;
     const i64 nmc = cdiv(M, mc);
@@ -251,7 +264,7 @@ void op_matmul_heads(float* out, const float* x, i64 M, i64 H, const WView& w, i
     e.f8slow = f8_needs_slow(w, e.r0, N);
   }
   const int nt = threads_for((double)H * M * N * (K + 16));
-  if (M >= t->packMinM) {
+  if (packed(t, M, K, w.dtype)) {
     const i64 mc = M <= 256 ? M : 256, nmc = cdiv(M, mc);
     run_jobs(H * nmc, nt, [&](i64 j) {
       const i64 h = j / nmc, mi = (j % nmc) * mc;
@@ -508,14 +521,14 @@ struct GemmBlock {
 
 /**
  * Split the GEMMs g[0..n) into blocks the way op_matmul splits one: decode GEMMs by output
- * rows, prefill GEMMs (M >= packMinM) by [m-chunk x n-chunk] for the packed path.
+ * rows, packed GEMMs by [m-chunk x n-chunk].
  */
-void split_gemms(const GemmNT* g, i64 n, int nt, i64 packMinM, std::vector<GemmBlock>& out) {
+void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vector<GemmBlock>& out) {
   out.clear();
   for (i64 e = 0; e < n; e++) {
     const i64 M = g[e].M, N = g[e].N;
     if (M <= 0 || N <= 0) continue;
-    if (M >= packMinM) {
+    if (packed(t, M, g[e].K, g[e].w.dtype)) {
       const i64 mc = M <= 256 ? M : 256;
       i64 nc = rup(cdiv(N, (i64)nt * 4), 48);
       if (nc > 384) nc = 384;
@@ -530,7 +543,7 @@ void split_gemms(const GemmNT* g, i64 n, int nt, i64 packMinM, std::vector<GemmB
 }
 
 void run_block(const KernelTable* t, const GemmNT& g, const GemmBlock& b) {
-  if (g.M >= t->packMinM) t->gemm_nt_packed(&g, b.m0, b.m1, b.n0, b.n1);
+  if (packed(t, g.M, g.K, g.w.dtype)) t->gemm_nt_packed(&g, b.m0, b.m1, b.n0, b.n1);
   else t->gemm_nt(&g, b.m0, b.m1, b.n0, b.n1);
 }
 
@@ -580,7 +593,7 @@ void op_ffn_experts(float* y, const float* x, i64 D, const FfnNet* nets, i64 cou
   std::vector<GemmBlock> blocks;
   // Phase 1: gate and up over the same block, then silu(gate) * up in place of the gate.
   int nt = threads_for(work1);
-  split_gemms(gg.data(), count, nt, t->packMinM, blocks);
+  split_gemms(t, gg.data(), count, nt, blocks);
   run_jobs((i64)blocks.size(), nt, [&](i64 j) {
     const GemmBlock& b = blocks[(std::size_t)j];
     run_block(t, gg[b.e], b);
@@ -592,7 +605,7 @@ void op_ffn_experts(float* y, const float* x, i64 D, const FfnNet* nets, i64 cou
   });
   // Phase 2: down.
   nt = threads_for(work2);
-  split_gemms(gd.data(), count, nt, t->packMinM, blocks);
+  split_gemms(t, gd.data(), count, nt, blocks);
   run_jobs((i64)blocks.size(), nt, [&](i64 j) {
     const GemmBlock& b = blocks[(std::size_t)j];
     run_block(t, gd[b.e], b);
