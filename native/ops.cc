@@ -172,15 +172,22 @@ bool f8_needs_slow(const WView& w, i64 r0, i64 n) {
 
 /**
  * Whether a GEMM of M rows takes the packed path (W decoded to f32 panels once, reused over
- * blocks of M) rather than the direct one (W decoded in the inner loop, all M rows per
- * group of W rows). Direct wins while x stays in a core's L2 (about 1 MiB on Zen 4) and
- * decoding is cheap (16-bit weights): bench-s prefill of 128 tokens went from ~1700 to
- * ~2000 tok/s that way. FP8 decoding costs more, so FP8 packs from packMinM on.
+ * blocks of M) rather than the direct one (W decoded in the inner loop, each group of W
+ * rows run over a block of M rows small enough for x to stay in a core's L2, about 1 MiB
+ * on Zen 4). For 16-bit weights decoding is cheap and direct is faster (no panel traffic;
+ * W is re-read once per M block, which costs little next to the arithmetic): bench-s
+ * prefill of 128 tokens went from ~1700 to ~2150 tok/s. FP8 decoding costs more, so FP8
+ * packs from packMinM rows on.
  */
 bool packed(const KernelTable* t, i64 M, i64 K, int dtype) {
-  if (M < t->packMinM) return false;
-  if (dtype == DT_F8) return true;
-  return (double)M * (double)K * 4.0 > (double)(1 << 20);
+  (void)K;
+  return M >= t->packMinM && dtype == DT_F8;
+}
+
+/** Rows of x per direct-path job: as many as keep M·K·4 bytes within about 1 MiB. */
+i64 direct_rows(i64 M, i64 K) {
+  const i64 fit = std::max<i64>(4, ((i64)(1 << 20) / (std::max<i64>(K, 1) * 4)) / 4 * 4);
+  return std::min(M, fit);
 }
 
 }  // namespace
@@ -212,10 +219,16 @@ void op_matmul(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 N)
       t->gemm_nt_packed(&g, mi, std::min(M, mi + mc), ni, std::min(N, ni + nc));
     });
   } else {
-    // Decode: split the output rows; every job streams its own slice of W.
+    // Direct: [m-block x n-chunk] jobs; at decode (one m-block) every job streams its own
+    // slice of W.
+    const i64 mc = direct_rows(M, w.cols), nmc = cdiv(M, mc);
     i64 nc = rup(cdiv(N, (i64)nt * 4), 16);
     if (nc < 16) nc = 16;
-    run_jobs(cdiv(N, nc), nt, [&](i64 j) { t->gemm_nt(&g, 0, M, j * nc, std::min(N, (j + 1) * nc)); });
+    const i64 nnc = cdiv(N, nc);
+    run_jobs(nmc * nnc, nt, [&](i64 j) {
+      const i64 mi = (j / nnc) * mc, ni = (j % nnc) * nc;
+      t->gemm_nt(&g, mi, std::min(M, mi + mc), ni, std::min(N, ni + nc));
+    });
   }
 }
 
@@ -535,9 +548,11 @@ void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vect
       for (i64 m = 0; m < M; m += mc)
         for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
     } else {
+      const i64 mc = direct_rows(M, g[e].K);
       i64 nc = rup(cdiv(N, (i64)nt * 2), 16);
       if (nc < 16) nc = 16;
-      for (i64 c = 0; c < N; c += nc) out.push_back({e, 0, M, c, std::min(N, c + nc)});
+      for (i64 m = 0; m < M; m += mc)
+        for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
     }
   }
 }
