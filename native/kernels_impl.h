@@ -2,7 +2,7 @@
 // Included by native/generic/kernels.cc and native/arch/x86/*.cc INSIDE an anonymous
 // namespace, after they define:
 //   L (lanes), V (vector of L floats), NT_MR/NT_NR, NN_MR/NN_NV, PK_NC/PK_KC/PK_MC, and
-//   vzero vset1 vload vloadn vstore vstoren vfma vadd vsub vmul vdiv vmax vhsum vexp,
+//   vzero vset1 vload vloadn vstore vstoren vfma vadd vsub vmul vdiv vmax vhsum vhsum4 vexp,
 //   dec_bf16(n) dec_f16(n) dec_f8(n) dec_f8s(n) (F8: fast/slow scale handling), f8prep.
 // Everything here has internal linkage, so each level keeps its own copy.
 //
@@ -140,9 +140,16 @@ static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const 
     }
   }
   if (last) {
-    for (int i = 0; i < MR; i++)
-      for (int j = 0; j < NR; j++)
-        if (j < nv) out[i * ldo + j] = vhsum(acc[i][j]);
+    // vhsum4 reduces four accumulators at once, by vhsum's tree (the same sums).
+    for (int i = 0; i < MR; i++) {
+      int j = 0;
+      for (; j + 4 <= NR; j += 4)
+        if (j < nv) vhsum4(out + i * ldo + j, acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3], nv - j);
+      if (j < NR && j < nv) {
+        const V z = vzero();
+        vhsum4(out + i * ldo + j, acc[i][j], j + 1 < NR ? acc[i][j + 1] : z, j + 2 < NR ? acc[i][j + 2] : z, z, nv - j);
+      }
+    }
   } else {
     for (int i = 0; i < MR; i++)
       for (int j = 0; j < NR; j++) vstore(accio + i * accld + j * L, acc[i][j]);

@@ -100,6 +100,11 @@ static inline float vhsum(V a) {
   const float s0 = a.v[0] + a.v[4], s1 = a.v[1] + a.v[5], s2 = a.v[2] + a.v[6], s3 = a.v[3] + a.v[7];
   return (s0 + s2) + (s1 + s3);
 }
+/** vhsum of a, b, c, d (the first n of them) into out[0..n). */
+static inline void vhsum4(float* out, V a, V b, V c, V d, int n) {
+  const V v[4] = {a, b, c, d};
+  for (int i = 0; i < n && i < 4; i++) out[i] = vhsum(v[i]);
+}
 static inline float vhmax(V a) {
   float m = a.v[0];
   for (int i = 1; i < L; i++) m = a.v[i] > m ? a.v[i] : m;

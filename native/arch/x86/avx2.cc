@@ -39,6 +39,11 @@ static inline float vhsum(V v) {
   b = _mm_add_ss(b, _mm_movehdup_ps(b));
   return _mm_cvtss_f32(b);
 }
+/** vhsum of a, b, c, d (the first n of them) into out[0..n). */
+static inline void vhsum4(float* out, V a, V b, V c, V d, int n) {
+  const V v[4] = {a, b, c, d};
+  for (int i = 0; i < n && i < 4; i++) out[i] = vhsum(v[i]);
+}
 static inline float vhmax(V v) {
   __m128 b = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   b = _mm_max_ps(b, _mm_movehl_ps(b, b));

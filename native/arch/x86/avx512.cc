@@ -45,6 +45,25 @@ static inline float vhsum(V v) {
   b = _mm_add_ss(b, _mm_movehdup_ps(b));
   return _mm_cvtss_f32(b);
 }
+/**
+ * vhsum of a, b, c, d (the first n of them) into out[0..n), by the same tree per vector
+ * (lanes i + i+8, then + i+4, then + i+2, then + i+1) but with the four vectors sharing
+ * each shuffle and add: 14 instructions instead of 32, bitwise the same sums.
+ */
+static inline void vhsum4(float* out, V a, V b, V c, V d, int n) {
+  const V ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  const V cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+  // Quarter q now holds vector q's four sums of lanes i + i+4 (i < 4).
+  const V q = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+  const V h = _mm512_add_ps(q, _mm512_permute_ps(q, _MM_SHUFFLE(3, 2, 3, 2)));
+  const V r = _mm512_add_ps(h, _mm512_permute_ps(h, _MM_SHUFFLE(1, 1, 1, 1)));
+  const __m128 o = _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), r));
+  if (n >= 4) _mm_storeu_ps(out, o);
+  else _mm_mask_storeu_ps(out, (__mmask8)((1u << n) - 1u), o);
+}
 static inline float vhmax(V v) { return _mm512_reduce_max_ps(v); }
 
 /** exp with ~1-2 ulp error (Cephes polynomial), exact range handling via scalef. */
