@@ -190,107 +190,92 @@ i64 direct_rows(i64 M, i64 K) {
   return std::min(M, fit);
 }
 
-}  // namespace
 
-void op_matmul(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 N) {
-  if (M <= 0 || N <= 0) return;
-  const KernelTable* t = lv();
+/** A block of a GEMM: net e, rows [m0, m1), outputs [n0, n1). */
+struct GemmBlock {
+  i64 e, m0, m1, n0, n1;
+};
+
+/**
+ * Split the GEMMs g[0..n) into blocks the way op_matmul splits one: decode GEMMs by output
+ * rows, packed GEMMs by [m-chunk x n-chunk].
+ */
+void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vector<GemmBlock>& out) {
+  out.clear();
+  for (i64 e = 0; e < n; e++) {
+    const i64 M = g[e].M, N = g[e].N;
+    if (M <= 0 || N <= 0) continue;
+    if (packed(t, M, g[e].K, g[e].w.dtype)) {
+      const i64 mc = M <= 256 ? M : 256;
+      i64 nc = rup(cdiv(N, (i64)nt * 4), 48);
+      if (nc > 384) nc = 384;
+      for (i64 m = 0; m < M; m += mc)
+        for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
+    } else {
+      const i64 mc = direct_rows(M, g[e].K);
+      i64 nc = rup(cdiv(N, (i64)nt * 4), 16);
+      if (nc < 16) nc = 16;
+      for (i64 m = 0; m < M; m += mc)
+        for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
+    }
+  }
+}
+
+void run_block(const KernelTable* t, const GemmNT& g, const GemmBlock& b) {
+  if (packed(t, g.M, g.K, g.w.dtype)) t->gemm_nt_packed(&g, b.m0, b.m1, b.n0, b.n1);
+  else t->gemm_nt(&g, b.m0, b.m1, b.n0, b.n1);
+}
+
+GemmNT make_gemm(const float* x, i64 M, const WView& w, float* out) {
   GemmNT g;
   g.x = x;
   g.ldx = w.cols;
   g.M = M;
   g.K = w.cols;
   g.w = w;
-  g.r0 = r0;
-  g.N = N;
+  g.r0 = 0;
+  g.N = w.rows;
   g.out = out;
-  g.ldo = N;
-  g.f8slow = f8_needs_slow(w, r0, N);
-  const int nt = threads_for((double)M * N * (w.cols + 16));
-  if (packed(t, M, w.cols, w.dtype)) {
-    // Prefill: jobs are [m-chunk x n-chunk] blocks, each decoding its W panels once.
-    const i64 mc = M <= 256 ? M : 256;
-    const i64 nmc = cdiv(M, mc);
-    i64 nc = rup(cdiv(N, (i64)nt * 4), 48);
-    if (nc > 384) nc = 384;
-    const i64 nnc = cdiv(N, nc);
-    run_jobs(nmc * nnc, nt, [&](i64 j) {
-      const i64 mi = (j % nmc) * mc, ni = (j / nmc) * nc;
-      t->gemm_nt_packed(&g, mi, std::min(M, mi + mc), ni, std::min(N, ni + nc));
-    });
-  } else {
-    // Direct: [m-block x n-chunk] jobs; at decode (one m-block) every job streams its own
-    // slice of W.
-    const i64 mc = direct_rows(M, w.cols), nmc = cdiv(M, mc);
-    i64 nc = rup(cdiv(N, (i64)nt * 4), 16);
-    if (nc < 16) nc = 16;
-    const i64 nnc = cdiv(N, nc);
-    run_jobs(nmc * nnc, nt, [&](i64 j) {
-      const i64 mi = (j / nnc) * mc, ni = (j % nnc) * nc;
-      t->gemm_nt(&g, mi, std::min(M, mi + mc), ni, std::min(N, ni + nc));
-    });
-  }
+  g.ldo = w.rows;
+  g.f8slow = f8_needs_slow(w, 0, w.rows);
+  return g;
 }
 
-void op_matmulT(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 R) {
-  if (M <= 0) return;
-  const KernelTable* t = lv();
-  const i64 C = w.cols;
-  GemmNN g;
-  g.x = x;
-  g.ldx = R;
-  g.M = M;
-  g.R = R;
-  g.w = w;
-  g.r0 = r0;
-  g.C = C;
-  g.out = out;
-  g.ldo = C;
-  g.f8slow = f8_needs_slow(w, r0, R);
-  const int nt = threads_for((double)M * C * (R + 4));
-  const i64 cc = std::max<i64>(64, rup(cdiv(C, nt), 64));
-  const i64 ncc = cdiv(C, cc);
-  const i64 mc = ncc >= nt ? M : std::max<i64>(6, rup(cdiv(M, nt), 6));
-  const i64 nmc = cdiv(M, mc);
-  run_jobs(ncc * nmc, nt, [&](i64 j) {
-    const i64 ci = (j % ncc) * cc, mi = (j / ncc) * mc;
-    t->gemm_nn(&g, mi, std::min(M, mi + mc), ci, std::min(C, ci + cc));
+/** Run the GEMMs g[0..n) as blocks over the pool. */
+void run_gemms(const KernelTable* t, const GemmNT* g, i64 n, double work) {
+  const int nt = threads_for(work);
+  std::vector<GemmBlock> blocks;
+  split_gemms(t, g, n, nt, blocks);
+  run_jobs((i64)blocks.size(), nt, [&](i64 j) {
+    const GemmBlock& b = blocks[(std::size_t)j];
+    run_block(t, g[b.e], b);
   });
+}
+
+}  // namespace
+
+void op_matmul(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 N) {
+  op_matmul_heads(out, x, M, 1, w, r0, 0, N);
 }
 
 void op_matmul_heads(float* out, const float* x, i64 M, i64 H, const WView& w, i64 r0, i64 step, i64 N) {
   if (M <= 0 || N <= 0 || H <= 0) return;
-  const KernelTable* t = lv();
   const i64 K = w.cols;
   std::vector<GemmNT> g((std::size_t)H);
   for (i64 h = 0; h < H; h++) {
     GemmNT& e = g[(std::size_t)h];
-    e.x = x + h * K;
+    e = make_gemm(x + h * K, M, w, out + h * N);
     e.ldx = H * K;
-    e.M = M;
-    e.K = K;
-    e.w = w;
     e.r0 = r0 + h * step;
     e.N = N;
-    e.out = out + h * N;
     e.ldo = H * N;
     e.f8slow = f8_needs_slow(w, e.r0, N);
   }
-  const int nt = threads_for((double)H * M * N * (K + 16));
-  if (packed(t, M, K, w.dtype)) {
-    const i64 mc = M <= 256 ? M : 256, nmc = cdiv(M, mc);
-    run_jobs(H * nmc, nt, [&](i64 j) {
-      const i64 h = j / nmc, mi = (j % nmc) * mc;
-      t->gemm_nt_packed(&g[(std::size_t)h], mi, std::min(M, mi + mc), 0, N);
-    });
-  } else {
-    const i64 nc = std::max<i64>(16, rup(cdiv(N * H, (i64)nt * 4), 16));
-    const i64 per = cdiv(N, nc);
-    run_jobs(H * per, nt, [&](i64 j) {
-      const i64 h = j / per, n0 = (j % per) * nc;
-      t->gemm_nt(&g[(std::size_t)h], 0, M, n0, std::min(N, n0 + nc));
-    });
-  }
+  run_gemms(lv(), g.data(), H, (double)H * M * N * (K + 16));
+}
+
+void op_matmulT(float* out, const float* x, i64 M, const WView& w, i64 r0, i64 R) {
+  op_matmulT_heads(out, x, M, 1, R, w, r0, 0, R);
 }
 
 void op_matmulT_heads(float* out, const float* x, i64 M, i64 H, i64 xs, const WView& w, i64 r0, i64 step, i64 R) {
@@ -311,12 +296,16 @@ void op_matmulT_heads(float* out, const float* x, i64 M, i64 H, i64 xs, const WV
     e.ldo = H * C;
     e.f8slow = f8_needs_slow(w, e.r0, R);
   }
+  // Jobs: (head, m-block, column chunk); columns split only when heads alone are too few.
   const int nt = threads_for((double)H * M * C * (R + 4));
-  const i64 mc = std::max<i64>(6, rup(cdiv(M, (i64)std::max(1, nt / (int)std::min<i64>(H, nt))), 6));
+  const i64 perHead = std::max<i64>(1, cdiv(nt * 2, H));
+  const i64 cc = std::max<i64>(64, rup(cdiv(C, perHead), 64));
+  const i64 ncc = cdiv(C, cc);
+  const i64 mc = H * ncc >= nt ? M : std::max<i64>(6, rup(cdiv(M, nt), 6));
   const i64 nmc = cdiv(M, mc);
-  run_jobs(H * nmc, nt, [&](i64 j) {
-    const i64 h = j / nmc, mi = (j % nmc) * mc;
-    t->gemm_nn(&g[(std::size_t)h], mi, std::min(M, mi + mc), 0, C);
+  run_jobs(H * nmc * ncc, nt, [&](i64 j) {
+    const i64 h = j / (nmc * ncc), mi = ((j / ncc) % nmc) * mc, ci = (j % ncc) * cc;
+    t->gemm_nn(&g[(std::size_t)h], mi, std::min(M, mi + mc), ci, std::min(C, ci + cc));
   });
 }
 
@@ -525,60 +514,6 @@ void op_scatter_add_rows(float* out, const float* src, const std::int32_t* rows,
   });
 }
 
-namespace {
-
-/** A block of a GEMM: net e, rows [m0, m1), outputs [n0, n1). */
-struct GemmBlock {
-  i64 e, m0, m1, n0, n1;
-};
-
-/**
- * Split the GEMMs g[0..n) into blocks the way op_matmul splits one: decode GEMMs by output
- * rows, packed GEMMs by [m-chunk x n-chunk].
- */
-void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vector<GemmBlock>& out) {
-  out.clear();
-  for (i64 e = 0; e < n; e++) {
-    const i64 M = g[e].M, N = g[e].N;
-    if (M <= 0 || N <= 0) continue;
-    if (packed(t, M, g[e].K, g[e].w.dtype)) {
-      const i64 mc = M <= 256 ? M : 256;
-      i64 nc = rup(cdiv(N, (i64)nt * 4), 48);
-      if (nc > 384) nc = 384;
-      for (i64 m = 0; m < M; m += mc)
-        for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
-    } else {
-      const i64 mc = direct_rows(M, g[e].K);
-      i64 nc = rup(cdiv(N, (i64)nt * 2), 16);
-      if (nc < 16) nc = 16;
-      for (i64 m = 0; m < M; m += mc)
-        for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
-    }
-  }
-}
-
-void run_block(const KernelTable* t, const GemmNT& g, const GemmBlock& b) {
-  if (packed(t, g.M, g.K, g.w.dtype)) t->gemm_nt_packed(&g, b.m0, b.m1, b.n0, b.n1);
-  else t->gemm_nt(&g, b.m0, b.m1, b.n0, b.n1);
-}
-
-GemmNT make_gemm(const float* x, i64 M, const WView& w, float* out) {
-  GemmNT g;
-  g.x = x;
-  g.ldx = w.cols;
-  g.M = M;
-  g.K = w.cols;
-  g.w = w;
-  g.r0 = 0;
-  g.N = w.rows;
-  g.out = out;
-  g.ldo = w.rows;
-  g.f8slow = f8_needs_slow(w, 0, w.rows);
-  return g;
-}
-
-}  // namespace
-
 void op_ffn_experts(float* y, const float* x, i64 D, const FfnNet* nets, i64 count) {
   const KernelTable* t = lv();
   // Scratch: gathered inputs [n, D], gate and up outputs [n, I] each, outputs [n, D].
@@ -619,12 +554,7 @@ void op_ffn_experts(float* y, const float* x, i64 D, const FfnNet* nets, i64 cou
     for (i64 m = b.m0; m < b.m1; m++) t->silu_mul(g + m * I, g + m * I, u + m * I, b.n0, b.n1);
   });
   // Phase 2: down.
-  nt = threads_for(work2);
-  split_gemms(t, gd.data(), count, nt, blocks);
-  run_jobs((i64)blocks.size(), nt, [&](i64 j) {
-    const GemmBlock& b = blocks[(std::size_t)j];
-    run_block(t, gd[b.e], b);
-  });
+  run_gemms(t, gd.data(), count, work2);
   // Scatter in net order (op_scatter_add_rows' arithmetic), split over columns.
   const float* ys = sy.data();  // thread_local: take the caller's pointer, not the worker's
   double rowsTotal = 0;

@@ -13,6 +13,7 @@
 
 import type { Kernels } from '../kernels/kernels.ts';
 import type { TrainKernels } from '../kernels/train.ts';
+import { copyBlock } from '../tensor/layout.ts';
 import type { LayerCache } from './cache.ts';
 import { NONE, linearBackward, linearTBackward } from './tape.ts';
 import type { AttnWeights } from './weights.ts';
@@ -63,22 +64,6 @@ export class MlaSaved {
   v: Float32Array[] = [];
   /** [T, H, dV] the heads' outputs (o_proj's input). */
   o = NONE;
-}
-
-/** Copy a [rows, width] block between strided row-major layouts. */
-function copyBlock(
-  dst: Float32Array,
-  dOff: number,
-  dStride: number,
-  src: Float32Array,
-  sOff: number,
-  sStride: number,
-  rows: number,
-  width: number,
-): void {
-  for (let r = 0; r < rows; r++) {
-    dst.set(src.subarray(sOff + r * sStride, sOff + r * sStride + width), dOff + r * dStride);
-  }
 }
 
 /**

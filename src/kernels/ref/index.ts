@@ -6,6 +6,7 @@
 import type { FfnWeights, Kernels, RouteParams } from '../kernels.ts';
 import type { LinearWeight } from '../../tensor/weight.ts';
 import { E4M3_TABLE, F16_TABLE } from '../../tensor/dtypes.ts';
+import { copyBlock } from '../../tensor/layout.ts';
 
 /** Widen row `r` of a weight into `dst` (length w.cols) as float32. */
 export function decodeRow(w: LinearWeight, r: number, dst: Float32Array): void {
@@ -338,22 +339,6 @@ function scatterAddRows(
     const o = rows[i] * D;
     const w = weights[i];
     for (let d = 0; d < D; d++) out[o + d] += w * src[i * D + d];
-  }
-}
-
-/** Copy a [rows, width] block between strided row-major layouts. */
-function copyBlock(
-  dst: Float32Array,
-  dOff: number,
-  dStride: number,
-  src: Float32Array,
-  sOff: number,
-  sStride: number,
-  rows: number,
-  width: number,
-): void {
-  for (let r = 0; r < rows; r++) {
-    dst.set(src.subarray(sOff + r * sStride, sOff + r * sStride + width), dOff + r * dStride);
   }
 }
 
