@@ -17,8 +17,10 @@ const rng = new Rng(1);
 const tokens = (n: number) => Array.from({ length: n }, () => rng.int(V));
 const reps = quick ? 2 : 3;
 
-/** Median of `reps` timings of fn (seconds). */
+/** Median of `reps` timings of fn (seconds), after one untimed warm-up run as llama-bench does. */
 function time(fn: () => void, setup: () => void = () => {}): number {
+  setup();
+  fn();
   const t: number[] = [];
   for (let i = 0; i < reps; i++) {
     setup();

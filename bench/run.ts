@@ -4,9 +4,11 @@
 // checkpoints, in one run with the same thread count. Also measures the machine's memory
 // read bandwidth and the batch-1 decode roofline (active weight bytes per token ÷ bandwidth).
 // Generated checkpoints, GGUF files and the llama.cpp build live in .cache/ (git-ignored);
-// --prepare only makes them. Each engine runs --rounds times (default 2), alternating which
-// goes first, and each figure is its best round: on a shared machine throughput drifts by
-// 10-20% over minutes, and alternating keeps that drift from favouring either engine.
+// --prepare only makes them. Each engine runs --rounds times (default 3), alternating which
+// goes first, and each figure is the median of its rounds: on this shared VM memory
+// bandwidth swings between ~30 and ~47 GB/s from minute to minute (llama.cpp's bench-m
+// decode read 21.7 and 43.6 tok/s an hour apart), so one run, or the best of a few, says
+// more about the neighbours than about the engine.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -31,7 +33,7 @@ const { values: args } = parseArgs({
 const ROOT = resolve(import.meta.dirname, '..');
 const CACHE = join(ROOT, '.cache', 'bench');
 const THREADS = Number(args.threads ?? availableParallelism());
-const ROUNDS = Math.max(1, Number(args.rounds ?? (args.smoke ? 1 : 2)));
+const ROUNDS = Math.max(1, Number(args.rounds ?? (args.smoke ? 1 : 3)));
 const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
 
 const yarn = (factor: number, orig: number) => ({
@@ -201,12 +203,13 @@ function benchLlama(gguf: string, tools: { bench: string; batched: string }, qui
   };
 }
 
-/** Each figure's best round: the highest throughput, the lowest peak RSS. */
-function best(runs: Record<string, number | null>[]): Record<string, number | null> {
+/** Each figure's median over the rounds (the lower middle one for an even count). */
+function median(runs: Record<string, number | null>[]): Record<string, number | null> {
   const out: Record<string, number | null> = {};
   for (const key of Object.keys(runs[0])) {
     const v = runs.map((r) => r[key]).filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
-    out[key] = v.length === 0 ? null : key === 'peak_rss_mb' ? Math.min(...v) : Math.max(...v);
+    v.sort((a, b) => a - b);
+    out[key] = v.length === 0 ? null : v[Math.floor((v.length - 1) / 2)];
   }
   return out;
 }
@@ -251,8 +254,8 @@ function main(): void {
       if (tools) theirsAll.push(runTheirs());
       if (round % 2 === 1 && tools) oursAll.push(runOurs());
     }
-    const ours = best(oursAll);
-    const theirs = tools ? best(theirsAll) : {};
+    const ours = median(oursAll);
+    const theirs = tools ? median(theirsAll) : {};
     const add = (metric: Row['metric'], key: string, prompt: number, batch: number) =>
       rows.push({ model: c.model, dtype: c.dtype, metric, prompt, batch, dsv3: ours[key] ?? NaN, llama_cpp: theirs[key] ?? null });
     add('prefill_tps', 'prefill_128', 128, 1);
