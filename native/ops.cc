@@ -184,6 +184,8 @@ bool packed(const KernelTable* t, i64 M, i64 K, int dtype) {
   return M >= t->packMinM && dtype == DT_F8;
 }
 
+i64 dtype_bytes(int dtype) { return dtype == DT_F32 ? 4 : dtype == DT_F8 ? 1 : 2; }
+
 /** Rows of x per direct-path job: as many as keep M·K·4 bytes within about 1 MiB. */
 i64 direct_rows(i64 M, i64 K) {
   const i64 fit = std::max<i64>(4, ((i64)(1 << 20) / (std::max<i64>(K, 1) * 4)) / 4 * 4);
@@ -202,6 +204,12 @@ struct GemmBlock {
  */
 void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vector<GemmBlock>& out) {
   out.clear();
+  // Direct blocks are sized over the whole list (about 4 per thread in all), so that a
+  // list of small GEMMs (an MoE layer's experts at decode) streams W in long runs rather
+  // than in many short ones, each of which pays the prefetchers' ramp-up.
+  i64 rowsAll = 0;
+  for (i64 e = 0; e < n; e++) rowsAll += g[e].M > 0 ? g[e].N : 0;
+  const i64 ncDirect = std::max<i64>(16, rup(cdiv(rowsAll, (i64)nt * 4), 16));
   for (i64 e = 0; e < n; e++) {
     const i64 M = g[e].M, N = g[e].N;
     if (M <= 0 || N <= 0) continue;
@@ -212,9 +220,11 @@ void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vect
       for (i64 m = 0; m < M; m += mc)
         for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
     } else {
+      // ...but no block streams more than about 1 MiB of W, so big GEMMs keep enough
+      // blocks for the threads to finish together.
+      const i64 rowBytes = std::max<i64>(1, g[e].K * dtype_bytes(g[e].w.dtype));
       const i64 mc = direct_rows(M, g[e].K);
-      i64 nc = rup(cdiv(N, (i64)nt * 4), 16);
-      if (nc < 16) nc = 16;
+      const i64 nc = std::max<i64>(16, std::min(ncDirect, rup((1 << 20) / rowBytes, 16)));
       for (i64 m = 0; m < M; m += mc)
         for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
     }
