@@ -585,6 +585,20 @@ for (const be of backends) {
         for (let i = 0; i < one.length; i++) bitwise(two[i], one[i], `output ${i}`);
       });
 
+      it('weightAllocator: zeroed, 64-byte aligned, non-overlapping buffers, big ones on their own', () => {
+        const alloc = K.weightAllocator!();
+        const sizes = [1, 63, 64, 1000, 3 << 20, 5, 20 << 20, 129];
+        const bufs = sizes.map((n) => alloc(n));
+        bufs.forEach((b, i) => {
+          assert.equal(b.length, sizes[i]);
+          assert.equal(b.byteOffset % 64, 0, `buffer ${i} is 64-byte aligned`);
+          assert.ok(b.every((v) => v === 0), `buffer ${i} is zeroed`);
+          b.fill(i + 1);
+        });
+        bufs.forEach((b, i) => assert.ok(b.every((v) => v === i + 1), `buffer ${i} kept its bytes`));
+        assert.equal(bufs[6].byteOffset, 0, 'a 20 MiB matrix gets a buffer of its own');
+      });
+
       it('rejects sizes that would read or write out of bounds', () => {
         const w = makeWeight('F32', 4, 8, 1);
         assert.throws(() => K.matmul(new Float32Array(3), new Float32Array(8), 1, w), RangeError);
