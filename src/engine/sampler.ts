@@ -96,6 +96,9 @@ export class Sampler {
    * not modified. NaN logits count as -Infinity.
    */
   sample(logits: Float32Array, history: ArrayLike<number> = []): number {
+    if (this.temperature === 0 && this.rep === 1 && this.freq === 0 && this.pres === 0) {
+      return argmax(logits); // plain greedy: no copy of the logits needed
+    }
     const { p, total, best } = this.weights(logits, history);
     if (total === 0) return best;
     let u = this.rng.uniform() * total;
@@ -192,6 +195,24 @@ export class Sampler {
     }
     return x;
   }
+}
+
+/** Index of the largest logit, lowest id on ties, NaN counting as -Infinity (as weights()). */
+function argmax(logits: Float32Array): number {
+  let best = -1;
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i]!;
+    if (v > max) {
+      max = v;
+      best = i;
+    }
+  }
+  if (best === -1) {
+    if (logits.length === 0) bad('logits: empty');
+    bad('logits: all -Infinity or NaN, nothing to sample');
+  }
+  return best;
 }
 
 // Zeroes all but the k largest (ties with the k-th largest kept, as transformers); new total.
