@@ -6,7 +6,7 @@
 // Implemented as a Kernels decorator: the model does not know it is being quantised.
 
 import type { Kernels } from '../kernels/kernels.ts';
-import { ffnExpertsComposed, matmulHeadsComposed, matmulTHeadsComposed } from '../kernels/ref/index.ts';
+import { composedOps } from '../kernels/ref/index.ts';
 import { E4M3_TABLE, f32ToE4m3 } from '../tensor/dtypes.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 
@@ -86,16 +86,8 @@ export function fp8Kernels(base: Kernels, weights: Set<LinearWeight['data']>, ex
       if (exempt.has(w.data)) return base.matmulT(out, x, M, w, r0, R);
       base.matmulT(out, quantiseRows(x, M, R), M, operand(w, true), r0, R);
     },
-    // The fused ops go through the FP8 matmuls above, one GEMM at a time.
-    ffnExperts(y, x, D, nets, offsets, rows, weights) {
-      ffnExpertsComposed(k, y, x, D, nets, offsets, rows, weights);
-    },
-    matmulHeads(out, x, M, H, w, r0, step, N) {
-      matmulHeadsComposed(k, out, x, M, H, w, r0, step, N);
-    },
-    matmulTHeads(out, x, M, H, xs, w, r0, step, R) {
-      matmulTHeadsComposed(k, out, x, M, H, xs, w, r0, step, R);
-    },
+    // The grouped ops go through the FP8 matmuls above, one GEMM at a time.
+    ...composedOps(() => k),
   };
   return k;
 }

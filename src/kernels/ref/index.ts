@@ -403,6 +403,18 @@ export function ffnExpertsComposed(
   }
 }
 
+/**
+ * The grouped ops (ffnExperts, matmulHeads, matmulTHeads) run through the primitive ops of
+ * the kernels `of()` returns: the reference's own, or a decorator's (the FP8 simulation).
+ */
+export function composedOps(of: () => Kernels): Pick<Kernels, 'ffnExperts' | 'matmulHeads' | 'matmulTHeads'> {
+  return {
+    ffnExperts: (y, x, D, nets, offsets, rows, weights) => ffnExpertsComposed(of(), y, x, D, nets, offsets, rows, weights),
+    matmulHeads: (out, x, M, H, w, r0, step, N) => matmulHeadsComposed(of(), out, x, M, H, w, r0, step, N),
+    matmulTHeads: (out, x, M, H, xs, w, r0, step, R) => matmulTHeadsComposed(of(), out, x, M, H, xs, w, r0, step, R),
+  };
+}
+
 export const refKernels: Kernels = {
   name: 'ref',
   matmul,
@@ -418,13 +430,5 @@ export const refKernels: Kernels = {
   moeRoute,
   gatherRows,
   scatterAddRows,
-  ffnExperts(y, x, D, nets, offsets, rows, weights) {
-    ffnExpertsComposed(refKernels, y, x, D, nets, offsets, rows, weights);
-  },
-  matmulHeads(out, x, M, H, w, r0, step, N) {
-    matmulHeadsComposed(refKernels, out, x, M, H, w, r0, step, N);
-  },
-  matmulTHeads(out, x, M, H, xs, w, r0, step, R) {
-    matmulTHeadsComposed(refKernels, out, x, M, H, xs, w, r0, step, R);
-  },
+  ...composedOps(() => refKernels),
 };
