@@ -204,12 +204,14 @@ struct GemmBlock {
  */
 void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vector<GemmBlock>& out) {
   out.clear();
-  // Direct blocks are sized over the whole list (about 4 per thread in all), so that a
-  // list of small GEMMs (an MoE layer's experts at decode) streams W in long runs rather
-  // than in many short ones, each of which pays the prefetchers' ramp-up.
-  i64 rowsAll = 0;
-  for (i64 e = 0; e < n; e++) rowsAll += g[e].M > 0 ? g[e].N : 0;
-  const i64 ncDirect = std::max<i64>(16, rup(cdiv(rowsAll, (i64)nt * 4), 16));
+  // Direct blocks are sized by work over the whole list (about 4 per thread in all), so
+  // that a list of small GEMMs (an MoE layer's experts at decode) streams W in long runs
+  // rather than in many short ones, each paying the prefetchers' ramp-up, while a GEMM
+  // with many rows (the shared expert at prefill) is cut finer than one with few.
+  double work = 0;
+  for (i64 e = 0; e < n; e++)
+    if (g[e].M > 0 && g[e].N > 0) work += (double)g[e].M * g[e].N * g[e].K;
+  const double target = work / ((double)nt * 4);
   for (i64 e = 0; e < n; e++) {
     const i64 M = g[e].M, N = g[e].N;
     if (M <= 0 || N <= 0) continue;
@@ -220,15 +222,19 @@ void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vect
       for (i64 m = 0; m < M; m += mc)
         for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
     } else {
-      // ...but no block streams more than about 1 MiB of W, so big GEMMs keep enough
-      // blocks for the threads to finish together.
+      // ...and no block streams more than about 1 MiB of W.
       const i64 rowBytes = std::max<i64>(1, g[e].K * dtype_bytes(g[e].w.dtype));
       const i64 mc = direct_rows(M, g[e].K);
-      const i64 nc = std::max<i64>(16, std::min(ncDirect, rup((1 << 20) / rowBytes, 16)));
+      const i64 byWork = (i64)(target / ((double)mc * std::max<i64>(1, g[e].K)));
+      const i64 nc = std::max<i64>(16, rup(std::min<i64>(byWork, (1 << 20) / rowBytes), 16));
       for (i64 m = 0; m < M; m += mc)
         for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
     }
   }
+  // Biggest blocks first, so the threads finish together (blocks are claimed in order).
+  std::stable_sort(out.begin(), out.end(), [](const GemmBlock& a, const GemmBlock& b) {
+    return (a.m1 - a.m0) * (a.n1 - a.n0) > (b.m1 - b.m0) * (b.n1 - b.n0);
+  });
 }
 
 void run_block(const KernelTable* t, const GemmNT& g, const GemmBlock& b) {
