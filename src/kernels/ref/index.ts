@@ -342,19 +342,29 @@ function scatterAddRows(
   }
 }
 
+/**
+ * Run `op` once per head on contiguous copies: head h reads inW numbers of each of the M rows
+ * of x at h·xs (row stride H·xs) and writes outW numbers of out at h·outW (row stride H·outW).
+ */
+function perHead(
+  x: Float32Array, xs: number, inW: number, out: Float32Array, outW: number, M: number, H: number,
+  op: (oh: Float32Array, xh: Float32Array, h: number) => void,
+): void {
+  const xh = new Float32Array(M * inW);
+  const oh = new Float32Array(M * outW);
+  for (let h = 0; h < H; h++) {
+    copyBlock(xh, 0, inW, x, h * xs, H * xs, M, inW);
+    op(oh, xh, h);
+    copyBlock(out, h * outW, H * outW, oh, 0, outW, M, outW);
+  }
+}
+
 /** matmulHeads from K.matmul, one head at a time (its definition). */
 export function matmulHeadsComposed(
   K: Kernels, out: Float32Array, x: Float32Array, M: number, H: number, w: LinearWeight,
   r0: number, step: number, N: number,
 ): void {
-  const Kc = w.cols;
-  const xh = new Float32Array(M * Kc);
-  const oh = new Float32Array(M * N);
-  for (let h = 0; h < H; h++) {
-    copyBlock(xh, 0, Kc, x, h * Kc, H * Kc, M, Kc);
-    K.matmul(oh, xh, M, w, r0 + h * step, N);
-    copyBlock(out, h * N, H * N, oh, 0, N, M, N);
-  }
+  perHead(x, w.cols, w.cols, out, N, M, H, (oh, xh, h) => K.matmul(oh, xh, M, w, r0 + h * step, N));
 }
 
 /** matmulTHeads from K.matmulT, one head at a time (its definition). */
@@ -362,14 +372,7 @@ export function matmulTHeadsComposed(
   K: Kernels, out: Float32Array, x: Float32Array, M: number, H: number, xs: number, w: LinearWeight,
   r0: number, step: number, R: number,
 ): void {
-  const C = w.cols;
-  const xh = new Float32Array(M * R);
-  const oh = new Float32Array(M * C);
-  for (let h = 0; h < H; h++) {
-    copyBlock(xh, 0, R, x, h * xs, H * xs, M, R);
-    K.matmulT(oh, xh, M, w, r0 + h * step, R);
-    copyBlock(out, h * C, H * C, oh, 0, C, M, C);
-  }
+  perHead(x, xs, R, out, w.cols, M, H, (oh, xh, h) => K.matmulT(oh, xh, M, w, r0 + h * step, R));
 }
 
 /** ffnExperts built from the other ops of `K` (its definition; the reference runs it). */
