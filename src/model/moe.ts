@@ -197,18 +197,18 @@ export function moeForward(
       nets.push(w.experts[e]);
       offsets.push(count[e + 1]);
     }
-    const allRowsW = new Int32Array(rows.length + S);
-    const allWts = new Float32Array(rows.length + S);
-    allRowsW.set(rows);
-    allWts.set(wts);
+    const netRows = new Int32Array(rows.length + S);
+    const netWts = new Float32Array(rows.length + S);
+    netRows.set(rows);
+    netWts.set(wts);
     if (w.shared) {
       const all = allRows(T);
-      allRowsW.set(all.rows, rows.length);
-      allWts.set(all.ones, rows.length);
+      netRows.set(all.rows, rows.length);
+      netWts.set(all.ones, rows.length);
       nets.push(w.shared);
       offsets.push(rows.length + T);
     }
-    K.ffnExperts(y, x, D, nets, Int32Array.from(offsets), allRowsW, allWts);
+    K.ffnExperts(y, x, D, nets, Int32Array.from(offsets), netRows, netWts);
     return y;
   }
   for (let e = 0; e < E; e++) {
