@@ -7,7 +7,7 @@ import { cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadKernels } from '../src/kernels/index.ts';
-import { train, type TrainOptions, type TrainSummary } from '../src/train/loop.ts';
+import { RECIPE, train, type TrainOptions, type TrainSummary } from '../src/train/loop.ts';
 import { lossCurveSvg } from '../src/train/plot.ts';
 import { PRESETS } from '../src/train/presets.ts';
 import { Tokenizer } from '../src/text/tokenizer.ts';
@@ -37,12 +37,7 @@ const base = (out: string): TrainOptions => ({
   seqLen: 64,
   lr: 3e-3,
   warmup: Math.round(steps / 10),
-  minLrRatio: 0.1,
-  weightDecay: 0.1,
-  clip: 1,
-  mtpWeight: 0.3,
-  seqAux: 1e-4,
-  biasUpdateSpeed: 0.001,
+  ...RECIPE,
   fp8: false,
   seed: 0,
   valFraction: 0.02,

@@ -9,7 +9,7 @@ import { DsError } from '../errors.ts';
 import { parseConfig } from '../io/config.ts';
 import { tokenizerConfig, trainBpe } from '../text/bpe-trainer.ts';
 import { readCorpus, splitDocs, type CorpusSource } from '../train/data.ts';
-import { train } from '../train/loop.ts';
+import { RECIPE, train } from '../train/loop.ts';
 import { PRESETS } from '../train/presets.ts';
 import { loadKernels } from '../kernels/index.ts';
 import { MODEL_OPTIONS, UsageError, floatOption, intOption, parse } from './args.ts';
@@ -138,12 +138,12 @@ export function trainCommand(argv: string[]): number {
       seqLen: intOption(v['seq-len'], 'seq-len', 128, 2),
       lr: floatOption(v.lr, 'lr', 3e-3),
       warmup: intOption(v.warmup, 'warmup', 100),
-      minLrRatio: floatOption(v['min-lr-ratio'], 'min-lr-ratio', 0.1),
-      weightDecay: floatOption(v['weight-decay'], 'weight-decay', 0.1),
-      clip: floatOption(v.clip, 'clip', 1),
-      mtpWeight: floatOption(v['mtp-weight'], 'mtp-weight', 0.3),
-      seqAux: floatOption(v['seq-aux'], 'seq-aux', 1e-4),
-      biasUpdateSpeed: floatOption(v['bias-update-speed'], 'bias-update-speed', 0.001),
+      minLrRatio: floatOption(v['min-lr-ratio'], 'min-lr-ratio', RECIPE.minLrRatio),
+      weightDecay: floatOption(v['weight-decay'], 'weight-decay', RECIPE.weightDecay),
+      clip: floatOption(v.clip, 'clip', RECIPE.clip),
+      mtpWeight: floatOption(v['mtp-weight'], 'mtp-weight', RECIPE.mtpWeight),
+      seqAux: floatOption(v['seq-aux'], 'seq-aux', RECIPE.seqAux),
+      biasUpdateSpeed: floatOption(v['bias-update-speed'], 'bias-update-speed', RECIPE.biasUpdateSpeed),
       fp8: v.fp8 ?? false,
       seed,
       valFraction,

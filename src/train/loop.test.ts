@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkMemory, train, updateBias, type TrainOptions } from './loop.ts';
+import { RECIPE, checkMemory, train, updateBias, type TrainOptions } from './loop.ts';
 import { tokenizerConfig, trainBpe } from '../text/bpe-trainer.ts';
 import { tinyConfig } from '../model/init.ts';
 import { refKernels } from '../kernels/ref/index.ts';
@@ -45,12 +45,7 @@ function opts(out: string, over: Partial<TrainOptions> = {}): TrainOptions {
     seqLen: 24,
     lr: 1e-2,
     warmup: 4,
-    minLrRatio: 0.1,
-    weightDecay: 0.1,
-    clip: 1,
-    mtpWeight: 0.3,
-    seqAux: 1e-4,
-    biasUpdateSpeed: 0.001,
+    ...RECIPE,
     fp8: false,
     seed: 3,
     valFraction: 0.05,

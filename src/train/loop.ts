@@ -24,6 +24,19 @@ import { AdamW, decays, learningRate } from './optim.ts';
 import { lossCurveSvg } from './plot.ts';
 import { trainStep } from './step.ts';
 
+/**
+ * The recipe's settings that rarely change (DeepSeek-V3's: cosine to 10%, decay 0.1, clip 1,
+ * MTP weight 0.3, balance-loss α 1e-4, bias update speed γ 0.001); `dsv3 train` defaults.
+ */
+export const RECIPE = {
+  minLrRatio: 0.1,
+  weightDecay: 0.1,
+  clip: 1,
+  mtpWeight: 0.3,
+  seqAux: 1e-4,
+  biasUpdateSpeed: 0.001,
+} as const satisfies Partial<TrainOptions>;
+
 export interface TrainOptions {
   out: string;
   /** A fresh model of this config, or continue the checkpoint in `out` (resume). */
