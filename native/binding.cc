@@ -40,10 +40,10 @@ struct Args {
     if (range) napi_throw_range_error(env, nullptr, m.c_str());
     else napi_throw_type_error(env, nullptr, m.c_str());
   }
-  bool isNull(size_t i) {
-    if (i >= n) return true;
+  bool isNull(size_t i) { return i >= n || nullish(v[i]); }
+  bool nullish(napi_value val) {
     napi_valuetype t;
-    napi_typeof(env, v[i], &t);
+    napi_typeof(env, val, &t);
     return t == napi_null || t == napi_undefined;
   }
   void* typed(size_t i, napi_typedarray_type want, size_t* len, const char* what) {
@@ -432,11 +432,7 @@ napi_value FfnExperts(napi_env env, napi_callback_info info) {
     napi_value el[6];
     for (uint32_t k = 0; k < 6; k++) napi_get_element(env, a.v[3], (uint32_t)(6 * e) + k, &el[k]);
     const double* m = meta + 15 * e;
-    auto scaleOf = [&](napi_value v) -> napi_value {
-      napi_valuetype t;
-      napi_typeof(env, v, &t);
-      return t == napi_null || t == napi_undefined ? nullptr : v;
-    };
+    auto scaleOf = [&](napi_value v) -> napi_value { return a.nullish(v) ? nullptr : v; };
     FfnNet& f = nets[(std::size_t)e];
     f.gate = a.weightOf(el[0], m[0], m[1], m[2], scaleOf(el[1]), m[3], m[4]);
     f.up = a.weightOf(el[2], m[5], m[6], m[7], scaleOf(el[3]), m[8], m[9]);

@@ -179,10 +179,7 @@ bool f8_needs_slow(const WView& w, i64 r0, i64 n) {
  * prefill of 128 tokens went from ~1700 to ~2150 tok/s. FP8 decoding costs more, so FP8
  * packs from packMinM rows on.
  */
-bool packed(const KernelTable* t, i64 M, i64 K, int dtype) {
-  (void)K;
-  return M >= t->packMinM && dtype == DT_F8;
-}
+bool packed(const KernelTable* t, i64 M, int dtype) { return M >= t->packMinM && dtype == DT_F8; }
 
 i64 dtype_bytes(int dtype) { return dtype == DT_F32 ? 4 : dtype == DT_F8 ? 1 : 2; }
 
@@ -215,7 +212,7 @@ void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vect
   for (i64 e = 0; e < n; e++) {
     const i64 M = g[e].M, N = g[e].N;
     if (M <= 0 || N <= 0) continue;
-    if (packed(t, M, g[e].K, g[e].w.dtype)) {
+    if (packed(t, M, g[e].w.dtype)) {
       const i64 mc = M <= 256 ? M : 256;
       i64 nc = rup(cdiv(N, (i64)nt * 4), 48);
       if (nc > 384) nc = 384;
@@ -238,23 +235,27 @@ void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vect
 }
 
 void run_block(const KernelTable* t, const GemmNT& g, const GemmBlock& b) {
-  if (packed(t, g.M, g.K, g.w.dtype)) t->gemm_nt_packed(&g, b.m0, b.m1, b.n0, b.n1);
+  if (packed(t, g.M, g.w.dtype)) t->gemm_nt_packed(&g, b.m0, b.m1, b.n0, b.n1);
   else t->gemm_nt(&g, b.m0, b.m1, b.n0, b.n1);
 }
 
-GemmNT make_gemm(const float* x, i64 M, const WView& w, float* out) {
+/** out[m*ldo + n] = x[m*ldx ...] · W[r0 + n] for n < N; dense x and out unless ldx/ldo say. */
+GemmNT make_gemm(const float* x, i64 M, const WView& w, float* out, i64 r0, i64 N, i64 ldx, i64 ldo) {
   GemmNT g;
   g.x = x;
-  g.ldx = w.cols;
+  g.ldx = ldx;
   g.M = M;
   g.K = w.cols;
   g.w = w;
-  g.r0 = 0;
-  g.N = w.rows;
+  g.r0 = r0;
+  g.N = N;
   g.out = out;
-  g.ldo = w.rows;
-  g.f8slow = f8_needs_slow(w, 0, w.rows);
+  g.ldo = ldo;
+  g.f8slow = f8_needs_slow(w, r0, N);
   return g;
+}
+GemmNT make_gemm(const float* x, i64 M, const WView& w, float* out) {
+  return make_gemm(x, M, w, out, 0, w.rows, w.cols, w.rows);
 }
 
 /** Run the GEMMs g[0..n) as blocks over the pool. */
@@ -278,15 +279,7 @@ void op_matmul_heads(float* out, const float* x, i64 M, i64 H, const WView& w, i
   if (M <= 0 || N <= 0 || H <= 0) return;
   const i64 K = w.cols;
   std::vector<GemmNT> g((std::size_t)H);
-  for (i64 h = 0; h < H; h++) {
-    GemmNT& e = g[(std::size_t)h];
-    e = make_gemm(x + h * K, M, w, out + h * N);
-    e.ldx = H * K;
-    e.r0 = r0 + h * step;
-    e.N = N;
-    e.ldo = H * N;
-    e.f8slow = f8_needs_slow(w, e.r0, N);
-  }
+  for (i64 h = 0; h < H; h++) g[(std::size_t)h] = make_gemm(x + h * K, M, w, out + h * N, r0 + h * step, N, H * K, H * N);
   run_gemms(lv(), g.data(), H, (double)H * M * N * (K + 16));
 }
 
