@@ -142,12 +142,8 @@ export class Sampler {
     const n = logits.length;
     if (n === 0) bad('logits: empty');
     const x = this.penalized(logits, history);
-    let best = -1;
-    let max = -Infinity;
-    for (let i = 0; i < n; i++) {
-      if (x[i]! > max) { max = x[i]!; best = i; }
-    }
-    if (best === -1) bad('logits: all -Infinity or NaN, nothing to sample');
+    const best = argmax(x);
+    const max = x[best]!;
     if (this.temperature === 0 || max === Infinity) return { p: x, total: 0, best };
 
     const p = x; // reuse the buffer: each p[i] is written after x[i] is read
@@ -197,8 +193,8 @@ export class Sampler {
   }
 }
 
-/** Index of the largest logit, lowest id on ties, NaN counting as -Infinity (as weights()). */
-function argmax(logits: Float32Array): number {
+/** Index of the largest logit, lowest id on ties, NaN counting as -Infinity. */
+function argmax(logits: ArrayLike<number>): number {
   let best = -1;
   let max = -Infinity;
   for (let i = 0; i < logits.length; i++) {
