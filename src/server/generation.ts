@@ -14,6 +14,7 @@ import {
   type TextDelta,
 } from '../pipeline/completion.ts';
 import { ApiError, toApiError } from './errors.ts';
+import type { RequestRecord } from './log.ts';
 import type { GenerationRequest } from './request.ts';
 
 /** What every route needs: the model and its parts, under the name clients use. */
@@ -116,6 +117,24 @@ export async function startChoices(
   }
   const each = running.map((c) => c.done);
   return { promptTokens, cancel, each, done: Promise.all(each) };
+}
+
+/**
+ * The results of a non-streaming request's choices: cancelled if the client goes away
+ * first, recorded in the request log; a failed choice becomes the request's error.
+ */
+export async function finishedChoices(
+  choices: Choices,
+  signal: AbortSignal,
+  rec: RequestRecord,
+): Promise<CompletionResult[]> {
+  const onAbort = () => choices.cancel();
+  signal.addEventListener('abort', onAbort, { once: true });
+  const results = await choices.done.finally(() => signal.removeEventListener('abort', onAbort));
+  rec.done(results, choices.promptTokens);
+  const failed = results.find((r) => r.finish === 'error');
+  if (failed) throw toApiError(failed.error ?? new Error('generation failed'));
+  return results;
 }
 
 /** OpenAI's usage block; each prompt counts once however many choices it has. */

@@ -7,7 +7,7 @@ import type { CompletionResult, TextDelta, TokenLogprob } from '../../pipeline/c
 import { renderChat, type ChatMessage } from '../../text/chat-template.ts';
 import { DsError } from '../../errors.ts';
 import { toApiError, ApiError } from '../errors.ts';
-import { startChoices, usage, type ServerContext } from '../generation.ts';
+import { finishedChoices, startChoices, usage, type ServerContext } from '../generation.ts';
 import { chatLogprobs } from '../logprobs.ts';
 import { OutputParser, collectEvents, type OutputEvent, type ParsedOutput } from '../parsers.ts';
 import type { ChatRequest, ToolDef } from '../request.ts';
@@ -100,12 +100,7 @@ export async function chatCompletion(
 
   if (!req.stream) {
     const choices = await startChoices(ctx, [prompt], req, 'messages');
-    const onAbort = () => choices.cancel();
-    signal.addEventListener('abort', onAbort, { once: true });
-    const results = await choices.done.finally(() => signal.removeEventListener('abort', onAbort));
-    rec.done(results, choices.promptTokens);
-    const failed = results.find((r) => r.finish === 'error');
-    if (failed) throw toApiError(failed.error ?? new Error('generation failed'));
+    const results = await finishedChoices(choices, signal, rec);
     const body = {
       ...head('chat.completion'),
       choices: results.map((r, index) => {

@@ -4,7 +4,7 @@
 
 import type { CompletionResult, TextDelta, TokenLogprob } from '../../pipeline/completion.ts';
 import { toApiError } from '../errors.ts';
-import { startChoices, usage, type ServerContext } from '../generation.ts';
+import { finishedChoices, startChoices, usage, type ServerContext } from '../generation.ts';
 import type { RequestRecord } from '../log.ts';
 import { completionLogprobs } from '../logprobs.ts';
 import type { CompletionRequest } from '../request.ts';
@@ -28,12 +28,7 @@ export async function textCompletion(
 
   if (!req.stream) {
     const choices = await startChoices(ctx, prompts, req, 'prompt');
-    const onAbort = () => choices.cancel();
-    signal.addEventListener('abort', onAbort, { once: true });
-    const results = await choices.done.finally(() => signal.removeEventListener('abort', onAbort));
-    rec.done(results, choices.promptTokens);
-    const failed = results.find((r) => r.finish === 'error');
-    if (failed) throw toApiError(failed.error ?? new Error('generation failed'));
+    const results = await finishedChoices(choices, signal, rec);
     return Response.json({
       ...base,
       choices: results.map((r, index) => ({
