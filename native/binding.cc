@@ -510,6 +510,16 @@ napi_value SetLevel(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// setWeightBytes(n): the bytes of weights loaded through the allocator so far.
+napi_value SetWeightBytes(napi_env env, napi_callback_info info) {
+  Args a(env, info, "setWeightBytes");
+  const i64 n = a.count(0, "bytes");
+  if (a.ok) set_weight_bytes(n);
+  napi_value r;
+  napi_get_boolean(env, a.ok && decode_resident(), &r);
+  return r;
+}
+
 napi_value ReadBandwidth(napi_env env, napi_callback_info info) {
   Args a(env, info, "readBandwidth");
   const i64 bytes = a.count(0, "bytes"), reps = a.count(1, "reps");
@@ -560,7 +570,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"attention", Attention},   {"moeRoute", MoeRoute},     {"gatherRows", GatherRows},
       {"scatterAddRows", ScatterAddRows}, {"ffnExperts", FfnExperts}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
       {"level", Level},           {"levels", Levels},         {"setLevel", SetLevel},
-      {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth}, {"adviseHugePages", AdviseHugePages},
+      {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth}, {"setWeightBytes", SetWeightBytes}, {"adviseHugePages", AdviseHugePages},
   };
   for (auto& f : fns) {
     napi_value fn;

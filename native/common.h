@@ -33,6 +33,7 @@ struct GemmNT {
   float* out;
   i64 ldo;
   int f8slow;  // F8: some |scale| >= 256 or non-finite (use two multiplies per element)
+  int resident = 0;  // W is likely cache-resident: decode interleaves rows (see nt_direct_t)
 };
 
 /** out[m*ldo + c] = sum_r x[m*ldx + r] * W[r0 + r][c], r < R, c < C = w.cols. */

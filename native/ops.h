@@ -50,6 +50,12 @@ struct FfnNet {
  * the numbers of gather_rows, matmul, silu_mul, matmul and scatter_add_rows, in two pool jobs.
  */
 void op_ffn_experts(float* y, const float* x, i64 D, const FfnNet* nets, i64 count);
+/**
+ * The bytes of model weights the process holds (native.ts's weight allocator reports its
+ * running total). When they fit in the last-level cache, decode interleaves weight rows.
+ */
+void set_weight_bytes(i64 bytes);
+bool decode_resident();
 /** Read bandwidth of a simple streaming sum over `bytes` bytes, `reps` times, all threads (GB/s). */
 double read_bandwidth(i64 bytes, int reps);
 

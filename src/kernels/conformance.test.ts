@@ -19,7 +19,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Kernels, RouteParams } from './kernels.ts';
 import { ffnExpertsComposed, matmulHeadsComposed, matmulTHeadsComposed, refKernels } from './ref/index.ts';
-import { loadNative, nativeInfo, nativeLoadError, setNativeLevel, setThreads } from './native.ts';
+import { loadNative, nativeAddon, nativeInfo, nativeLoadError, setNativeLevel, setThreads } from './native.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 import { f32ToBf16, f32ToE4m3, type DType } from '../tensor/dtypes.ts';
 
@@ -583,6 +583,32 @@ for (const be of backends) {
         const two = runAll();
         setThreads(info!.threads);
         for (let i = 0; i < one.length; i++) bitwise(two[i], one[i], `output ${i}`);
+      });
+
+      it('decode order: cache-resident weights (rows side by side) give the streamed order\'s numbers (bitwise)', (t) => {
+        const a = nativeAddon()!;
+        if (!a.setWeightBytes(1)) {
+          t.skip('the last-level cache size is unknown here, so decode never takes the cache-resident order');
+          return;
+        }
+        const ws: [string, LinearWeight][] = [
+          ...DTYPES.map((d) => [d, makeWeight(d, 70, 700, 81)] as [string, LinearWeight]),
+          ['F8 [16,24]', makeWeight('F8_E4M3', 50, 300, 82, [16, 24])],
+          ['BF16 long rows', makeWeight('BF16', 20, 2100, 83)],
+        ];
+        const run = (resident: boolean): Float32Array[] => {
+          // 1 byte fits any cache; 2^52 bytes fits none.
+          assert.equal(a.setWeightBytes(resident ? 1 : 2 ** 52), resident);
+          return ws.flatMap(([, w]) => [1, 3, 33].map((M) => {
+            const o = new Float32Array(M * w.rows);
+            K.matmul(o, randArray(M * w.cols, 84 + M), M, w);
+            return o;
+          }));
+        };
+        const streamed = run(false);
+        const resident = run(true);
+        a.setWeightBytes(0);
+        streamed.forEach((o, i) => bitwise(resident[i], o, `${ws[Math.floor(i / 3)][0]} case ${i % 3}`));
       });
 
       it('weightAllocator: zeroed, 64-byte aligned, non-overlapping buffers, big ones on their own', () => {

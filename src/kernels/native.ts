@@ -48,6 +48,7 @@ export interface NativeAddon {
   setLevel(name: string): void;
   cpuFeatures(): string;
   readBandwidth(bytes: number, reps: number): number;
+  setWeightBytes(bytes: number): boolean;
   adviseHugePages(a: ArrayBufferView): boolean;
 }
 
@@ -129,6 +130,9 @@ export function adviseHugePages(a: ArrayBufferView): boolean {
 /** Arenas of this size hold the smaller weight matrices; bigger ones get their own buffer. */
 const ARENA_BYTES = 64 << 20;
 
+/** Bytes handed out by every weight allocator of this process (weights are never given back). */
+let weightBytes = 0;
+
 /**
  * A bump allocator over ARENA_BYTES arenas advised to use 2 MiB pages before anything is
  * written to them (so the kernel backs them with huge pages on first touch). Matrices of a
@@ -138,6 +142,9 @@ function hugePageAllocator(a: NativeAddon): (bytes: number) => Uint8Array {
   let arena: Uint8Array | null = null;
   let used = 0;
   return (bytes) => {
+    // The addon picks its decode order by whether all weights fit in the last-level cache.
+    weightBytes += bytes;
+    a.setWeightBytes(weightBytes);
     if (bytes >= ARENA_BYTES / 4) {
       const own = new Uint8Array(bytes);
       a.adviseHugePages(own);
