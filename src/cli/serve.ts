@@ -12,6 +12,8 @@ import { SPECULATIVE_OPTIONS, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
   [--model-name NAME] [--max-batch N] [--max-queue N] [--quiet] [--kernels auto|native|ref] [--threads N]
+  [--prefill-chunk N]                      most prompt tokens per step (default 256), so a long
+                                           prompt does not stall the other streams
   [--speculative mtp [--draft-tokens K]]   draft with the MTP module, verify in one pass
   routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET / (web chat)
   --api-key (or DSV3_API_KEY) makes /v1/* require "Authorization: Bearer KEY"`;
@@ -25,6 +27,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     'model-name': { type: 'string' },
     'max-batch': { type: 'string' },
     'max-queue': { type: 'string' },
+    'prefill-chunk': { type: 'string' },
     quiet: { type: 'boolean' },
     ...SPECULATIVE_OPTIONS,
   });
@@ -37,11 +40,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
   const maxBatch = intOption(values['max-batch'], 'max-batch', 8, 1);
   const maxQueue = intOption(values['max-queue'], 'max-queue', 64, 0);
+  const prefillChunk = intOption(values['prefill-chunk'], 'prefill-chunk', 256, 1);
   const dir = modelDir(values.model);
   const tokenizer = loadTokenizer(dir);
   const speculative = speculativeOption(values.speculative, values['draft-tokens']);
   const model = loadModel(dir, { ...values, mtp: speculative !== undefined });
-  const scheduler = new Scheduler(model, { maxBatch, maxQueue, speculative });
+  const scheduler = new Scheduler(model, { maxBatch, maxQueue, speculative, prefillChunk });
   const app = createApp({
     model,
     tokenizer,

@@ -97,6 +97,55 @@ describe('scheduler', () => {
     assert.equal(calls, 1);
   });
 
+  it('prefills long prompts in chunks: same output, and running sequences keep decoding meanwhile', async () => {
+    const chunk = 4;
+    const s = new Scheduler(model, { maxBatch: 2, prefillChunk: chunk });
+    // Count the tokens of every forward pass.
+    const fed: number[] = [];
+    const m = s.model as unknown as { forward: DeepseekV3['forward'] };
+    const forward = m.forward.bind(s.model);
+    m.forward = (b, o) => (fed.push(b.reduce((n, x) => n + x.ids.length, 0)), forward(b, o));
+    const longPrompt = Array.from({ length: 17 }, (_, i) => (i * 37 + 5) % model.cfg.vocab_size);
+    const aSteps: number[] = [];
+    let bFirst = -1;
+    let bSubmitted = -1;
+    const b: { p: Promise<{ ids: number[]; r: SeqResult }> | null } = { p: null };
+    const aIds: number[] = [];
+    const a = new Promise<SeqResult>((resolve) => {
+      s.submit({
+        prompt: [1, 2, 3],
+        maxNewTokens: 14,
+        sampler: greedy(),
+        onToken: (id) => {
+          aIds.push(id);
+          aSteps.push(s.steps);
+          if (aIds.length === 2) {
+            // A long prompt arrives while A is decoding.
+            bSubmitted = s.steps;
+            const ids: number[] = [];
+            b.p = new Promise((done) => s.submit({
+              prompt: longPrompt, maxNewTokens: 3, sampler: greedy(),
+              onToken: (t) => { if (ids.push(t) === 1) bFirst = s.steps; },
+              onDone: (r) => done({ ids, r }),
+            }));
+          }
+        },
+        onDone: resolve,
+      });
+    });
+    const aRes = await a;
+    assert.equal(aRes.error?.stack, undefined);
+    const bOut = await b.p!;
+    m.forward = forward;
+    assert.deepEqual(aIds, generate(model, [[1, 2, 3]], { maxNewTokens: 14 }).ids[0]);
+    assert.deepEqual(bOut.ids, generate(model, [longPrompt], { maxNewTokens: 3 }).ids[0]);
+    // 17 prompt tokens in chunks of 4: the first token comes on the fifth step of B's prefill.
+    assert.equal(bFirst - bSubmitted, Math.ceil(longPrompt.length / chunk));
+    const during = aSteps.filter((st) => st > bSubmitted && st < bFirst).length;
+    assert.equal(during, bFirst - bSubmitted - 1, 'A emitted a token on every step of B\'s prefill');
+    assert.ok(Math.max(...fed) <= chunk + 1, `no step fed more than a chunk plus A's token: ${fed}`);
+  });
+
   it('refuses when the queue is full and when the prompt does not fit', () => {
     const s = new Scheduler(model, { maxBatch: 1, maxQueue: 2 });
     const req = { prompt: [1], maxNewTokens: 1, sampler: greedy(), onDone: () => {} };

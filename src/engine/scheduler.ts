@@ -1,8 +1,11 @@
 // Continuous batching in token ids. Requests join a bounded queue; every step runs ONE
-// forward pass over all active sequences (new ones with their whole prompt, running ones
-// with their last token), then each sequence picks its next token. Finished and cancelled
-// sequences leave between steps and their latent caches are dropped at once; queued ones
-// take their places. Steps yield to the event loop so I/O (HTTP, cancellation) interleaves.
+// forward pass over all active sequences (running ones with their last token, new ones
+// with the next chunk of their prompt), then each sequence whose prompt is in picks its
+// next token. Prompts are fed at most `prefillChunk` tokens per step (all new sequences
+// together), so a long prompt does not stall the others' decoding, and a step (the time
+// the event loop waits) stays bounded. Finished and cancelled sequences leave between
+// steps and their latent caches are dropped at once; queued ones take their places.
+// Steps yield to the event loop so I/O (HTTP, cancellation) interleaves.
 //
 // With `speculative`, a running sequence feeds [next, d1 … dk] instead of one token: the
 // drafts come from the MTP module (one batched MTP pass for all sequences per draft
@@ -47,6 +50,8 @@ export interface SchedulerOptions {
   maxQueue?: number;
   /** Draft this many tokens per step with the model's MTP module (needs MTP weights). */
   speculative?: { draftTokens: number };
+  /** Most prompt tokens fed per step, over all sequences (default 256). */
+  prefillChunk?: number;
 }
 
 interface Seq {
@@ -55,8 +60,10 @@ interface Seq {
   cache: SequenceCache | null;
   history: number[];
   generated: number;
-  /** Tokens to feed at the next step (the prompt first, then one token at a time). */
+  /** Tokens to feed (the prompt first, in chunks, then one token at a time). */
   feed: number[];
+  /** Prompt tokens already in the cache. */
+  prefilled: number;
   /** Speculation: drafts after feed[0], their distributions, and MTP rows to catch up. */
   drafts: number[];
   draftDists: Float64Array[];
@@ -83,6 +90,7 @@ export class Scheduler {
   private readonly maxBatch: number;
   private readonly maxQueue: number;
   private readonly draftTokens: number;
+  private readonly prefillChunk: number;
   /** Forward passes run so far and the sequences they carried (for tests and metrics). */
   steps = 0;
   stepRows = 0;
@@ -94,6 +102,10 @@ export class Scheduler {
     this.maxBatch = opts.maxBatch ?? 8;
     this.maxQueue = opts.maxQueue ?? 64;
     this.draftTokens = opts.speculative?.draftTokens ?? 0;
+    this.prefillChunk = opts.prefillChunk ?? 256;
+    if (!(Number.isInteger(this.prefillChunk) && this.prefillChunk >= 1)) {
+      throw new DsError('BAD_INPUT', `prefillChunk must be a positive integer (got ${opts.prefillChunk})`);
+    }
     if (this.draftTokens > 0 && !model.hasMtp) {
       throw new DsError('BAD_INPUT', 'speculative decoding with MTP needs a checkpoint with MTP weights');
     }
@@ -123,6 +135,7 @@ export class Scheduler {
       history: [...req.prompt],
       generated: 0,
       feed: [...req.prompt],
+      prefilled: 0,
       drafts: [],
       draftDists: [],
       mtpIds: [],
@@ -192,16 +205,47 @@ export class Scheduler {
     setImmediate(() => this.step());
   }
 
+  /**
+   * What each sequence feeds this step: running ones their token (and drafts), new ones the
+   * next chunk of their prompt within the step's prompt budget, in order of arrival. A
+   * sequence left out (budget spent) waits for the next step. `whole`: the prompt is in
+   * after this step, so the sequence picks a token.
+   */
+  private plan(batch: Seq[]): { s: Seq; ids: number[]; whole: boolean }[] {
+    let budget = this.prefillChunk;
+    const out: { s: Seq; ids: number[]; whole: boolean }[] = [];
+    for (const s of batch) {
+      if (s.generated > 0) {
+        out.push({ s, ids: [...s.feed, ...s.drafts], whole: true });
+        continue;
+      }
+      const n = Math.min(budget, s.feed.length);
+      if (n === 0) continue;
+      budget -= n;
+      out.push({ s, ids: s.feed.slice(0, n), whole: n === s.feed.length });
+    }
+    return out;
+  }
+
+  /** After a prefill chunk: the rest of the prompt stays in feed. */
+  private fed(s: Seq, ids: number[]): void {
+    if (s.generated > 0) return;
+    s.feed = s.feed.slice(ids.length);
+    s.prefilled += ids.length;
+  }
+
   private plainStep(batch: Seq[]): void {
     const V = this.model.cfg.vocab_size;
+    const plan = this.plan(batch);
     const r = this.model.forward(
-      batch.map((s) => ({ ids: s.feed, cache: s.cache! })),
+      plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })),
       { logits: 'last' },
     );
     this.steps++;
-    this.stepRows += batch.length;
-    batch.forEach((s, j) => {
-      if (s.cancelled) return;
+    this.stepRows += plan.length;
+    plan.forEach(({ s, ids, whole }, j) => {
+      this.fed(s, ids);
+      if (s.cancelled || !whole) return;
       const logits = r.logits.subarray(j * V, (j + 1) * V);
       const id = s.req.sampler.sample(logits, s.history);
       if (this.emit(s, id, logits)) s.feed = [id];
@@ -228,19 +272,31 @@ export class Scheduler {
     const V = m.cfg.vocab_size;
     const D = m.cfg.hidden_size;
     const L = m.cfg.num_hidden_layers;
-    const feeds = batch.map((s) => [...s.feed, ...s.drafts]);
+    const plan = this.plan(batch);
     const r = m.forward(
-      batch.map((s, j) => ({ ids: feeds[j], cache: s.cache! })),
+      plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })),
       { logits: 'none' },
     );
     this.steps++;
-    this.stepRows += batch.length;
+    this.stepRows += plan.length;
 
     const drafting: Seq[] = [];
-    batch.forEach((s, j) => {
+    const catchUp = new Set<Seq>();
+    plan.forEach(({ s, ids, whole }, j) => {
+      const prefill = s.generated === 0;
+      const p0 = s.prefilled;
+      this.fed(s, ids);
       if (s.cancelled) return;
       const slice = r.seqs[j];
-      const prefill = s.generated === 0;
+      if (!whole) {
+        // A prompt chunk with more to come: nothing to pick, but the MTP module's rows for
+        // these positions pair each hidden state with the next prompt token.
+        s.mtpIds = s.req.prompt.slice(p0 + 1, p0 + 1 + slice.len);
+        s.mtpHidden = r.hidden.subarray(slice.row * D, (slice.row + slice.len) * D);
+        drafting.push(s);
+        catchUp.add(s);
+        return;
+      }
       // Logits only for the rows that are read: the prompt's last, or next + every draft.
       const nRows = prefill ? 1 : slice.len;
       const first = slice.row + slice.len - nRows;
@@ -261,9 +317,9 @@ export class Scheduler {
         for (const c of s.cache!.layers.slice(0, L)) c.length = slice.p0 + tokens.length;
       }
       // MTP rows to (re)compute from the true hidden states: row i pairs h_i with token i+1.
-      const mtpFrom = prefill ? 0 : slice.p0;
+      const mtpFrom = slice.p0;
       s.cache!.layers[L].length = Math.min(s.cache!.layers[L].length, mtpFrom);
-      s.mtpIds = prefill ? [...s.req.prompt.slice(1), tokens[0]] : tokens;
+      s.mtpIds = prefill ? [...s.req.prompt.slice(p0 + 1), tokens[0]] : tokens;
       const hRows = prefill ? slice.len : tokens.length;
       s.mtpHidden = r.hidden.subarray(slice.row * D, (slice.row + hRows) * D);
 
@@ -277,16 +333,20 @@ export class Scheduler {
         drafting.push(s);
       }
     });
-    this.draft(drafting);
+    this.draft(drafting, catchUp);
   }
 
-  /** Draft up to k tokens for each sequence with the MTP module, batched across sequences. */
-  private draft(seqs: Seq[]): void {
+  /**
+   * Draft up to k tokens for each sequence with the MTP module, batched across sequences;
+   * sequences in `catchUp` (mid-prompt) only get their MTP rows computed.
+   */
+  private draft(seqs: Seq[], catchUp: Set<Seq>): void {
     const m = this.model;
     const V = m.cfg.vocab_size;
     const D = m.cfg.hidden_size;
     const max = m.cfg.max_position_embeddings;
     const want = seqs.map((s) => {
+      if (catchUp.has(s)) return 0;
       const budget = s.req.maxNewTokens - s.generated - 1;
       const room = max - 1 - s.history.length;
       return Math.max(0, Math.min(this.draftTokens, budget, room));
