@@ -16,9 +16,8 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { convertToGguf } from '../src/io/convert-gguf.ts';
-import { loadConfig, type DeepseekConfig } from '../src/io/config.ts';
+import type { DeepseekConfig } from '../src/io/config.ts';
 import { tinyConfig, writeRandomCheckpoint, type InitDType } from '../src/model/init.ts';
-import { isMoeLayer } from '../src/model/weights.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -87,32 +86,6 @@ const CASES: Case[] = args.smoke
             { model: 'bench-m', dtype: 'fp8', cfg: BENCH_M, init: 'FP8', gguf: 'q8_0' },
           ] as Case[])),
     ];
-
-/**
- * Weight bytes one token reads at batch 1: attention, dense or active experts, head. The
- * linears take `bytesPerWeight`; lm_head and the router stay BF16 in the FP8 layout too.
- */
-function activeBytes(cfg: DeepseekConfig, bytesPerWeight: number): number {
-  const D = cfg.hidden_size;
-  const H = cfg.num_attention_heads;
-  const dQk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim;
-  const attn =
-    (cfg.q_lora_rank ? cfg.q_lora_rank * D + H * dQk * cfg.q_lora_rank : H * dQk * D) +
-    (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * D +
-    H * (cfg.qk_nope_head_dim + cfg.v_head_dim) * cfg.kv_lora_rank +
-    D * H * cfg.v_head_dim;
-  let bf16 = cfg.vocab_size * D; // lm_head
-  let n = 0;
-  for (let l = 0; l < cfg.num_hidden_layers; l++) {
-    n += attn;
-    if (isMoeLayer(cfg, l)) {
-      const expert = 3 * D * cfg.moe_intermediate_size;
-      n += (cfg.num_experts_per_tok + cfg.n_shared_experts) * expert;
-      bf16 += cfg.n_routed_experts * D; // the router
-    } else n += 3 * D * cfg.intermediate_size;
-  }
-  return n * bytesPerWeight + bf16 * 2;
-}
 
 /** Peak RSS (MB) and stdout of a command, through python's getrusage of its child. */
 function measured(cmd: string[], env: NodeJS.ProcessEnv = process.env): { out: string; rssMb: number } {
@@ -264,7 +237,7 @@ function main(): void {
     add('decode_tps', 'decode_d512', 512, 1);
     add('decode_tps', 'decode_b8', 128, 8);
     add('peak_rss_mb', 'peak_rss_mb', 0, 1);
-    const bytes = activeBytes(loadConfig(dir), c.dtype === 'fp8' ? 1 : 2);
+    const bytes = ours.active_bytes!; // as loaded: FP8 codes and scales, BF16 head and router
     const roofline = (bw * 1e9) / bytes;
     log(`${c.model} ${c.dtype}: ${(bytes / 2 ** 20).toFixed(1)} MiB of weights per token → roofline ${roofline.toFixed(1)} tok/s at batch 1`);
     rows.push({ model: c.model, dtype: c.dtype, metric: 'decode_tps', prompt: -1, batch: 1, dsv3: roofline, llama_cpp: null });

@@ -7,6 +7,7 @@ import { writeFileSync, mkdirSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GOLDEN_DIR, GOLDEN_MISSING, REPO_ROOT, goldenModelDir, logitTolerance, maxAbs, maxAbsDiff, readJson } from '../../test/helpers/golden.ts';
 import { tempDir, textCheckpoint } from '../../test/helpers/fixtures.ts';
+import { nativeInfo } from '../kernels/native.ts';
 
 const BIN = join(REPO_ROOT, 'bin/dsv3.js');
 
@@ -50,6 +51,25 @@ describe('dsv3 CLI', () => {
     assert.deepEqual(Object.keys(e).sort(), ['bits_per_byte', 'perplexity', 'tokens']);
     assert.ok(e.perplexity > 1 && e.perplexity < 8192, `perplexity ${e.perplexity}`);
     assert.ok(e.bits_per_byte > 0 && e.tokens > 10);
+  });
+
+  it('bench --json prints one line per figure on the shipped model; bad settings are usage errors', () => {
+    const out = ok(['bench', '--json', '--prompts', '16,40', '--tokens', '4', '--depth', '20', '--batch', '3',
+      '--batch-depth', '8', '--reps', '1']);
+    const lines = out.trim().split('\n').map((l) => JSON.parse(l));
+    const keys = lines.map((l) => `${l.metric}/${l.prompt}/${l.batch}`);
+    const want = ['prefill_tps/16/1', 'prefill_tps/40/1', 'decode_tps/0/1', 'decode_tps/20/1', 'decode_tps/8/3', 'peak_rss_mb/0/1'];
+    assert.deepEqual(keys.slice(0, want.length), want);
+    for (const l of lines) {
+      assert.deepEqual(Object.keys(l), ['model', 'metric', 'prompt', 'batch', 'dsv3']);
+      assert.equal(l.model, 'default');
+      assert.ok(Number.isFinite(l.dsv3) && l.dsv3 > 0, JSON.stringify(l));
+    }
+    // The roofline needs the native addon's bandwidth reading: present exactly when it loads.
+    assert.equal(keys.includes('roofline_decode_tps/0/1'), nativeInfo() !== null);
+    const bad = dsv3(['bench', '--depth', '5000']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /context of 1024 tokens/);
   });
 
   describe('with a tokenizer', () => {

@@ -12,6 +12,7 @@ import { serveCommand } from './serve.ts';
 import { trainStepCommand } from './train-step.ts';
 import { evalCommand } from './eval.ts';
 import { trainCommand } from './train.ts';
+import { benchCommand } from './bench.ts';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number> | number; help: string }> = {
   logits: { run: logitsCommand, help: 'print the logits of a token sequence as JSON' },
@@ -22,6 +23,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number> | numb
   serve: { run: serveCommand, help: 'OpenAI-compatible HTTP server with a web chat page' },
   train: { run: trainCommand, help: 'train a DeepSeek-V3-architecture model (MTP, aux-loss-free balancing, FP8)' },
   eval: { run: evalCommand, help: 'perplexity and bits per byte on a text file' },
+  bench: { run: benchCommand, help: 'how fast a model runs here: prefill, decode, memory, roofline' },
   'train-step': { run: trainStepCommand, help: 'one forward + backward pass: losses and gradients (JSON)' },
 };
 

@@ -118,6 +118,15 @@ export function setNativeLevel(level: string): void {
 }
 
 /**
+ * Memory read bandwidth (GB/s) of a streaming sum over `bytes` bytes on every pool thread,
+ * the best of `reps` passes; null when the addon is not loaded.
+ */
+export function readBandwidth(bytes = 256 << 20, reps = 3): number | null {
+  const a = nativeAddon();
+  return a ? a.readBandwidth(bytes, reps) : null;
+}
+
+/**
  * Ask Linux to back a (large, preferably not yet written) array with 2 MiB pages. Streaming
  * a weight over thousands of 4 KiB pages costs a TLB miss per page, expensive under a
  * hypervisor. Returns false where unsupported or when the addon is not loaded.
