@@ -149,6 +149,11 @@ static inline V dec_f8n(const std::uint8_t* p, int n, V s) {
   std::memcpy(t, p, (std::size_t)n);
   return dec_f8(t, s);
 }
+// Raw decoders for FP8 with the block scale on x: the exact e4m3 values (the table), no scale.
+static const int F8_RAW_EXP = 0;
+static inline V dec_f8r(const std::uint8_t* p) { return dec_f8(p, vset1(1.0f)); }
+static inline V dec_f8rq(const std::uint8_t* p) { return dec_f8(p, vset1(1.0f)); }
+static inline V dec_f8rn(const std::uint8_t* p, int n) { return dec_f8n(p, n, vset1(1.0f)); }
 static inline V dec_f8s(const std::uint8_t* p, V s) { return dec_f8(p, s); }
 static inline V dec_f8q(const std::uint8_t* p, V s) { return dec_f8(p, s); }
 static inline V dec_f8sq(const std::uint8_t* p, V s) { return dec_f8(p, s); }

@@ -206,6 +206,30 @@ for (const be of backends) {
       }
     });
 
+    it('matmul: FP8 rows of x at extreme magnitudes stay accurate (no overflow, no subnormal loss)', () => {
+      // The native FP8 path scales x by 2^64 (exactly) unless a row holds |x| >= 2^50; rows of
+      // tiny values must not lose precision to subnormal products, nor huge ones overflow.
+      const w = makeWeight('F8_E4M3', 300, 260, 15);
+      for (const [what, mag] of [['huge', 2 ** 70], ['tiny', 1e-30], ['mixed', 0]] as const) {
+        for (const M of [1, 3, 20]) {
+          const x = randArray(M * 260, 16 + M);
+          if (mag) for (let i = 0; i < x.length; i++) x[i] *= mag;
+          else for (let m = 0; m < M; m++) x[m * 260 + 7] = 2 ** 52; // one huge entry per row
+          const want = new Float32Array(M * 300);
+          const got = new Float32Array(M * 300);
+          refKernels.matmul(want, x, M, w);
+          K.matmul(got, x, M, w);
+          assert.ok(got.every(Number.isFinite), `${what} M=${M}: finite`);
+          // Relative to the outputs' own size (closeDot's absolute floor would hide tiny rows).
+          const tol = 1e-5 * maxAbs(want) * Math.sqrt(260) / 4;
+          assert.ok(maxDiff(got, want) <= tol, `${what} M=${M}: max|Δ| = ${maxDiff(got, want)} > ${tol}`);
+          const one = new Float32Array(300);
+          K.matmul(one, x.subarray((M - 1) * 260), 1, w);
+          bitwise(one, got.subarray((M - 1) * 300), `${what} M=${M}: the last row alone`);
+        }
+      }
+    });
+
     it('matmul and matmulT: FP8 NaN codes (0x7F, 0xFF) give NaN exactly where ref does', () => {
       const w = makeWeight('F8_E4M3', 50, 300, 12);
       const d = w.data as Uint8Array;

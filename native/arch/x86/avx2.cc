@@ -130,6 +130,11 @@ static inline __m128i f8loadn(const std::uint8_t* p, int n) {
   std::memcpy(t, p, (std::size_t)n);
   return _mm_load_si128(reinterpret_cast<const __m128i*>(t));
 }
+// Raw decoders for FP8 with the block scale on x: e4m3 · 2^-F8_RAW_EXP, no scale (see avx512.cc).
+static const int F8_RAW_EXP = 120;
+static inline V dec_f8r(const std::uint8_t* p) { return f8dec(f8load(p), _mm256_set1_ps(1.0f), false); }
+static inline V dec_f8rq(const std::uint8_t* p) { return f8decq(f8load(p), _mm256_set1_ps(1.0f), false); }
+static inline V dec_f8rn(const std::uint8_t* p, int n) { return f8dec(f8loadn(p, n), _mm256_set1_ps(1.0f), false); }
 static inline V dec_f8(const std::uint8_t* p, V s) { return f8dec(f8load(p), s, false); }
 static inline V dec_f8n(const std::uint8_t* p, int n, V s) { return f8dec(f8loadn(p, n), s, false); }
 static inline V dec_f8s(const std::uint8_t* p, V s) { return f8dec(f8load(p), s, true); }

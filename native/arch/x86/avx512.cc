@@ -130,6 +130,17 @@ static inline V dec_f8sq(const std::uint8_t* p, V s) {
   const V f = f8bits(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(1.329227995784916e36f)), s);
 }
+// Raw decoders for FP8 with the block scale on x (see f8_xg): e4m3 · 2^-F8_RAW_EXP, no scale.
+static const int F8_RAW_EXP = 120;
+static inline V dec_f8r(const std::uint8_t* p) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return f8nan(b, f8bits(b));
+}
+static inline V dec_f8rq(const std::uint8_t* p) { return f8bits(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+static inline V dec_f8rn(const std::uint8_t* p, int n) {
+  const __m128i b = _mm_maskz_loadu_epi8(lanes(n), p);
+  return f8nan(b, f8bits(b));
+}
 /** Any NaN code (0x7F, 0xFF) among p[0..n)? */
 static inline bool f8_has_nan(const std::uint8_t* p, std::int64_t n) {
   const __m512i m7f = _mm512_set1_epi8(0x7f);
