@@ -322,12 +322,13 @@ static void nt_direct_f8(const GemmNT* g, I m0, I m1, I n0, I n1) {
  * chain instead, so rows go side by side (the shipped 9M model decodes 15-25% faster).
  * All give the same numbers: the order within one output is the same.
  */
+static inline bool one_row_at_a_time(const GemmNT* g, I m, I eltBytes) {
+  return !g->resident && (m == 1 || (m <= NT_MR && eltBytes * g->w.cols <= SHORT_ROW_BYTES));
+}
+
 template <class D>
 static void nt_direct_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
-  const I m = m1 - m0;
-  if (g->resident) nt_direct_nr<D, NT_NR>(g, m0, m1, n0, n1);
-  else if (m == 1 || (m <= NT_MR && (I)sizeof(typename D::E) * g->w.cols <= SHORT_ROW_BYTES))
-    nt_direct_nr<D, 1>(g, m0, m1, n0, n1);
+  if (one_row_at_a_time(g, m1 - m0, sizeof(typename D::E))) nt_direct_nr<D, 1>(g, m0, m1, n0, n1);
   else nt_direct_nr<D, NT_NR>(g, m0, m1, n0, n1);
 }
 
@@ -338,8 +339,7 @@ static void gemm_nt_direct(const GemmNT* g, I m0, I m1, I n0, I n1) {
     case DT_F16: nt_direct_t<Dec<DT_F16, false>>(g, m0, m1, n0, n1); break;
     case DT_F8:
       if (g->f8slow) nt_direct_t<Dec<DT_F8, true>>(g, m0, m1, n0, n1);
-      else if (!g->resident && (m1 - m0 == 1 || (m1 - m0 <= NT_MR && g->w.cols <= SHORT_ROW_BYTES)))
-        nt_direct_f8<1>(g, m0, m1, n0, n1);
+      else if (one_row_at_a_time(g, m1 - m0, 1)) nt_direct_f8<1>(g, m0, m1, n0, n1);
       else nt_direct_f8<NT_NR>(g, m0, m1, n0, n1);
       break;
   }
@@ -366,53 +366,55 @@ static void decode_span(const WView& w, I row, I k0, I kl, float* dst) {
   }
 }
 
+/**
+ * One block of a packed GEMM: x rows [mb, mb + mc) (x and ldx point at row mb) by W rows
+ * [nb, nb + nc), over all of K in chunks of KC: each chunk of the W rows is decoded to a
+ * panel, then run by the tiles (bkt: the scale-block length the tiles keep, see nt_bk).
+ */
 template <class D>
-static void nt_packed_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
+static void packed_block(const GemmNT* g, const float* x, I ldx, I nb, I nc, I mb, I mc, I KC, I bkt) {
   const WView& w = g->w;
   const I K = w.cols;
-  const I bk = nt_bk(w);
-  const bool blocked = bk < K;  // F8 with b1 % L != 0: keep whole rows, chunk by blocks
-  const I KC = blocked || K <= PK_KC ? (K > 0 ? K : 1) : PK_KC;
   const I PLD = (KC + L - 1) / L * L + L;  // panel row stride (padded against aliasing)
   float* panel = tl_panel.get(PK_NC * PLD);
   const I accld = PK_NC * L;
   float* acc = tl_acc.get(PK_MC * accld);
-  const I bkt = blocked ? bk : KC;
-  for (I nb = n0; nb < n1; nb += PK_NC) {
-    const I nc = imin(PK_NC, n1 - nb);
-    for (I mb = m0; mb < m1; mb += PK_MC) {
-      const I mc = imin(PK_MC, m1 - mb);
-      for (I kc0 = 0; kc0 < K || kc0 == 0; kc0 += KC) {
-        const I kl = imin(KC, K - kc0);
-        const bool first = kc0 == 0, last = kc0 + KC >= K;
-        for (I j = 0; j < nc; j++) decode_span<D>(w, g->r0 + nb + j, kc0, kl, panel + j * PLD);
-        for (I nj = 0; nj < nc; nj += NT_NR) {
-          const int nv = (int)imin(NT_NR, nc - nj);
-          const float* wp[NT_NR];
-          for (int j = 0; j < NT_NR; j++) wp[j] = panel + (nj + (j < nv ? j : nv - 1)) * PLD;
-          for (I mi = 0; mi < mc; mi += NT_MR) {
-            const int mr = (int)imin(NT_MR, mc - mi);
-            nt_tile_m<Dec<DT_F32, false>, NT_NR>(mr, g->x + (mb + mi) * g->ldx + kc0, g->ldx, wp, nullptr, kl,
-                                          bkt, acc + mi * accld + nj * L, accld, first, last,
-                                          g->out + (mb + mi) * g->ldo + nb + nj, g->ldo, nv);
-          }
-        }
-        if (K == 0) break;
+  for (I kc0 = 0; kc0 < K || kc0 == 0; kc0 += KC) {
+    const I kl = imin(KC, K - kc0);
+    const bool first = kc0 == 0, last = kc0 + KC >= K;
+    for (I j = 0; j < nc; j++) decode_span<D>(w, g->r0 + nb + j, kc0, kl, panel + j * PLD);
+    for (I nj = 0; nj < nc; nj += NT_NR) {
+      const int nv = (int)imin(NT_NR, nc - nj);
+      const float* wp[NT_NR];
+      for (int j = 0; j < NT_NR; j++) wp[j] = panel + (nj + (j < nv ? j : nv - 1)) * PLD;
+      for (I mi = 0; mi < mc; mi += NT_MR) {
+        const int mr = (int)imin(NT_MR, mc - mi);
+        nt_tile_m<Dec<DT_F32, false>, NT_NR>(mr, x + mi * ldx + kc0, ldx, wp, nullptr, kl, bkt,
+                                             acc + mi * accld + nj * L, accld, first, last,
+                                             g->out + (mb + mi) * g->ldo + nb + nj, g->ldo, nv);
       }
     }
+    if (K == 0) break;
   }
+}
+
+template <class D>
+static void nt_packed_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
+  const I K = g->w.cols;
+  const I bk = nt_bk(g->w);
+  const bool blocked = bk < K;  // F8 with b1 % L != 0: keep whole rows, chunk by blocks
+  const I KC = blocked || K <= PK_KC ? (K > 0 ? K : 1) : PK_KC;
+  for (I nb = n0; nb < n1; nb += PK_NC)
+    for (I mb = m0; mb < m1; mb += PK_MC)
+      packed_block<D>(g, g->x + mb * g->ldx, g->ldx, nb, imin(PK_NC, n1 - nb), mb, imin(PK_MC, m1 - mb), KC,
+                      blocked ? bk : KC);
 }
 
 /** The packed path for FP8 with the block scale on x (see f8_xg): raw panels, x^G per group. */
 static void nt_packed_f8(const GemmNT* g, I m0, I m1, I n0, I n1) {
-  typedef Dec<DT_F8R, false> D;
   const WView& w = g->w;
   const I K = w.cols;
   const I KC = K <= PK_KC ? (K > 0 ? K : 1) : PK_KC;
-  const I PLD = (KC + L - 1) / L * L + L;  // panel row stride (padded against aliasing)
-  float* panel = tl_panel.get(PK_NC * PLD);
-  const I accld = PK_NC * L;
-  float* acc = tl_acc.get(PK_MC * accld);
   float* xg = tl_xg.get(PK_MC * K + 2 * PK_MC);
   float* xs = xg + PK_MC * K;
   float* post = xs + PK_MC;
@@ -423,26 +425,8 @@ static void nt_packed_f8(const GemmNT* g, I m0, I m1, I n0, I n1) {
       const I mc = imin(PK_MC, m1 - mb);
       f8_rowscale(g->x + mb * g->ldx, g->ldx, mc, K, xs, post);
       f8_xg(g->x + mb * g->ldx, g->ldx, mc, w, G, xs, xg);
-      for (I nb = ga; nb < gb; nb += PK_NC) {
-        const I nc = imin(PK_NC, gb - nb);
-        for (I kc0 = 0; kc0 < K || kc0 == 0; kc0 += KC) {
-          const I kl = imin(KC, K - kc0);
-          const bool first = kc0 == 0, last = kc0 + KC >= K;
-          for (I j = 0; j < nc; j++) decode_span<D>(w, g->r0 + nb + j, kc0, kl, panel + j * PLD);
-          for (I nj = 0; nj < nc; nj += NT_NR) {
-            const int nv = (int)imin(NT_NR, nc - nj);
-            const float* wp[NT_NR];
-            for (int j = 0; j < NT_NR; j++) wp[j] = panel + (nj + (j < nv ? j : nv - 1)) * PLD;
-            for (I mi = 0; mi < mc; mi += NT_MR) {
-              const int mr = (int)imin(NT_MR, mc - mi);
-              nt_tile_m<Dec<DT_F32, false>, NT_NR>(mr, xg + mi * K + kc0, K, wp, nullptr, kl, KC,
-                                                   acc + mi * accld + nj * L, accld, first, last,
-                                                   g->out + (mb + mi) * g->ldo + nb + nj, g->ldo, nv);
-            }
-          }
-          if (K == 0) break;
-        }
-      }
+      for (I nb = ga; nb < gb; nb += PK_NC)
+        packed_block<Dec<DT_F8R, false>>(g, xg, K, nb, imin(PK_NC, gb - nb), mb, mc, KC, KC);
       scale_rows(g->out + mb * g->ldo + ga, g->ldo, mc, gb - ga, post);
     }
     ga = gb;
