@@ -2,6 +2,7 @@
 // dense SwiGLU MLP for the first `first_k_dense_replace` layers and DeepSeekMoE after.
 // Shared by the main model and the MTP modules. blockBackward is blockForward in reverse.
 
+import { type Alloc } from '../tensor/scratch.ts';
 import type { Kernels, RouteParams } from '../kernels/kernels.ts';
 import type { LayerCache } from './cache.ts';
 import { mlaBackward, mlaForward, MlaSaved, type AttnImpl, type MlaDims, type SeqSlice } from './mla.ts';
@@ -22,6 +23,8 @@ export interface StepContext {
   onRoute?: (layer: number, r: Routing) => void;
   /** Training: where each layer keeps what its backward needs. Absent at inference. */
   tape?: Tape;
+  /** Where the pass takes its temporary arrays (HEAP when taping: the tape keeps them). */
+  mem: Alloc;
 }
 
 /** What blockBackward needs, kept by blockForward in ctx.tape.blocks under the layer index. */
@@ -52,15 +55,16 @@ export function blockForward(
     if (w.moe) s.moe = new MoeSaved();
     else s.mlp = new MlpSaved();
   }
-  const h = new Float32Array(T * D);
+  const { mem } = ctx;
+  const h = mem.f32(T * D);
   K.rmsNorm(h, x, w.input_layernorm, T, ctx.dims.eps);
-  K.add(x, mlaForward(K, w.self_attn, ctx.dims, h, T, ctx.pos, ctx.seqs, caches, ctx.impl, s?.attn), T * D);
+  K.add(x, mlaForward(K, w.self_attn, ctx.dims, h, T, ctx.pos, ctx.seqs, caches, ctx.impl, s?.attn, mem), T * D);
   if (s) s.x1 = x.slice();
-  const h2 = s ? new Float32Array(T * D) : h; // the attention kept h when training
+  const h2 = s ? mem.f32(T * D) : h; // the attention kept h when training
   K.rmsNorm(h2, x, w.post_attention_layernorm, T, ctx.dims.eps);
   const ffn = w.moe
-    ? moeForward(K, w.moe, route!, h2, T, ctx.onRoute && ((r) => ctx.onRoute!(index, r)), s?.moe)
-    : mlpForward(K, w.mlp!, h2, T, s?.mlp);
+    ? moeForward(K, w.moe, route!, h2, T, ctx.onRoute && ((r) => ctx.onRoute!(index, r)), s?.moe, mem)
+    : mlpForward(K, w.mlp!, h2, T, s?.mlp, mem);
   K.add(x, ffn, T * D);
 }
 

@@ -157,3 +157,23 @@ for (const v of VARIANTS) {
     });
   });
 }
+
+describe('DeepseekV3 at inference', () => {
+  it('what a pass returns survives the next passes (temporaries come from a reused arena, outputs do not)', () => {
+    for (const K of backends()) {
+      const model = DeepseekV3.load(randomCheckpoint({ num_nextn_predict_layers: 1 }, { seed: 7 }), { kernels: K });
+      const cache = model.newCache();
+      const r1 = model.forward([{ ids: [1, 2, 3, 4], cache }], { logits: 'all' });
+      const m1 = model.mtp([{ ids: [2, 3, 4, 5], hidden: r1.hidden, cache }]);
+      const keep = [r1.hidden, r1.logits, m1.logits, m1.block].map((a) => a.slice());
+      // More passes of other sizes, which reuse the arena.
+      model.forward([{ ids: [9, 8], cache }], { logits: 'last' });
+      model.forward([{ ids: [5], cache: model.newCache() }, { ids: [6, 7, 8], cache: model.newCache() }]);
+      model.mtp([{ ids: [3], hidden: r1.hidden.subarray(0, model.cfg.hidden_size), cache: model.newCache() }]);
+      [r1.hidden, r1.logits, m1.logits, m1.block].forEach((a, i) => assert.deepEqual(a, keep[i], `output ${i} (${K.name})`));
+      // And the same inputs give the same outputs: nothing stale leaks from the arena.
+      const r2 = model.forward([{ ids: [1, 2, 3, 4], cache: model.newCache() }], { logits: 'all' });
+      assert.deepEqual(r2.logits, keep[1]);
+    }
+  });
+});

@@ -5,6 +5,7 @@
 // Training uses the same forward with a Tape (ForwardOptions.tape), then backward /
 // mtpBackward, on the float32 copy forTraining() makes.
 
+import { HEAP, Scratch } from '../tensor/scratch.ts';
 import { DsError } from '../errors.ts';
 import { loadConfig, type DeepseekConfig } from '../io/config.ts';
 import { Checkpoint } from '../io/safetensors.ts';
@@ -66,6 +67,8 @@ export class DeepseekV3 {
   private readonly routes: (RouteParams | null)[];
   /** Whether this is a training copy (forTraining): F32 matrices, MTP embedding/head tied. */
   private training = false;
+  /** Temporary arrays of one inference pass (forward or mtp), reused by the next. */
+  private readonly scratch = new Scratch();
 
   constructor(
     readonly cfg: DeepseekConfig,
@@ -141,9 +144,15 @@ export class DeepseekV3 {
     return { T, ids, pos, seqs };
   }
 
+  /**
+   * The context of one pass. At inference its temporaries come from the scratch arena,
+   * which this resets: nothing a pass returns may be taken from it (outputs are fresh).
+   */
   private context(T: number, pos: Int32Array, seqs: SeqSlice[], opts: ForwardOptions): StepContext {
     const impl = opts.attn ?? 'absorb';
-    return { K: this.K, dims: this.dims, T, pos, seqs, impl, onRoute: opts.onRoute, tape: opts.tape };
+    if (!opts.tape) this.scratch.reset();
+    const mem = opts.tape ? HEAP : this.scratch;
+    return { K: this.K, dims: this.dims, T, pos, seqs, impl, onRoute: opts.onRoute, tape: opts.tape, mem };
   }
 
   /** Run the main model on the new tokens of every sequence, appending to their caches. */
@@ -153,7 +162,7 @@ export class DeepseekV3 {
     const { T, ids, pos, seqs } = this.flatten(batch, 0);
     const ctx = this.context(T, pos, seqs, opts);
 
-    const x = new Float32Array(T * D); // the residual stream [T, D]
+    const x = ctx.mem.f32(T * D); // the residual stream [T, D]
     K.embedding(x, w.embed_tokens, ids);
     for (let l = 0; l < w.layers.length; l++) {
       const caches = batch.map((b) => b.cache.layers[l]);
@@ -172,7 +181,7 @@ export class DeepseekV3 {
       nRows = T;
     } else if (mode === 'last') {
       nRows = seqs.length;
-      rows = new Float32Array(nRows * D);
+      rows = ctx.mem.f32(nRows * D);
       seqs.forEach((s, i) => rows.set(hidden.subarray((s.row + s.len - 1) * D, (s.row + s.len) * D), i * D));
     } else {
       nRows = 0;

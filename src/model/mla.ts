@@ -14,6 +14,7 @@
 import type { Kernels } from '../kernels/kernels.ts';
 import type { TrainKernels } from '../kernels/train.ts';
 import { copyBlock } from '../tensor/layout.ts';
+import { HEAP, type Alloc } from '../tensor/scratch.ts';
 import type { LayerCache } from './cache.ts';
 import { NONE, linearBackward, linearTBackward } from './tape.ts';
 import type { AttnWeights } from './weights.ts';
@@ -81,15 +82,16 @@ export function mlaForward(
   caches: LayerCache[],
   impl: AttnImpl,
   saved?: MlaSaved,
+  mem: Alloc = HEAP,
 ): Float32Array {
   const { H, dNope, dRope, dV, C } = d;
   const R = dRope;
   const dQk = dNope + dRope;
 
   // Queries: [T, H, dQk], nope part first, RoPE on the last dRope of each head.
-  const q = new Float32Array(T * H * dQk);
+  const q = mem.f32(T * H * dQk);
   if (w.q_a_proj) {
-    const qa = new Float32Array(T * w.q_a_proj.rows);
+    const qa = mem.f32(T * w.q_a_proj.rows);
     K.matmul(qa, x, T, w.q_a_proj);
     const qaN = saved ? new Float32Array(qa.length) : qa;
     K.rmsNorm(qaN, qa, w.q_a_layernorm!, T, d.eps);
@@ -104,24 +106,24 @@ export function mlaForward(
   K.rope(q, T, H, dQk, dNope, pos, d.freqs);
 
   // The compressed KV: latent [T, C] (normed) and one RoPE key [T, R] shared by all heads.
-  const kvA = new Float32Array(T * (C + R));
+  const kvA = mem.f32(T * (C + R));
   K.matmul(kvA, x, T, w.kv_a_proj_with_mqa);
-  const lat = new Float32Array(T * C);
-  const kPe = new Float32Array(T * R);
+  const lat = mem.f32(T * C);
+  const kPe = mem.f32(T * R);
   copyBlock(lat, 0, C, kvA, 0, C + R, T, C);
   copyBlock(kPe, 0, R, kvA, C, C + R, T, R);
   K.rmsNorm(lat, lat, w.kv_a_layernorm, T, d.eps);
   K.rope(kPe, T, 1, R, 0, pos, d.freqs);
 
-  const o = new Float32Array(T * H * dV); // [T, H, dV]
+  const o = mem.f32(T * H * dV); // [T, H, dV]
   const kvb = w.kv_b_proj;
   if (impl === 'absorb') {
     // q_nope[h] · W_uk[h] → a query in latent space: qLat [T, H, C]; qPe [T, H, R].
-    const qLat = new Float32Array(T * H * C);
-    const qPe = new Float32Array(T * H * R);
+    const qLat = mem.f32(T * H * C);
+    const qPe = mem.f32(T * H * R);
     K.matmulTHeads(qLat, q, T, H, dQk, kvb, 0, dNope + dV, dNope);
     for (let h = 0; h < H; h++) copyBlock(qPe, h * R, H * R, q, h * dQk + dNope, H * dQk, T, R);
-    const oLat = new Float32Array(T * H * C);
+    const oLat = mem.f32(T * H * C);
     for (let i = 0; i < seqs.length; i++) {
       const s = seqs[i];
       const view = caches[i].update(lat.subarray(s.row * C), kPe.subarray(s.row * R), s.p0, s.len);
@@ -181,7 +183,7 @@ export function mlaForward(
     }
   }
 
-  const out = new Float32Array(T * w.o_proj.rows);
+  const out = mem.f32(T * w.o_proj.rows);
   K.matmul(out, o, T, w.o_proj);
   if (saved) {
     saved.x = x;

@@ -14,6 +14,7 @@ import type { DeepseekConfig } from '../io/config.ts';
 import type { Kernels, RouteParams } from '../kernels/kernels.ts';
 import type { TrainKernels } from '../kernels/train.ts';
 import { NONE, linearBackward } from './tape.ts';
+import { HEAP, type Alloc } from '../tensor/scratch.ts';
 import type { MlpWeights, MoeWeights } from './weights.ts';
 
 /** What mlpBackward needs, kept by mlpForward when training. */
@@ -33,12 +34,15 @@ export function mlpForward(
   x: Float32Array,
   T: number,
   saved?: MlpSaved,
+  mem: Alloc = HEAP,
 ): Float32Array {
   if (!saved) {
     // Inference: one kernel call (the same numbers as the steps below).
-    const out = new Float32Array(T * w.down_proj.rows);
-    const all = allRows(T);
-    K.ffnExperts(out, x, w.down_proj.rows, [w], Int32Array.of(0, T), all.rows, all.ones);
+    const out = mem.f32(T * w.down_proj.rows);
+    const all = allRows(T, mem);
+    const offsets = mem.i32(2);
+    offsets[1] = T;
+    K.ffnExperts(out, x, w.down_proj.rows, [w], offsets, all.rows, all.ones);
     return out;
   }
   const I = w.gate_proj.rows;
@@ -60,10 +64,10 @@ export function mlpForward(
 }
 
 /** Rows 0 … T-1 with weight 1 each (a network that serves every token). */
-function allRows(T: number): { rows: Int32Array; ones: Float32Array } {
-  const rows = new Int32Array(T);
+function allRows(T: number, mem: Alloc): { rows: Int32Array; ones: Float32Array } {
+  const rows = mem.i32(T);
   for (let i = 0; i < T; i++) rows[i] = i;
-  return { rows, ones: new Float32Array(T).fill(1) };
+  return { rows, ones: mem.f32(T).fill(1) };
 }
 
 /** Backward of mlpForward: dy [T, D] → dx [T, D]; weight gradients accumulate in gw. */
@@ -113,12 +117,12 @@ export interface Routing {
 }
 
 /** Route x [T, D] with the layer's gate. */
-export function route(K: Kernels, w: MoeWeights, p: RouteParams, x: Float32Array, T: number): Routing {
+export function route(K: Kernels, w: MoeWeights, p: RouteParams, x: Float32Array, T: number, mem: Alloc = HEAP): Routing {
   const E = w.gate.rows;
-  const logits = new Float32Array(T * E);
+  const logits = mem.f32(T * E);
   K.matmul(logits, x, T, w.gate);
-  const idx = new Int32Array(T * p.topk);
-  const weights = new Float32Array(T * p.topk);
+  const idx = mem.i32(T * p.topk);
+  const weights = mem.f32(T * p.topk);
   K.moeRoute(idx, weights, logits, T, E, p);
   return { idx, weights, logits };
 }
@@ -154,18 +158,20 @@ export function moeForward(
   T: number,
   onRoute?: (r: Routing) => void,
   saved?: MoeSaved,
+  mem: Alloc = HEAP,
 ): Float32Array {
   const D = w.gate.cols;
   const E = w.experts.length;
-  const r = route(K, w, p, x, T);
+  // Routing decisions handed to onRoute may be kept by the caller: fresh arrays then.
+  const r = route(K, w, p, x, T, onRoute ? HEAP : mem);
   onRoute?.(r);
 
   // Counting sort of the (token, slot) pairs by expert, tokens in order within an expert.
-  const count = new Int32Array(E + 1);
+  const count = mem.i32(E + 1);
   for (let i = 0; i < r.idx.length; i++) count[r.idx[i] + 1]++;
   for (let e = 0; e < E; e++) count[e + 1] += count[e];
-  const rows = new Int32Array(r.idx.length);
-  const wts = new Float32Array(r.idx.length);
+  const rows = mem.i32(r.idx.length);
+  const wts = mem.f32(r.idx.length);
   const slots = saved ? new Int32Array(r.idx.length) : null;
   const fill = count.slice(0, E);
   for (let i = 0; i < r.idx.length; i++) {
@@ -185,7 +191,7 @@ export function moeForward(
     saved.ye = new Array(E).fill(NONE);
   }
 
-  const y = new Float32Array(T * D);
+  const y = mem.f32(T * D);
   if (!saved) {
     // Inference: every expert that got tokens, then the shared experts over all tokens
     // (weight 1, which adds exactly as K.add does), in one kernel call.
@@ -197,18 +203,20 @@ export function moeForward(
       nets.push(w.experts[e]);
       offsets.push(count[e + 1]);
     }
-    const netRows = new Int32Array(rows.length + S);
-    const netWts = new Float32Array(rows.length + S);
+    const netRows = mem.i32(rows.length + S);
+    const netWts = mem.f32(rows.length + S);
     netRows.set(rows);
     netWts.set(wts);
     if (w.shared) {
-      const all = allRows(T);
+      const all = allRows(T, mem);
       netRows.set(all.rows, rows.length);
       netWts.set(all.ones, rows.length);
       nets.push(w.shared);
       offsets.push(rows.length + T);
     }
-    K.ffnExperts(y, x, D, nets, Int32Array.from(offsets), netRows, netWts);
+    const offs = mem.i32(offsets.length);
+    offs.set(offsets);
+    K.ffnExperts(y, x, D, nets, offs, netRows, netWts);
     return y;
   }
   for (let e = 0; e < E; e++) {

@@ -47,16 +47,16 @@ export function mtpForward(
   hidden: Float32Array,
   rows?: readonly number[],
 ): MtpOutput {
-  const { K, T } = ctx;
+  const { K, T, mem } = ctx;
   const D = w.enorm.length;
-  const e = new Float32Array(T * D);
+  const e = mem.f32(T * D);
   K.embedding(e, w.embed_tokens, ids);
   for (let t = 0; t < T; t++) if (ctx.pos[t] === 0) e.fill(0, t * D, (t + 1) * D);
-  const en = new Float32Array(T * D);
-  const hn = new Float32Array(T * D);
+  const en = mem.f32(T * D);
+  const hn = mem.f32(T * D);
   K.rmsNorm(en, e, w.enorm, T, ctx.dims.eps);
   K.rmsNorm(hn, hidden, w.hnorm, T, ctx.dims.eps);
-  const cat = new Float32Array(T * 2 * D); // [T, 2D]: normed embedding, then normed hidden
+  const cat = mem.f32(T * 2 * D); // [T, 2D]: normed embedding, then normed hidden
   for (let t = 0; t < T; t++) {
     cat.set(en.subarray(t * D, (t + 1) * D), t * 2 * D);
     cat.set(hn.subarray(t * D, (t + 1) * D), t * 2 * D + D);
@@ -64,12 +64,12 @@ export function mtpForward(
   const x = new Float32Array(T * D);
   K.matmul(x, cat, T, w.eh_proj);
   blockForward(ctx, w.layer, route, index, caches, x);
-  const xn = new Float32Array(T * D);
+  const xn = mem.f32(T * D);
   K.rmsNorm(xn, x, w.norm, T, ctx.dims.eps);
   // The head is the costliest matrix here: drafting asks only for each sequence's last row.
   let headIn = xn;
   if (rows) {
-    headIn = new Float32Array(rows.length * D);
+    headIn = mem.f32(rows.length * D);
     rows.forEach((r, i) => headIn.set(xn.subarray(r * D, (r + 1) * D), i * D));
   }
   const n = headIn.length / D;

@@ -1,0 +1,28 @@
+// The scratch arena: zeroed, non-overlapping arrays until reset, reused after it, and
+// large requests left to the heap.
+
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Scratch } from './scratch.ts';
+
+it('Scratch hands out zeroed, aligned, non-overlapping arrays until reset, then reuses its memory', () => {
+  const s = new Scratch();
+  const sizes = [1, 17, 1000, 60_000, 3, 200_000, 5];
+  const got = sizes.map((n, i) => (i % 2 ? s.i32(n) : s.f32(n)));
+  got.forEach((a, i) => {
+    assert.equal(a.length, sizes[i]);
+    assert.ok(a.every((v) => v === 0), `array ${i} is zeroed`);
+    assert.equal(a.byteOffset % 64, 0, `array ${i} is 64-byte aligned`);
+    a.fill(i + 1);
+  });
+  got.forEach((a, i) => assert.ok(a.every((v) => v === i + 1), `array ${i} kept its values`));
+  // Past 1 MiB of requests the arena moves to another chunk: still no overlap.
+  assert.notEqual(got[5].buffer, got[0].buffer);
+  s.reset();
+  const again = s.f32(1);
+  assert.equal(again.buffer, got[0].buffer, 'after reset the first chunk is reused');
+  assert.equal(again[0], 0, 'and handed out zeroed');
+  const big = s.f32(1 << 20);
+  assert.equal(big.byteOffset, 0);
+  assert.equal(big.buffer.byteLength, 4 << 20, 'a 4 MiB request is a fresh array of its own');
+});
