@@ -470,6 +470,17 @@ napi_value ScatterAddRows(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// argmax(x): see Kernels.argmax.
+napi_value Argmax(napi_env env, napi_callback_info info) {
+  Args a(env, info, "argmax");
+  size_t n;
+  const float* x = a.f32(0, &n, "x");
+  if (!a.ok) return nullptr;
+  napi_value r;
+  napi_create_int64(env, op_argmax(x, (i64)n), &r);
+  return r;
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   Args a(env, info, "setThreads");
   const i64 n = a.count(0, "n");
@@ -568,7 +579,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"rmsNorm", RmsNorm},       {"rope", Rope},             {"softmax", Softmax},
       {"siluMul", SiluMul},       {"add", Add},               {"attnLatent", AttnLatent},
       {"attention", Attention},   {"moeRoute", MoeRoute},     {"gatherRows", GatherRows},
-      {"scatterAddRows", ScatterAddRows}, {"ffnExperts", FfnExperts}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
+      {"scatterAddRows", ScatterAddRows}, {"argmax", Argmax}, {"ffnExperts", FfnExperts}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
       {"level", Level},           {"levels", Levels},         {"setLevel", SetLevel},
       {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth}, {"setWeightBytes", SetWeightBytes}, {"adviseHugePages", AdviseHugePages},
   };

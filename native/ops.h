@@ -38,6 +38,8 @@ void op_attention(const AttentionArgs& a);
 void op_moe_route(std::int32_t* outIdx, float* outW, const float* logits, i64 T, i64 E, const RouteArgs& p);
 void op_gather_rows(float* out, const float* x, const std::int32_t* rows, i64 n, i64 D);
 void op_scatter_add_rows(float* out, const float* src, const std::int32_t* rows, const float* w, i64 n, i64 D);
+/** Index of the largest of x[0..n), the lowest on ties, NaN never winning; -1 if none > -inf. */
+i64 op_argmax(const float* x, i64 n);
 /** One SwiGLU network of ffn_experts and the rows it serves. */
 struct FfnNet {
   WView gate, up, down;        // [I, D], [I, D], [D, I]

@@ -63,7 +63,7 @@ export function benchModel(model: DeepseekV3, opts: BenchOptions): BenchFigure[]
       () => {
         for (let i = 0; i < n; i++) {
           const r = model.forward(caches.map((cache, j) => ({ ids: [next[j]], cache })), { logits: 'last' });
-          next = caches.map((_, j) => argmax(r.logits.subarray(j * V, (j + 1) * V)));
+          next = caches.map((_, j) => model.K.argmax(r.logits.subarray(j * V, (j + 1) * V)));
         }
       },
       () => {
@@ -81,12 +81,6 @@ export function benchModel(model: DeepseekV3, opts: BenchOptions): BenchFigure[]
   if (opts.depth > 0) out.push(decode(opts.decodeTokens, opts.depth, 1));
   if (opts.batch > 1) out.push(decode(opts.decodeTokens, opts.batchDepth, opts.batch));
   return out;
-}
-
-function argmax(x: Float32Array): number {
-  let b = 0;
-  for (let i = 1; i < x.length; i++) if (x[i] > x[b]) b = i;
-  return b;
 }
 
 /** Bytes a matrix occupies as loaded (FP8: codes plus block scales). */

@@ -2,6 +2,8 @@
 // PRNG (tensor/random.ts), plus log-softmax for logprobs. Works on token ids and logits only; it
 // knows nothing of text, tokenizers or the model.
 
+import { refKernels } from '../kernels/ref/index.ts';
+import type { Kernels } from '../kernels/kernels.ts';
 import { Rng } from '../tensor/random.ts';
 import { DsError } from '../errors.ts';
 
@@ -72,6 +74,8 @@ export class Sampler {
   private readonly rep: number;
   private readonly freq: number;
   private readonly pres: number;
+  /** Greedy decoding's argmax: the reference loop until useKernels gives a backend's. */
+  private pick: (x: Float32Array) => number = refKernels.argmax;
 
   constructor(params: SamplingParams = {}) {
     checkParams(params);
@@ -86,6 +90,11 @@ export class Sampler {
     this.rng = new Rng(params.seed);
   }
 
+  /** Take greedy decoding's argmax from a kernel backend (the same index, faster). */
+  useKernels(K: Kernels): void {
+    this.pick = K.argmax;
+  }
+
   /** True when sample() is argmax (temperature 0). */
   get greedy(): boolean {
     return this.temperature === 0;
@@ -97,7 +106,9 @@ export class Sampler {
    */
   sample(logits: Float32Array, history: ArrayLike<number> = []): number {
     if (this.temperature === 0 && this.rep === 1 && this.freq === 0 && this.pres === 0) {
-      return argmax(logits); // plain greedy: no copy of the logits needed
+      const best = this.pick(logits); // plain greedy: no copy of the logits needed
+      if (best === -1) argmax(logits); // names the problem
+      return best;
     }
     const { p, total, best } = this.weights(logits, history);
     if (total === 0) return best;

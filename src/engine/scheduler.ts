@@ -128,6 +128,7 @@ export class Scheduler {
     if (this.queue.length >= this.maxQueue) {
       throw new DsError('QUEUE_FULL', `${this.queue.length} requests are already waiting`);
     }
+    req.sampler.useKernels?.(this.model.K);
     const s: Seq = {
       id: this.nextId++,
       req,

@@ -7,6 +7,8 @@
 // With greedy settings p and q are one-hot, so this reduces to "keep while the argmax
 // agrees", and the output is token for token the output of plain greedy decoding.
 
+import type { Kernels } from '../kernels/kernels.ts';
+
 /** What the acceptance rule needs from a sampler (engine/sampler.ts's Sampler has it). */
 export interface SpecSampler {
   /** sample() is an argmax: p and q are one-hot (acceptGreedy applies). */
@@ -15,6 +17,8 @@ export interface SpecSampler {
   distribution(logits: Float32Array, history: ArrayLike<number>): Float64Array;
   sample(logits: Float32Array, history: ArrayLike<number>): number;
   uniform(): number;
+  /** Optional: compute with the model's kernel backend where it can (the same numbers). */
+  useKernels?(K: Kernels): void;
 }
 
 /** Draw an index from non-negative weights (need not sum to 1); null if all are zero. */

@@ -294,6 +294,35 @@ for (const be of backends) {
       closeDot(got, want, 50, 'F8 [16,24] blocks');
     });
 
+    it('argmax: the same index as the reference (ties, NaN, infinities, signed zeros, empty)', () => {
+      const cases: [string, number[]][] = [
+        ['empty', []],
+        ['all NaN', [NaN, NaN, NaN]],
+        ['all -inf', [-Infinity, -Infinity]],
+        ['NaN first', [NaN, 1, 3, 3, NaN, 2]],
+        ['ties: the lowest index', [5, 7, 7, 1, 7]],
+        ['+inf', [1, Infinity, 2, Infinity]],
+        ['signed zeros', [-0, 0, -1]],
+        ['zeros, +0 first', [0, -0, -1]],
+      ];
+      for (const n of [1, 7, 8, 9, 100, 8192, 8193]) {
+        const x = randArray(n, 90 + n, -3, 3);
+        if (n > 50) {
+          x[n - 3] = 9; // a late maximum, then a tie
+          x[n - 1] = 9;
+          x[7] = NaN;
+        }
+        cases.push([`random n=${n}`, [...x]]);
+      }
+      for (const [what, v] of cases) {
+        const x = Float32Array.from(v);
+        assert.equal(K.argmax(x), refKernels.argmax(x), what);
+        assert.equal(K.argmax(x.subarray(1)), refKernels.argmax(x.subarray(1)), `${what}, a view`);
+      }
+      assert.equal(refKernels.argmax(Float32Array.from([5, 7, 7])), 1);
+      assert.equal(refKernels.argmax(new Float32Array(0)), -1);
+    });
+
     it('embedding: exact for every dtype', () => {
       for (const dtype of DTYPES) {
         const w = makeWeight(dtype, 300, 257, 21);

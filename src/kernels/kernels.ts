@@ -204,4 +204,10 @@ export interface Kernels {
     weights: Float32Array,
     D: number,
   ): void;
+
+  /**
+   * The index of the largest element of x, the lowest one on ties; NaN never wins. -1 when
+   * no element exceeds -Infinity (x empty, or all -Infinity or NaN). Greedy decoding's pick.
+   */
+  argmax(x: Float32Array): number;
 }

@@ -39,6 +39,7 @@ export interface NativeAddon {
     scale: number): void;
   gatherRows(out: F32, x: F32, rows: Int32Array, D: number): void;
   scatterAddRows(out: F32, src: F32, rows: Int32Array, weights: F32, D: number): void;
+  argmax(x: F32): number;
   ffnExperts(y: F32, x: F32, D: number, arrays: (WData | F32 | null)[], meta: Float64Array,
     offsets: Int32Array, rows: Int32Array, weights: F32): void;
   setThreads(n: number): void;
@@ -212,6 +213,7 @@ function makeKernels(a: NativeAddon): Kernels {
     },
     gatherRows: (out, x, rows, D) => a.gatherRows(out, x, rows, D),
     scatterAddRows: (out, src, rows, weights, D) => a.scatterAddRows(out, src, rows, weights, D),
+    argmax: (x) => a.argmax(x),
     ffnExperts(y, x, D, nets: readonly FfnWeights[], offsets, rows, weights) {
       const arrays: (WData | F32 | null)[] = [];
       const meta = new Float64Array(nets.length * 15);

@@ -328,6 +328,19 @@ function gatherRows(out: Float32Array, x: Float32Array, rows: Int32Array, D: num
   }
 }
 
+function argmax(x: Float32Array): number {
+  let best = -1;
+  let max = -Infinity;
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    if (v > max) {
+      max = v;
+      best = i;
+    }
+  }
+  return best;
+}
+
 function scatterAddRows(
   out: Float32Array,
   src: Float32Array,
@@ -433,5 +446,6 @@ export const refKernels: Kernels = {
   moeRoute,
   gatherRows,
   scatterAddRows,
+  argmax,
   ...composedOps(() => refKernels),
 };
