@@ -124,7 +124,12 @@ struct Args {
   WView weightOf(napi_value data, double dtd, double rowsd, double colsd, napi_value scale, double b0, double b1) {
     WView w;
     std::memset(&w, 0, sizeof w);
-    const i64 dt = whole(dtd, "dtype");
+    // Code 4 is F8 that the caller has checked holds no NaN code (kernels then skip the check).
+    i64 dt = whole(dtd, "dtype");
+    if (dt == 4) {
+      dt = DT_F8;
+      w.nanfree = 1;
+    }
     w.rows = whole(rowsd, "rows");
     w.cols = whole(colsd, "cols");
     w.ld = w.cols;
@@ -470,6 +475,24 @@ napi_value ScatterAddRows(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// f8NanFree(codes): true when no byte is an e4m3 NaN code (0x7F or 0xFF).
+napi_value F8NanFree(napi_env env, napi_callback_info info) {
+  Args a(env, info, "f8NanFree");
+  size_t n;
+  const std::uint8_t* p = static_cast<const std::uint8_t*>(a.typed(0, napi_uint8_array, &n, "codes"));
+  if (!a.ok) return nullptr;
+  bool any = false;
+  for (size_t i = 0; i < n && !any; i += 4096) {
+    const size_t e = std::min(n, i + 4096);
+    unsigned char acc = 0;
+    for (size_t j = i; j < e; j++) acc |= (unsigned char)((p[j] & 0x7f) == 0x7f);
+    any = acc != 0;
+  }
+  napi_value r;
+  napi_get_boolean(env, !any, &r);
+  return r;
+}
+
 // argmax(x): see Kernels.argmax.
 napi_value Argmax(napi_env env, napi_callback_info info) {
   Args a(env, info, "argmax");
@@ -579,7 +602,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"rmsNorm", RmsNorm},       {"rope", Rope},             {"softmax", Softmax},
       {"siluMul", SiluMul},       {"add", Add},               {"attnLatent", AttnLatent},
       {"attention", Attention},   {"moeRoute", MoeRoute},     {"gatherRows", GatherRows},
-      {"scatterAddRows", ScatterAddRows}, {"argmax", Argmax}, {"ffnExperts", FfnExperts}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
+      {"scatterAddRows", ScatterAddRows}, {"argmax", Argmax}, {"f8NanFree", F8NanFree}, {"ffnExperts", FfnExperts}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
       {"level", Level},           {"levels", Levels},         {"setLevel", SetLevel},
       {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth}, {"setWeightBytes", SetWeightBytes}, {"adviseHugePages", AdviseHugePages},
   };

@@ -21,6 +21,7 @@ struct WView {
   i64 ld;              // row stride in elements (== cols for LinearWeight)
   const float* scale;  // F8 only: [ceil(rows / b0), sCols]
   i64 b0, b1, sCols;
+  int nanfree;  // F8 only: known to hold no NaN code (0x7F, 0xFF), so kernels skip the check
 };
 
 /** out[m*ldo + n] = sum_k x[m*ldx + k] * W[r0 + n][k], k < K = w.cols, n < N. */

@@ -112,7 +112,8 @@ static thread_local Scratch tl_panel, tl_acc, tl_scores, tl_scores2, tl_xg;
 // otherwise the accumulators go back to accio.
 template <class D, int MR, int NR>
 static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const float* const* sp, I klen,
-                    I bk, float* accio, I accld, bool first, bool last, float* out, I ldo, int nv) {
+                    I bk, float* accio, I accld, bool first, bool last, float* out, I ldo, int nv,
+                    bool nanfree = false) {
   V acc[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int j = 0; j < NR; j++) acc[i][j] = first ? vzero() : vload(accio + i * accld + j * L);
@@ -124,9 +125,10 @@ static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const 
       for (int j = 0; j < NR; j++) s[j] = vset1(D::prep(sp[j][kb0 / bk]));
     I k = kb0;
     // F8: codes 0x7F/0xFF (NaN) are looked for once per block, so that the inner loop can
-    // use the decoder without the per-vector NaN fix-up (ldq) when there are none.
+    // use the decoder without the per-vector NaN fix-up (ldq) when there are none; a weight
+    // known to hold none (nanfree, checked once per matrix by the caller) skips the look.
     bool clean = true;
-    if (D::F8)
+    if (D::F8 && !nanfree)
       for (int j = 0; j < NR; j++) clean = clean && !f8_has_nan(reinterpret_cast<const std::uint8_t*>(w[j] + kb0), kend - kb0);
 #define DSV3_NT_LOOP(LD)                                                      \
     for (; k + L <= kend; k += L) {                                           \
@@ -172,11 +174,12 @@ static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const 
 
 template <class D, int NR>
 static void nt_tile_m(int mr, const float* x, I ldx, const typename D::E* const* w, const float* const* sp,
-                      I klen, I bk, float* accio, I accld, bool first, bool last, float* out, I ldo, int nv) {
+                      I klen, I bk, float* accio, I accld, bool first, bool last, float* out, I ldo, int nv,
+                      bool nanfree = false) {
   switch (mr) {
 #define DSV3_CASE(R)                                                                                  \
   case R:                                                                                             \
-    if (R <= NT_MR) nt_tile<D, (R <= NT_MR ? R : 1), NR>(x, ldx, w, sp, klen, bk, accio, accld, first, last, out, ldo, nv); \
+    if (R <= NT_MR) nt_tile<D, (R <= NT_MR ? R : 1), NR>(x, ldx, w, sp, klen, bk, accio, accld, first, last, out, ldo, nv, nanfree); \
     break;
     DSV3_CASE(1)
     DSV3_CASE(2)
@@ -212,7 +215,7 @@ static void nt_direct_nr(const GemmNT* g, I m0, I m1, I n0, I n1) {
     for (I mi = m0; mi < m1; mi += NT_MR) {
       const int mr = (int)imin(NT_MR, m1 - mi);
       nt_tile_m<D, NR>(mr, g->x + mi * g->ldx, g->ldx, wp, sp, K, bk, nullptr, 0, true, true,
-                       g->out + mi * g->ldo + nt, g->ldo, nv);
+                       g->out + mi * g->ldo + nt, g->ldo, nv, w.nanfree != 0);
     }
   }
 }
@@ -303,7 +306,7 @@ static void nt_direct_f8(const GemmNT* g, I m0, I m1, I n0, I n1) {
       for (I mi = m0; mi < m1; mi += NT_MR) {
         const int mr = (int)imin(NT_MR, m1 - mi);
         nt_tile_m<D, NR>(mr, xg + (mi - m0) * K, K, wp, sp, K, K > 0 ? K : 1, nullptr, 0, true, true,
-                         g->out + mi * g->ldo + nt, g->ldo, nv);
+                         g->out + mi * g->ldo + nt, g->ldo, nv, w.nanfree != 0);
       }
     }
     scale_rows(g->out + m0 * g->ldo + ga, g->ldo, m, gb - ga, post);
