@@ -3,29 +3,17 @@
 // bench-s-sized checkpoint (written once into .cache/bench/), native kernels, greedy.
 //   node --import tsx bench/chunked-prefill.ts [--prompt 2000] [--chunks 100000,512,128]
 
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DeepseekV3 } from '../src/model/deepseek-v3.ts';
 import { loadKernels } from '../src/kernels/index.ts';
 import { Scheduler } from '../src/engine/scheduler.ts';
 import { Sampler } from '../src/engine/sampler.ts';
-import { tinyConfig, writeRandomCheckpoint } from '../src/model/init.ts';
+import { benchSMtpDir } from './bench-s-mtp.ts';
 
 const { values } = parseArgs({
   options: { prompt: { type: 'string', default: '2000' }, chunks: { type: 'string', default: '100000,512,128' } },
 });
-const dir = join(resolve(import.meta.dirname, '..'), '.cache', 'bench', 'bench-s-mtp');
-if (!existsSync(join(dir, 'config.json'))) {
-  writeRandomCheckpoint(dir, tinyConfig({
-    vocab_size: 8192, hidden_size: 512, intermediate_size: 1536, moe_intermediate_size: 256,
-    num_hidden_layers: 8, first_k_dense_replace: 1, num_attention_heads: 8, n_routed_experts: 32,
-    n_shared_experts: 1, num_experts_per_tok: 4, n_group: 4, topk_group: 2, q_lora_rank: 256,
-    kv_lora_rank: 128, qk_nope_head_dim: 64, qk_rope_head_dim: 32, v_head_dim: 64,
-    max_position_embeddings: 4096, num_nextn_predict_layers: 1,
-  }), { dtype: 'BF16', seed: 1 });
-}
-const model = DeepseekV3.load(dir, { kernels: loadKernels(), mtp: false });
+const model = DeepseekV3.load(benchSMtpDir(), { kernels: loadKernels(), mtp: false });
 const long = Array.from({ length: Number(values.prompt) }, (_, i) => (i * 131 + 7) % 8000);
 
 async function run(prefillChunk: number) {

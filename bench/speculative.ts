@@ -13,7 +13,7 @@ import { loadKernels } from '../src/kernels/index.ts';
 import { Scheduler, type SeqResult } from '../src/engine/scheduler.ts';
 import { Sampler } from '../src/engine/sampler.ts';
 import { Tokenizer } from '../src/text/tokenizer.ts';
-import { tinyConfig, writeRandomCheckpoint } from '../src/model/init.ts';
+import { benchSMtpDir } from './bench-s-mtp.ts';
 
 const { values, positionals } = parseArgs({
   options: { tokens: { type: 'string', default: '200' }, 'bench-s': { type: 'boolean' } },
@@ -21,18 +21,7 @@ const { values, positionals } = parseArgs({
 });
 const ROOT = resolve(import.meta.dirname, '..');
 let dir = positionals[0] ?? join(ROOT, 'models', 'default');
-if (values['bench-s']) {
-  dir = join(ROOT, '.cache', 'bench', 'bench-s-mtp');
-  if (!existsSync(join(dir, 'config.json'))) {
-    writeRandomCheckpoint(dir, tinyConfig({
-      vocab_size: 8192, hidden_size: 512, intermediate_size: 1536, moe_intermediate_size: 256,
-      num_hidden_layers: 8, first_k_dense_replace: 1, num_attention_heads: 8, n_routed_experts: 32,
-      n_shared_experts: 1, num_experts_per_tok: 4, n_group: 4, topk_group: 2, q_lora_rank: 256,
-      kv_lora_rank: 128, qk_nope_head_dim: 64, qk_rope_head_dim: 32, v_head_dim: 64,
-      max_position_embeddings: 4096, num_nextn_predict_layers: 1,
-    }), { dtype: 'BF16', seed: 1 });
-  }
-}
+if (values['bench-s']) dir = benchSMtpDir();
 const n = Number(values.tokens);
 const model = DeepseekV3.load(dir, { kernels: loadKernels(), mtp: true });
 const prompts = existsSync(join(dir, 'tokenizer.json'))
