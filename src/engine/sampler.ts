@@ -2,7 +2,7 @@
 // PRNG (tensor/random.ts), plus log-softmax for logprobs. Works on token ids and logits only; it
 // knows nothing of text, tokenizers or the model.
 
-import { refKernels } from '../kernels/ref/index.ts';
+import { argmax } from '../kernels/ref/index.ts';
 import type { Kernels } from '../kernels/kernels.ts';
 import { Rng } from '../tensor/random.ts';
 import { DsError } from '../errors.ts';
@@ -75,7 +75,7 @@ export class Sampler {
   private readonly freq: number;
   private readonly pres: number;
   /** Greedy decoding's argmax: the reference loop until useKernels gives a backend's. */
-  private pick: (x: Float32Array) => number = refKernels.argmax;
+  private pick: (x: Float32Array) => number = argmax;
 
   constructor(params: SamplingParams = {}) {
     checkParams(params);
@@ -106,9 +106,7 @@ export class Sampler {
    */
   sample(logits: Float32Array, history: ArrayLike<number> = []): number {
     if (this.temperature === 0 && this.rep === 1 && this.freq === 0 && this.pres === 0) {
-      const best = this.pick(logits); // plain greedy: no copy of the logits needed
-      if (best === -1) argmax(logits); // names the problem
-      return best;
+      return picked(this.pick(logits), logits); // plain greedy: no copy of the logits needed
     }
     const { p, total, best } = this.weights(logits, history);
     if (total === 0) return best;
@@ -153,7 +151,7 @@ export class Sampler {
     const n = logits.length;
     if (n === 0) bad('logits: empty');
     const x = this.penalized(logits, history);
-    const best = argmax(x);
+    const best = picked(argmax(x), x);
     const max = x[best]!;
     if (this.temperature === 0 || max === Infinity) return { p: x, total: 0, best };
 
@@ -205,16 +203,8 @@ export class Sampler {
 }
 
 /** Index of the largest logit, lowest id on ties, NaN counting as -Infinity. */
-function argmax(logits: ArrayLike<number>): number {
-  let best = -1;
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) {
-    const v = logits[i]!;
-    if (v > max) {
-      max = v;
-      best = i;
-    }
-  }
+/** An argmax's index, or the error that says why there is none (-1). */
+function picked(best: number, logits: ArrayLike<number>): number {
   if (best === -1) {
     if (logits.length === 0) bad('logits: empty');
     bad('logits: all -Infinity or NaN, nothing to sample');

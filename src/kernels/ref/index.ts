@@ -328,7 +328,8 @@ function gatherRows(out: Float32Array, x: Float32Array, rows: Int32Array, D: num
   }
 }
 
-function argmax(x: Float32Array): number {
+/** Kernels.argmax, for any array of numbers (the sampler also runs it on float64 weights). */
+export function argmax(x: ArrayLike<number>): number {
   let best = -1;
   let max = -Infinity;
   for (let i = 0; i < x.length; i++) {
