@@ -11,7 +11,7 @@ import { SAMPLING_OPTIONS, chatPrompt, loadTokenizer, modelDir, samplingParams }
 import { SPECULATIVE_OPTIONS, decodeStats, printStats, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 chat [--model DIR] [--system TEXT] [sampling options as for generate]
-  [--speculative mtp [--draft-tokens K]] [--stats]
+  [--speculative mtp [--draft-tokens K] [--draft-vocab N]] [--stats]
   in the chat: /clear forgets the conversation, /exit leaves, Ctrl-C stops an answer`;
 
 export async function chatCommand(argv: string[]): Promise<number> {
@@ -27,7 +27,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
   }
   const dir = modelDir(values.model);
   const tok = loadTokenizer(dir);
-  const speculative = speculativeOption(values.speculative, values['draft-tokens']);
+  const speculative = speculativeOption(values);
   const model = loadModel(dir, { ...values, mtp: speculative !== undefined });
   const sched = new Scheduler(model, { maxBatch: 1, speculative });
   const sampling = samplingParams(values);

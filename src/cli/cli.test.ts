@@ -53,6 +53,30 @@ describe('dsv3 CLI', () => {
     assert.ok(e.bits_per_byte > 0 && e.tokens > 10);
   });
 
+  it('generate --speculative mtp gives the same greedy text with --stats; bad flags are refused', () => {
+    const args = ['generate', 'The jury said', '--max-new-tokens', '40', '--temperature', '0', '--json'];
+    const plain = JSON.parse(ok([...args, '--stats']));
+    assert.deepEqual(Object.keys(plain.stats), ['decode_tps']);
+    for (const extra of [[], ['--draft-tokens', '2', '--draft-vocab', '512']]) {
+      const spec = JSON.parse(ok([...args, '--stats', '--speculative', 'mtp', ...extra]));
+      assert.equal(spec.text, plain.text);
+      assert.deepEqual(spec.ids, plain.ids);
+      const { acceptance, acceptance_per_position: per, accepted_per_step: step, decode_tps } = spec.stats;
+      assert.ok(acceptance > 0.3 && acceptance <= 1, `acceptance ${acceptance}`);
+      assert.equal(per.length, extra.length ? 2 : 1);
+      assert.ok(step > 1 && decode_tps > 0);
+    }
+    let r = dsv3([...args, '--draft-vocab', '512']);
+    assert.equal(r.code, 2);
+    assert.match(r.err, /--draft-vocab needs --speculative mtp/);
+    r = dsv3([...args, '--speculative', 'mtp', '--draft-vocab', '0']);
+    assert.equal(r.code, 2);
+    assert.match(r.err, /--draft-vocab must be an integer >= 1/);
+    r = dsv3([...args, '--speculative', 'mtp', '--draft-vocab', '9000']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.err, /draftVocab must be an integer in 1 … 8192/);
+  });
+
   it('bench --json prints one line per figure on the shipped model; bad settings are usage errors', () => {
     const out = ok(['bench', '--json', '--prompts', '16,40', '--tokens', '4', '--depth', '20', '--batch', '3',
       '--batch-depth', '8', '--reps', '1']);

@@ -30,6 +30,7 @@ options:
   --json                    print {"text", "ids"} (or {"ids"} with --ids) instead of streaming
   --speculative mtp         draft tokens with the model's MTP module, verify them in one pass
   --draft-tokens K          drafts per step (default 1)
+  --draft-vocab N           draft from the first N token ids (default max(1024, vocab/8))
   --stats                   print acceptance and decode speed (with --json: a "stats" field)
   --kernels auto|native|ref --threads N --attn absorb|naive`;
 
@@ -55,7 +56,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const dir = modelDir(values.model);
   const sampling = samplingParams(values);
 
-  const spec = speculativeOption(values.speculative, values['draft-tokens']);
+  const spec = speculativeOption(values);
   const wantStats = values.stats || spec !== undefined;
 
   if (values.ids !== undefined) {

@@ -15,6 +15,7 @@ const HELP = `usage: dsv3 serve [--model DIR] [--host 127.0.0.1] [--port 8000] [
   [--prefill-chunk N]                      most prompt tokens per step (default 256), so a long
                                            prompt does not stall the other streams
   [--speculative mtp [--draft-tokens K]]   draft with the MTP module, verify in one pass
+  [--draft-vocab N]                        draft from the first N token ids (default max(1024, vocab/8))
   routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET / (web chat)
   --api-key (or DSV3_API_KEY) makes /v1/* require "Authorization: Bearer KEY"`;
 
@@ -43,7 +44,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const prefillChunk = intOption(values['prefill-chunk'], 'prefill-chunk', 256, 1);
   const dir = modelDir(values.model);
   const tokenizer = loadTokenizer(dir);
-  const speculative = speculativeOption(values.speculative, values['draft-tokens']);
+  const speculative = speculativeOption(values);
   const model = loadModel(dir, { ...values, mtp: speculative !== undefined });
   const scheduler = new Scheduler(model, { maxBatch, maxQueue, speculative, prefillChunk });
   const app = createApp({

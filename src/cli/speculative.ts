@@ -1,4 +1,5 @@
-// The --speculative / --draft-tokens / --stats flags shared by generate, chat and serve.
+// The --speculative / --draft-tokens / --draft-vocab / --stats flags shared by generate, chat
+// and serve.
 
 import type { SeqResult } from '../engine/scheduler.ts';
 import { UsageError, intOption } from './args.ts';
@@ -6,17 +7,29 @@ import { UsageError, intOption } from './args.ts';
 export const SPECULATIVE_OPTIONS = {
   speculative: { type: 'string' },
   'draft-tokens': { type: 'string' },
+  'draft-vocab': { type: 'string' },
   stats: { type: 'boolean' },
 } as const;
 
-/** `--speculative mtp [--draft-tokens K]` → the scheduler's speculative setting. */
-export function speculativeOption(mode: string | undefined, k: string | undefined) {
+/** `--speculative mtp [--draft-tokens K] [--draft-vocab N]` → the scheduler's setting. */
+export function speculativeOption(values: {
+  speculative?: string;
+  'draft-tokens'?: string;
+  'draft-vocab'?: string;
+}): { draftTokens: number; draftVocab?: number } | undefined {
+  const mode = values.speculative;
   if (mode === undefined) {
-    if (k !== undefined) throw new UsageError('--draft-tokens needs --speculative mtp');
+    for (const f of ['draft-tokens', 'draft-vocab'] as const) {
+      if (values[f] !== undefined) throw new UsageError(`--${f} needs --speculative mtp`);
+    }
     return undefined;
   }
   if (mode !== 'mtp') throw new UsageError(`--speculative must be "mtp", got "${mode}"`);
-  return { draftTokens: intOption(k, 'draft-tokens', 1, 1) };
+  const v = values['draft-vocab'];
+  return {
+    draftTokens: intOption(values['draft-tokens'], 'draft-tokens', 1, 1),
+    draftVocab: v === undefined ? undefined : intOption(v, 'draft-vocab', 0, 1),
+  };
 }
 
 export interface DecodeStats {

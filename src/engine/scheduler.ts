@@ -15,7 +15,7 @@
 import { DsError } from '../errors.ts';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
 import type { SequenceCache } from '../model/cache.ts';
-import { acceptDrafts, acceptGreedy, SpecStats, type SpecSampler } from './speculative.ts';
+import { acceptDrafts, acceptGreedy, draftVocabulary, SpecStats, type SpecSampler } from './speculative.ts';
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
 
@@ -48,8 +48,11 @@ export interface SchedulerOptions {
   maxBatch?: number;
   /** Most requests waiting for a slot before submit() refuses (default 64). */
   maxQueue?: number;
-  /** Draft this many tokens per step with the model's MTP module (needs MTP weights). */
-  speculative?: { draftTokens: number };
+  /**
+   * Draft this many tokens per step with the model's MTP module (needs MTP weights), from
+   * a draft vocabulary of the first `draftVocab` token ids (default: draftVocabulary()).
+   */
+  speculative?: { draftTokens: number; draftVocab?: number };
   /** Most prompt tokens fed per step, over all sequences (default 256). */
   prefillChunk?: number;
 }
@@ -90,6 +93,7 @@ export class Scheduler {
   private readonly maxBatch: number;
   private readonly maxQueue: number;
   private readonly draftTokens: number;
+  private readonly draftVocab: number;
   private readonly prefillChunk: number;
   /** Forward passes run so far and the sequences they carried (for tests and metrics). */
   steps = 0;
@@ -102,6 +106,11 @@ export class Scheduler {
     this.maxBatch = opts.maxBatch ?? 8;
     this.maxQueue = opts.maxQueue ?? 64;
     this.draftTokens = opts.speculative?.draftTokens ?? 0;
+    const V = model.cfg.vocab_size;
+    this.draftVocab = opts.speculative?.draftVocab ?? draftVocabulary(V);
+    if (!(Number.isInteger(this.draftVocab) && this.draftVocab >= 1 && this.draftVocab <= V)) {
+      throw new DsError('BAD_INPUT', `draftVocab must be an integer in 1 … ${V} (got ${opts.speculative?.draftVocab})`);
+    }
     this.prefillChunk = opts.prefillChunk ?? 256;
     if (!(Number.isInteger(this.prefillChunk) && this.prefillChunk >= 1)) {
       throw new DsError('BAD_INPUT', `prefillChunk must be a positive integer (got ${opts.prefillChunk})`);
@@ -356,11 +365,15 @@ export class Scheduler {
       s.drafts = [];
       s.draftDists = [];
     }
+    const N = this.draftVocab;
+    // Draft logits over the whole vocabulary: ids past the draft vocabulary stay -Infinity,
+    // so a draft's distribution q is exactly the one it was drawn from.
+    const logits = new Float32Array(V).fill(-Infinity);
     let cur = seqs.map((s) => ({ s, ids: s.mtpIds, hidden: s.mtpHidden! }));
     for (let j = 0; cur.length > 0; j++) {
       const out = m.mtp(
         cur.map((c) => ({ ids: c.ids, hidden: c.hidden, cache: c.s.cache! })),
-        { logits: 'last' },
+        { logits: 'last', vocab: N },
       );
       const next: typeof cur = [];
       let row = 0;
@@ -368,7 +381,7 @@ export class Scheduler {
         row += c.ids.length;
         const s = c.s;
         if (s.drafts.length >= want[seqs.indexOf(s)]) continue;
-        const logits = out.logits.subarray(i * V, (i + 1) * V);
+        logits.set(out.logits.subarray(i * N, (i + 1) * N));
         const h = [...s.history, ...s.drafts];
         const d = s.req.sampler.sample(logits, h);
         if (!s.req.sampler.greedy) s.draftDists.push(s.req.sampler.distribution(logits, h));

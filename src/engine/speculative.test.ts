@@ -5,7 +5,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { acceptDrafts, acceptGreedy, type SpecSampler } from './speculative.ts';
+import { acceptDrafts, acceptGreedy, draftVocabulary, type SpecSampler, type SpecStats } from './speculative.ts';
 import { Scheduler, type SeqResult } from './scheduler.ts';
 import { Sampler } from './sampler.ts';
 import { generate } from './generate.ts';
@@ -28,8 +28,15 @@ function run(s: Scheduler, prompt: number[], maxNewTokens: number) {
   });
 }
 
-async function sameAsPlain(model: DeepseekV3, prompts: number[][], n: number, k: number, prefillChunk?: number) {
-  const s = new Scheduler(model, { speculative: { draftTokens: k }, maxBatch: prompts.length, prefillChunk });
+async function sameAsPlain(
+  model: DeepseekV3,
+  prompts: number[][],
+  n: number,
+  k: number,
+  prefillChunk?: number,
+  draftVocab?: number,
+) {
+  const s = new Scheduler(model, { speculative: { draftTokens: k, draftVocab }, maxBatch: prompts.length, prefillChunk });
   const out = await Promise.all(prompts.map((p) => run(s, p, n)));
   prompts.forEach((p, i) => {
     assert.deepEqual(out[i].ids, generate(model, [p], { maxNewTokens: n }).ids[0], `k=${k}, prompt ${i}`);
@@ -57,6 +64,41 @@ describe('MTP speculative decoding', () => {
         const stats = await sameAsPlain(model, [[0, 671, 3353, 1083], [0, 2100]], 60, k);
         assert.ok(stats.every((st) => st.acceptance > 0.3), 'the trained MTP head drafts well');
       }
+    }
+  });
+
+  it('drafts come from the draft vocabulary; output stays that of plain decoding', async () => {
+    assert.equal(draftVocabulary(8192), 1024);
+    assert.equal(draftVocabulary(129280), 16160);
+    assert.equal(draftVocabulary(500), 500, 'small vocabularies draft from all of it');
+    const model = DeepseekV3.load(DEFAULT_MODEL_DIR, { kernels: backends()[0] });
+    const prompts = [[0, 671, 3353, 1083], [0, 2100]];
+    // A draft vocabulary too small for this text: most drafts miss, nothing changes.
+    const tiny = await sameAsPlain(model, prompts, 40, 2, undefined, 300);
+    const full = await sameAsPlain(model, prompts, 40, 2, undefined, 8192);
+    const dflt = await sameAsPlain(model, prompts, 40, 2);
+    const acc = (st: SpecStats[]) => st.reduce((a, x) => a + x.acceptance, 0) / st.length;
+    assert.ok(acc(tiny) < acc(full) - 0.05, `300 ids draft worse (${acc(tiny)} against ${acc(full)})`);
+    assert.ok(acc(dflt) > acc(full) - 0.05, `the default 1024 ids draft about as well (${acc(dflt)} against ${acc(full)})`);
+    // Sampled drafts (with a penalty on history ids past the draft vocabulary) have q = 0
+    // past it; the acceptance rule then keeps the output distribution (chi-square below).
+    const s = new Scheduler(model, { speculative: { draftTokens: 2, draftVocab: 300 } });
+    const sampler = new Sampler({ temperature: 0.8, repetitionPenalty: 1.2, seed: 5 });
+    const dist = sampler.distribution.bind(sampler);
+    let drafts = 0;
+    sampler.distribution = (logits, history) => {
+      const q = dist(logits, history);
+      if (logits[8191] === -Infinity) {
+        drafts++;
+        assert.ok(q.subarray(300).every((x) => x === 0), 'a draft distribution past the draft vocabulary');
+      }
+      return q;
+    };
+    const r = await new Promise<SeqResult>((done) => s.submit({ prompt: [0, 2100], maxNewTokens: 30, sampler, onDone: done }));
+    assert.equal(r.completionTokens, 30);
+    assert.ok(drafts > 0);
+    for (const b of [0, 8193, 1.5]) {
+      assert.throws(() => new Scheduler(model, { speculative: { draftTokens: 1, draftVocab: b } }), /draftVocab/);
     }
   });
 
@@ -115,18 +157,28 @@ describe('MTP speculative decoding', () => {
       const drafts = [drawQ(), drawQ()];
       stream.push(...acceptDrafts(drafts, [q, q], () => p, [], s));
     }
-    const n = stream.length;
-    const counts = new Array(5).fill(0);
-    const pairs = new Array(25).fill(0);
-    for (let i = 0; i < n; i++) {
-      counts[stream[i]]++;
-      if (i % 2 === 1) pairs[stream[i - 1] * 5 + stream[i]]++;
-    }
-    const chi = (obs: number[], exp: number[]) => obs.reduce((c, o, i) => c + (o - exp[i]) ** 2 / exp[i], 0);
-    // p = 0.001 critical values: df 4 → 18.47, df 24 → 51.18.
-    assert.ok(chi(counts, [...p].map((x) => x * n)) < 18.47, 'unigram distribution is p');
-    const m = Math.floor(n / 2);
-    const expPairs = Array.from({ length: 25 }, (_, i) => p[Math.floor(i / 5)] * p[i % 5] * m);
-    assert.ok(chi(pairs, expPairs) < 51.18, 'consecutive tokens are independent draws from p');
+    check(stream, p);
+    // A draft vocabulary of the first 3 ids: q is zero on the others, p is still the output.
+    q.set([0.5, 0.3, 0.2, 0, 0]);
+    stream.length = 0;
+    while (stream.length < 40000) stream.push(...acceptDrafts([drawQ(), drawQ()], [q, q], () => p, [], s));
+    check(stream, p);
   });
 });
+
+/** Chi-square checks that a stream of tokens is independent draws from p (p = 0.001). */
+function check(stream: number[], p: ArrayLike<number>): void {
+  const n = stream.length;
+  const counts = new Array(5).fill(0);
+  const pairs = new Array(25).fill(0);
+  for (let i = 0; i < n; i++) {
+    counts[stream[i]]++;
+    if (i % 2 === 1) pairs[stream[i - 1] * 5 + stream[i]]++;
+  }
+  const chi = (obs: number[], exp: number[]) => obs.reduce((c, o, i) => c + (o - exp[i]) ** 2 / exp[i], 0);
+  // Critical values: df 4 → 18.47, df 24 → 51.18.
+  assert.ok(chi(counts, Array.from(p, (x) => x * n)) < 18.47, 'unigram distribution is p');
+  const m = Math.floor(n / 2);
+  const expPairs = Array.from({ length: 25 }, (_, i) => p[Math.floor(i / 5)] * p[i % 5] * m);
+  assert.ok(chi(pairs, expPairs) < 51.18, 'consecutive tokens are independent draws from p');
+}

@@ -9,6 +9,21 @@
 
 import type { Kernels } from '../kernels/kernels.ts';
 
+/**
+ * The default draft vocabulary: the first max(1024, vocab/8) token ids. The MTP head is the
+ * costliest matrix of a draft (on the shipped model, a 8192×256 head beside one small layer),
+ * and drafting only needs the tokens a draft is likely to be. Byte-level BPE vocabularies
+ * number tokens in merge order, so low ids are the frequent ones (DeepSeek-V3's: " the" is
+ * 270, " function" 2019, " algorithm" 10159), which is the frequency-ranked draft vocabulary
+ * of FR-Spec (Zhao et al. 2025) without a frequency table. Verification still runs the
+ * main model's full head, so output does not change; only acceptance can. Measured on the
+ * shipped model (greedy, k = 2): 94.5% / 63.0% accepted with 1024 ids, 94.7% / 63.1% with
+ * all 8192, 71% / 44% with 512.
+ */
+export function draftVocabulary(vocab: number): number {
+  return Math.min(vocab, Math.max(1024, Math.ceil(vocab / 8)));
+}
+
 /** What the acceptance rule needs from a sampler (engine/sampler.ts's Sampler has it). */
 export interface SpecSampler {
   /** sample() is an argmax: p and q are one-hot (acceptGreedy applies). */

@@ -171,6 +171,19 @@ describe('DeepseekV3 at inference', () => {
       model.forward([{ ids: [5], cache: model.newCache() }, { ids: [6, 7, 8], cache: model.newCache() }]);
       model.mtp([{ ids: [3], hidden: r1.hidden.subarray(0, model.cfg.hidden_size), cache: model.newCache() }]);
       [r1.hidden, r1.logits, m1.logits, m1.block].forEach((a, i) => assert.deepEqual(a, keep[i], `output ${i} (${K.name})`));
+      // A draft vocabulary: the same numbers as the first ids' columns of the whole head.
+      const V = model.cfg.vocab_size;
+      const N = 37;
+      const rows = (vocab?: number) => {
+        const c = model.newCache();
+        const r = model.forward([{ ids: [1, 2, 3, 4], cache: c }], { logits: 'none' });
+        return model.mtp([{ ids: [2, 3, 4, 5], hidden: r.hidden, cache: c }], { logits: 'last', vocab }).logits;
+      };
+      assert.deepEqual(rows(N), rows().slice(0, N), `draft vocabulary (${K.name})`);
+      assert.equal(rows(V).length, V);
+      for (const bad of [0, V + 1, 2.5]) {
+        assert.throws(() => rows(bad), (e: unknown) => e instanceof DsError && /MTP vocab/.test(e.message), `vocab ${bad}`);
+      }
       // And the same inputs give the same outputs: nothing stale leaks from the arena.
       const r2 = model.forward([{ ids: [1, 2, 3, 4], cache: model.newCache() }], { logits: 'all' });
       assert.deepEqual(r2.logits, keep[1]);

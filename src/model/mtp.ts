@@ -30,7 +30,10 @@ export class MtpSaved {
 }
 
 export interface MtpOutput {
-  /** [T, vocab], or [rows.length, vocab] when only some rows were asked for. */
+  /**
+   * [T, vocab], or [rows.length, vocab] when only some rows were asked for; vocab is the
+   * head's row count, or the draft vocabulary asked for (the first `vocab` token ids).
+   */
   logits: Float32Array;
   /** [T, D] the decoder layer's output, before shared_head.norm. */
   block: Float32Array;
@@ -46,6 +49,7 @@ export function mtpForward(
   ids: Int32Array,
   hidden: Float32Array,
   rows?: readonly number[],
+  vocab: number = w.head.rows,
 ): MtpOutput {
   const { K, T, mem } = ctx;
   const D = w.enorm.length;
@@ -72,9 +76,10 @@ export function mtpForward(
     headIn = mem.f32(rows.length * D);
     rows.forEach((r, i) => headIn.set(xn.subarray(r * D, (r + 1) * D), i * D));
   }
+  // A draft vocabulary: only the head's first `vocab` rows (token ids), a zero-copy slice.
   const n = headIn.length / D;
-  const logits = new Float32Array(n * w.head.rows);
-  K.matmul(logits, headIn, n, w.head);
+  const logits = new Float32Array(n * vocab);
+  K.matmul(logits, headIn, n, w.head, 0, vocab);
   if (ctx.tape) {
     const s = new MtpSaved();
     s.ctx = ctx;
