@@ -376,9 +376,7 @@ export class Scheduler {
         { logits: 'last', vocab: N },
       );
       const next: typeof cur = [];
-      let row = 0;
       for (const [i, c] of cur.entries()) {
-        row += c.ids.length;
         const s = c.s;
         if (s.drafts.length >= want[seqs.indexOf(s)]) continue;
         logits.set(out.logits.subarray(i * N, (i + 1) * N));
@@ -387,7 +385,7 @@ export class Scheduler {
         if (!s.req.sampler.greedy) s.draftDists.push(s.req.sampler.distribution(logits, h));
         s.drafts.push(d);
         if (s.drafts.length < want[seqs.indexOf(s)]) {
-          next.push({ s, ids: [d], hidden: out.block.subarray((row - 1) * D, row * D) });
+          next.push({ s, ids: [d], hidden: out.block.subarray(i * D, (i + 1) * D) });
         }
       }
       cur = next;

@@ -5,7 +5,7 @@
 import { type Alloc } from '../tensor/scratch.ts';
 import type { Kernels, RouteParams } from '../kernels/kernels.ts';
 import type { LayerCache } from './cache.ts';
-import { mlaBackward, mlaForward, MlaSaved, type AttnImpl, type MlaDims, type SeqSlice } from './mla.ts';
+import { mlaAppend, mlaBackward, mlaForward, MlaSaved, type AttnImpl, type MlaDims, type SeqSlice } from './mla.ts';
 import { mlpBackward, mlpForward, MlpSaved, moeBackward, moeForward, MoeSaved, type Routing } from './moe.ts';
 import { NONE, type BackwardContext, type Tape } from './tape.ts';
 import type { LayerWeights } from './weights.ts';
@@ -66,6 +66,17 @@ export function blockForward(
     ? moeForward(K, w.moe, route!, h2, T, ctx.onRoute && ((r) => ctx.onRoute!(index, r)), s?.moe, mem)
     : mlpForward(K, w.mlp!, h2, T, s?.mlp, mem);
   K.add(x, ffn, T * D);
+}
+
+/**
+ * The part of blockForward that outlives the call: the layer's cache entries for the rows of
+ * x [T, D] (the residual stream entering the layer), for rows whose output nobody reads.
+ */
+export function blockAppend(ctx: StepContext, w: LayerWeights, caches: LayerCache[], x: Float32Array): void {
+  const { K, T, mem } = ctx;
+  const h = mem.f32(T * w.input_layernorm.length);
+  K.rmsNorm(h, x, w.input_layernorm, T, ctx.dims.eps);
+  mlaAppend(K, w.self_attn, ctx.dims, h, T, ctx.pos, ctx.seqs, caches, mem);
 }
 
 /**

@@ -159,6 +159,52 @@ for (const v of VARIANTS) {
 }
 
 describe('DeepseekV3 at inference', () => {
+  it("MTP with logits 'last' runs only the last rows: the same numbers and caches as every row", () => {
+    for (const K of backends()) {
+      const model = DeepseekV3.load(randomCheckpoint({ num_nextn_predict_layers: 1 }, { seed: 9 }), { kernels: K });
+      const D = model.cfg.hidden_size;
+      const V = model.cfg.vocab_size;
+      const L = model.cfg.num_hidden_layers;
+      const prompts = [[5, 6, 7, 8, 9], [11], [3, 4, 5]];
+      const run = (last: boolean) => {
+        const caches = prompts.map(() => model.newCache());
+        const r = model.forward(prompts.map((ids, i) => ({ ids, cache: caches[i] })), { logits: 'none' });
+        const rows = (i: number) => r.hidden.subarray(r.seqs[i].row * D, (r.seqs[i].row + prompts[i].length) * D);
+        // Two passes, so the second one's rows attend to cache entries the first appended.
+        const split = prompts.map((p) => Math.ceil(p.length / 2));
+        const a = model.mtp(prompts.map((p, i) => ({ ids: p.slice(0, split[i]), hidden: rows(i).subarray(0, split[i] * D), cache: caches[i] })),
+          { logits: last ? 'last' : 'all' });
+        const rest = prompts.map((p, i) => p.length - split[i]).map((n, i) => (n > 0 ? i : -1)).filter((i) => i >= 0);
+        const b = model.mtp(rest.map((i) => ({ ids: prompts[i].slice(split[i]), hidden: rows(i).subarray(split[i] * D), cache: caches[i] })),
+          { logits: last ? 'last' : 'all' });
+        return { a, b, rest, split, caches };
+      };
+      const all = run(false);
+      const last = run(true);
+      const lastRows = (o: { logits: Float32Array; block: Float32Array }, lens: number[], W: number, key: 'logits' | 'block') => {
+        const out: number[] = [];
+        let row = 0;
+        for (const n of lens) {
+          row += n;
+          out.push(...o[key].subarray((row - 1) * W, row * W));
+        }
+        return Float32Array.from(out);
+      };
+      const lensA = all.split;
+      const lensB = all.rest.map((i) => prompts[i].length - all.split[i]);
+      assert.deepEqual(last.a.logits, lastRows(all.a, lensA, V, 'logits'), `first pass logits (${K.name})`);
+      assert.deepEqual(last.a.block, lastRows(all.a, lensA, D, 'block'), `first pass block (${K.name})`);
+      assert.deepEqual(last.b.logits, lastRows(all.b, lensB, V, 'logits'), `second pass logits (${K.name})`);
+      assert.deepEqual(last.b.block, lastRows(all.b, lensB, D, 'block'), `second pass block (${K.name})`);
+      prompts.forEach((p, i) => {
+        const [x, y] = [all.caches[i].layers[L], last.caches[i].layers[L]];
+        assert.equal(y.length, p.length);
+        assert.deepEqual(y.kv.subarray(0, p.length * x.C), x.kv.subarray(0, p.length * x.C), `MTP cache ${i} (${K.name})`);
+        assert.deepEqual(y.pe.subarray(0, p.length * x.R), x.pe.subarray(0, p.length * x.R));
+      });
+    }
+  });
+
   it('what a pass returns survives the next passes (temporaries come from a reused arena, outputs do not)', () => {
     for (const K of backends()) {
       const model = DeepseekV3.load(randomCheckpoint({ num_nextn_predict_layers: 1 }, { seed: 7 }), { kernels: K });

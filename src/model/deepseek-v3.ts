@@ -195,7 +195,8 @@ export class DeepseekV3 {
   /**
    * Run MTP module `k` (default 0): row i of a sequence combines hidden[i] with ids[i] and
    * predicts the token after ids[i]. Rows take positions from the module's cache length on.
-   * With `logits: 'last'`, logits come only for each sequence's last row (one row each).
+   * With `logits: 'last'`, only each sequence's last row runs the module's layer and head
+   * (one row of logits and of `block` each); the other rows only fill the module's cache.
    * With `vocab`, they cover only token ids 0 … vocab-1 (a draft vocabulary; see
    * engine/scheduler.ts): the head's other rows are not read.
    */
@@ -215,14 +216,13 @@ export class DeepseekV3 {
     }
     const ctx = this.context(T, pos, seqs, opts);
     const caches = batch.map((b) => b.cache.layers[index]);
-    const rows = opts.logits === 'last' ? seqs.map((s) => s.row + s.len - 1) : undefined;
     const V = m.head.rows;
     const vocab = opts.vocab ?? V;
     if (!(Number.isInteger(vocab) && vocab >= 1 && vocab <= V)) {
       throw new DsError('BAD_INPUT', `MTP vocab must be an integer in 1 … ${V} (got ${opts.vocab})`);
     }
     if (opts.tape && vocab !== V) throw new DsError('BAD_INPUT', 'training runs the MTP head over the whole vocabulary');
-    return mtpForward(ctx, m, this.routes[index]!, index, caches, ids, hidden, rows, vocab);
+    return mtpForward(ctx, m, this.routes[index]!, index, caches, ids, hidden, opts.logits === 'last', vocab);
   }
 
   /**

@@ -67,6 +67,40 @@ export class MlaSaved {
   o = NONE;
 }
 
+/** The compressed KV of x [T, D]: latents [T, C] (normed) and one RoPE key [T, R] per token. */
+function latentKv(K: Kernels, w: AttnWeights, d: MlaDims, x: Float32Array, T: number, pos: Int32Array, mem: Alloc) {
+  const { C, dRope: R } = d;
+  const kvA = mem.f32(T * (C + R));
+  K.matmul(kvA, x, T, w.kv_a_proj_with_mqa);
+  const lat = mem.f32(T * C);
+  const kPe = mem.f32(T * R);
+  copyBlock(lat, 0, C, kvA, 0, C + R, T, C);
+  copyBlock(kPe, 0, R, kvA, C, C + R, T, R);
+  K.rmsNorm(lat, lat, w.kv_a_layernorm, T, d.eps);
+  K.rope(kPe, T, 1, R, 0, pos, d.freqs);
+  return { kvA, lat, kPe };
+}
+
+/**
+ * Only the cache half of mlaForward: append the latents of x [T, D] (already input-normed)
+ * to each sequence's cache, for rows whose attention output nobody reads. The entries are
+ * the ones mlaForward would write (each row's latent depends on that row alone).
+ */
+export function mlaAppend(
+  K: Kernels,
+  w: AttnWeights,
+  d: MlaDims,
+  x: Float32Array,
+  T: number,
+  pos: Int32Array,
+  seqs: SeqSlice[],
+  caches: LayerCache[],
+  mem: Alloc = HEAP,
+): void {
+  const { lat, kPe } = latentKv(K, w, d, x, T, pos, mem);
+  seqs.forEach((s, i) => caches[i].update(lat.subarray(s.row * d.C), kPe.subarray(s.row * d.dRope), s.p0, s.len));
+}
+
 /**
  * x [T, D] (already input-normed) → attention output [T, D]. Appends this call's latents
  * to each sequence's cache for this layer. With `saved`, keeps what mlaBackward needs.
@@ -105,15 +139,7 @@ export function mlaForward(
   }
   K.rope(q, T, H, dQk, dNope, pos, d.freqs);
 
-  // The compressed KV: latent [T, C] (normed) and one RoPE key [T, R] shared by all heads.
-  const kvA = mem.f32(T * (C + R));
-  K.matmul(kvA, x, T, w.kv_a_proj_with_mqa);
-  const lat = mem.f32(T * C);
-  const kPe = mem.f32(T * R);
-  copyBlock(lat, 0, C, kvA, 0, C + R, T, C);
-  copyBlock(kPe, 0, R, kvA, C, C + R, T, R);
-  K.rmsNorm(lat, lat, w.kv_a_layernorm, T, d.eps);
-  K.rope(kPe, T, 1, R, 0, pos, d.freqs);
+  const { kvA, lat, kPe } = latentKv(K, w, d, x, T, pos, mem);
 
   const o = mem.f32(T * H * dV); // [T, H, dV]
   const kvb = w.kv_b_proj;

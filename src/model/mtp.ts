@@ -10,7 +10,8 @@
 // model's (see DeepseekV3.forTraining), so their gradients land on the main tensors.
 
 import type { RouteParams } from '../kernels/kernels.ts';
-import { blockBackward, blockForward, type StepContext } from './block.ts';
+import { blockAppend, blockBackward, blockForward, type StepContext } from './block.ts';
+import type { SeqSlice } from './mla.ts';
 import type { LayerCache } from './cache.ts';
 import { NONE, embeddingBackward, linearBackward, type BackwardContext } from './tape.ts';
 import type { MtpWeights } from './weights.ts';
@@ -31,15 +32,20 @@ export class MtpSaved {
 
 export interface MtpOutput {
   /**
-   * [T, vocab], or [rows.length, vocab] when only some rows were asked for; vocab is the
+   * [T, vocab], or [sequences, vocab] for each sequence's last row (`last`); vocab is the
    * head's row count, or the draft vocabulary asked for (the first `vocab` token ids).
    */
   logits: Float32Array;
-  /** [T, D] the decoder layer's output, before shared_head.norm. */
+  /** [T, D] (or [sequences, D] with `last`) the decoder layer's output, before shared_head.norm. */
   block: Float32Array;
 }
 
-/** ids [T]: the next tokens t_{i+1}; hidden [T, D]: h_i; positions i in ctx.pos. */
+/**
+ * ids [T]: the next tokens t_{i+1}; hidden [T, D]: h_i; positions i in ctx.pos. With `last`,
+ * only each sequence's last row is run through the layer and the head (drafting reads no
+ * other): the rows before it only append their entries to the module's cache, which is all
+ * a later row needs of them, so the last rows' numbers are those of a pass over every row.
+ */
 export function mtpForward(
   ctx: StepContext,
   w: MtpWeights,
@@ -48,7 +54,7 @@ export function mtpForward(
   caches: LayerCache[],
   ids: Int32Array,
   hidden: Float32Array,
-  rows?: readonly number[],
+  last = false,
   vocab: number = w.head.rows,
 ): MtpOutput {
   const { K, T, mem } = ctx;
@@ -65,21 +71,44 @@ export function mtpForward(
     cat.set(en.subarray(t * D, (t + 1) * D), t * 2 * D);
     cat.set(hn.subarray(t * D, (t + 1) * D), t * 2 * D + D);
   }
-  const x = new Float32Array(T * D);
+  let x = new Float32Array(T * D);
   K.matmul(x, cat, T, w.eh_proj);
-  blockForward(ctx, w.layer, route, index, caches, x);
-  const xn = mem.f32(T * D);
-  K.rmsNorm(xn, x, w.norm, T, ctx.dims.eps);
-  // The head is the costliest matrix here: drafting asks only for each sequence's last row.
-  let headIn = xn;
-  if (rows) {
-    headIn = mem.f32(rows.length * D);
-    rows.forEach((r, i) => headIn.set(xn.subarray(r * D, (r + 1) * D), i * D));
+  let sub = ctx;
+  if (last) {
+    if (ctx.tape) throw new Error('mtpForward: training runs every row');
+    const n = ctx.seqs.length;
+    if (T > n) {
+      // Rows before each sequence's last: their cache entries only.
+      const xl = mem.f32((T - n) * D);
+      const pl = new Int32Array(T - n);
+      const sl: SeqSlice[] = [];
+      let r = 0;
+      for (const s of ctx.seqs) {
+        xl.set(x.subarray(s.row * D, (s.row + s.len - 1) * D), r * D);
+        pl.set(ctx.pos.subarray(s.row, s.row + s.len - 1), r);
+        sl.push({ row: r, len: s.len - 1, p0: s.p0 });
+        r += s.len - 1;
+      }
+      blockAppend({ ...ctx, T: T - n, pos: pl, seqs: sl }, w.layer, caches, xl);
+    }
+    const xs = new Float32Array(n * D);
+    const ps = new Int32Array(n);
+    const ss = ctx.seqs.map((s, i): SeqSlice => {
+      const r = s.row + s.len - 1;
+      xs.set(x.subarray(r * D, (r + 1) * D), i * D);
+      ps[i] = ctx.pos[r];
+      return { row: i, len: 1, p0: s.p0 + s.len - 1 };
+    });
+    x = xs;
+    sub = { ...ctx, T: n, pos: ps, seqs: ss };
   }
+  const rows = sub.T;
+  blockForward(sub, w.layer, route, index, caches, x);
+  const xn = mem.f32(rows * D);
+  K.rmsNorm(xn, x, w.norm, rows, ctx.dims.eps);
   // A draft vocabulary: only the head's first `vocab` rows (token ids), a zero-copy slice.
-  const n = headIn.length / D;
-  const logits = new Float32Array(n * vocab);
-  K.matmul(logits, headIn, n, w.head, 0, vocab);
+  const logits = new Float32Array(rows * vocab);
+  K.matmul(logits, xn, rows, w.head, 0, vocab);
   if (ctx.tape) {
     const s = new MtpSaved();
     s.ctx = ctx;
