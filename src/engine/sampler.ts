@@ -202,7 +202,6 @@ export class Sampler {
   }
 }
 
-/** Index of the largest logit, lowest id on ties, NaN counting as -Infinity. */
 /** An argmax's index, or the error that says why there is none (-1). */
 function picked(best: number, logits: ArrayLike<number>): number {
   if (best === -1) {

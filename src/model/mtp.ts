@@ -71,7 +71,8 @@ export function mtpForward(
     cat.set(en.subarray(t * D, (t + 1) * D), t * 2 * D);
     cat.set(hn.subarray(t * D, (t + 1) * D), t * 2 * D + D);
   }
-  let x = new Float32Array(T * D);
+  // With `last`, every row's x is a temporary: only the last rows' copies are returned.
+  let x = last ? mem.f32(T * D) : new Float32Array(T * D);
   K.matmul(x, cat, T, w.eh_proj);
   let sub = ctx;
   if (last) {
