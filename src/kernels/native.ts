@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FfnWeights, Kernels, RouteParams } from './kernels.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
-import type { DType } from '../tensor/dtypes.ts';
+import { FORMATS } from '../tensor/dtypes.ts';
 
 type F32 = Float32Array;
 type WData = Float32Array | Uint16Array | Uint8Array;
@@ -54,7 +54,6 @@ export interface NativeAddon {
   adviseHugePages(a: ArrayBufferView): boolean;
 }
 
-const DT: Readonly<Record<DType, number>> = { F32: 0, BF16: 1, F16: 2, F8_E4M3: 3 };
 
 let addon: NativeAddon | null | undefined;
 let loadError = '';
@@ -179,11 +178,11 @@ function makeKernels(a: NativeAddon): Kernels {
   // weights are never written after their first use, so the answer is kept per array.
   const nanFree = new WeakMap<Uint8Array, boolean>();
   const code = (w: LinearWeight): number => {
-    if (w.dtype !== 'F8_E4M3') return DT[w.dtype];
+    if (w.dtype !== 'F8_E4M3') return FORMATS[w.dtype].native;
     const d = w.data as Uint8Array;
     let free = nanFree.get(d);
     if (free === undefined) nanFree.set(d, (free = a.f8NanFree(d)));
-    return free ? 4 : DT.F8_E4M3;
+    return free ? 4 : FORMATS.F8_E4M3.native;
   };
   return {
     name: 'native',
@@ -194,7 +193,7 @@ function makeKernels(a: NativeAddon): Kernels {
     },
     matmulT(out, x, M, w: LinearWeight, r0, R) {
       const b = w.block;
-      a.matmulT(out, x, M, w.data, DT[w.dtype], w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0, r0, R);
+      a.matmulT(out, x, M, w.data, FORMATS[w.dtype].native, w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0, r0, R);
     },
     matmulHeads(out, x, M, H, w: LinearWeight, r0, step, N) {
       const b = w.block;
@@ -203,12 +202,12 @@ function makeKernels(a: NativeAddon): Kernels {
     },
     matmulTHeads(out, x, M, H, xs, w: LinearWeight, r0, step, R) {
       const b = w.block;
-      a.matmulTHeads(out, x, M, H, xs, w.data, DT[w.dtype], w.rows, w.cols, w.scale ?? null, b ? b[0] : 0,
+      a.matmulTHeads(out, x, M, H, xs, w.data, FORMATS[w.dtype].native, w.rows, w.cols, w.scale ?? null, b ? b[0] : 0,
         b ? b[1] : 0, r0, step, R);
     },
     embedding(out, table: LinearWeight, ids) {
       const b = table.block;
-      a.embedding(out, table.data, DT[table.dtype], table.rows, table.cols, table.scale ?? null,
+      a.embedding(out, table.data, FORMATS[table.dtype].native, table.rows, table.cols, table.scale ?? null,
         b ? b[0] : 0, b ? b[1] : 0, ids);
     },
     rmsNorm: (out, x, weight, M, eps) => a.rmsNorm(out, x, weight, M, eps),

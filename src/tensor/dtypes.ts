@@ -16,6 +16,62 @@ export function isDType(s: string): s is DType {
   return Object.prototype.hasOwnProperty.call(DTYPE_BYTES, s);
 }
 
+/**
+ * ggml's block-quantised formats (GGUF files): a row is a run of blocks of `blockElems`
+ * values, each stored in `blockBytes` bytes (scales and packed integers). Decoders and
+ * quantisers live in quants.ts.
+ */
+export type BlockType = 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q4_K' | 'Q5_K' | 'Q6_K';
+
+/** Every dtype a weight matrix (LinearWeight) can be held in. */
+export type WeightDType = DType | BlockType;
+
+export interface FormatTraits {
+  /** Values per block (1 for the plain dtypes). */
+  blockElems: number;
+  /** Bytes per block. */
+  blockBytes: number;
+  /** ggml_type id in GGUF files; null for F8_E4M3, which GGUF cannot hold. */
+  ggml: number | null;
+  /** The dtype code the native addon takes (native/common.h DType). */
+  native: number;
+}
+
+/**
+ * The one table of weight formats. Adding a format means a row here, its decoder and
+ * quantiser in quants.ts, and its row in the addon's table (native/common.h).
+ */
+export const FORMATS: Readonly<Record<WeightDType, FormatTraits>> = {
+  F32: { blockElems: 1, blockBytes: 4, ggml: 0, native: 0 },
+  BF16: { blockElems: 1, blockBytes: 2, ggml: 30, native: 1 },
+  F16: { blockElems: 1, blockBytes: 2, ggml: 1, native: 2 },
+  F8_E4M3: { blockElems: 1, blockBytes: 1, ggml: null, native: 3 },
+  Q4_0: { blockElems: 32, blockBytes: 18, ggml: 2, native: 10 },
+  Q5_0: { blockElems: 32, blockBytes: 22, ggml: 6, native: 11 },
+  Q8_0: { blockElems: 32, blockBytes: 34, ggml: 8, native: 12 },
+  Q4_K: { blockElems: 256, blockBytes: 144, ggml: 12, native: 13 },
+  Q5_K: { blockElems: 256, blockBytes: 176, ggml: 13, native: 14 },
+  Q6_K: { blockElems: 256, blockBytes: 210, ggml: 14, native: 15 },
+};
+
+export function isBlockType(s: string): s is BlockType {
+  return Object.prototype.hasOwnProperty.call(FORMATS, s) && FORMATS[s as WeightDType].blockElems > 1;
+}
+
+/** The weight dtype of a ggml_type id, or undefined when dsv3 has no such format. */
+export function formatOfGgml(id: number): WeightDType | undefined {
+  return (Object.keys(FORMATS) as WeightDType[]).find((k) => FORMATS[k].ggml === id);
+}
+
+/** Bytes of one row of `cols` values (cols must be a multiple of the block size). */
+export function rowBytes(dtype: WeightDType, cols: number): number {
+  const f = FORMATS[dtype];
+  if (cols % f.blockElems !== 0) {
+    throw new RangeError(`${dtype} rows hold whole blocks of ${f.blockElems} values, not ${cols}`);
+  }
+  return (cols / f.blockElems) * f.blockBytes;
+}
+
 const f32Scratch = new Float32Array(1);
 const u32Scratch = new Uint32Array(f32Scratch.buffer);
 
