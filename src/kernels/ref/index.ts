@@ -5,7 +5,8 @@
 
 import type { FfnWeights, Kernels, RouteParams } from '../kernels.ts';
 import type { LinearWeight } from '../../tensor/weight.ts';
-import { E4M3_TABLE, F16_TABLE } from '../../tensor/dtypes.ts';
+import { E4M3_TABLE, F16_TABLE, rowBytes } from '../../tensor/dtypes.ts';
+import { decodeBlocks } from '../../tensor/quants.ts';
 import { copyBlock } from '../../tensor/layout.ts';
 
 /** Widen row `r` of a weight into `dst` (length w.cols) as float32. */
@@ -37,6 +38,10 @@ export function decodeRow(w: LinearWeight, r: number, dst: Float32Array): void {
       for (let k = 0; k < K; k++) dst[k] = E4M3_TABLE[src[base + k]] * scale[sRow + Math.floor(k / bC)];
       return;
     }
+    default:
+      // A ggml block type: row r is its own run of blocks, rowBytes(dtype, K) bytes long.
+      decodeBlocks(w.dtype, w.data as Uint8Array, r * rowBytes(w.dtype, K), K, dst);
+      return;
   }
 }
 
