@@ -18,6 +18,8 @@ import { parseArgs } from 'node:util';
 import { convertToGguf } from '../src/io/convert-gguf.ts';
 import type { DeepseekConfig } from '../src/io/config.ts';
 import { tinyConfig, writeRandomCheckpoint, type InitDType } from '../src/model/init.ts';
+import type { QuantRecipe } from '../src/io/gguf-recipes.ts';
+import { benchLConfig, writeRandomGguf } from './random-gguf.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -27,6 +29,7 @@ const { values: args } = parseArgs({
     smoke: { type: 'boolean' },
     prepare: { type: 'boolean' },
     rounds: { type: 'string' },
+    models: { type: 'string' },
   },
 });
 const ROOT = resolve(import.meta.dirname, '..');
@@ -69,23 +72,32 @@ const SMOKE = () => tinyConfig({ num_nextn_predict_layers: 0, max_position_embed
 
 interface Case {
   model: string;
-  dtype: 'bf16' | 'fp8';
+  dtype: 'bf16' | 'fp8' | QuantRecipe;
   cfg: () => DeepseekConfig;
-  init: InitDType;
-  gguf: 'auto' | 'q8_0';
+  /** A safetensors checkpoint of random weights, exported to GGUF for llama.cpp. */
+  init?: InitDType;
+  gguf: 'auto' | QuantRecipe;
+  /**
+   * Real-size (bench-l): random weights written straight into the GGUF file (bench/random-gguf.ts)
+   * that both engines load; a shorter protocol (prefill 512, decode 32) plus time to first token.
+   */
+  large?: boolean;
 }
 
+const ALL_CASES: Case[] = [
+  { model: 'bench-s', dtype: 'bf16', cfg: BENCH_S, init: 'BF16', gguf: 'auto' },
+  { model: 'bench-m', dtype: 'bf16', cfg: BENCH_M, init: 'BF16', gguf: 'auto' },
+  { model: 'bench-m', dtype: 'fp8', cfg: BENCH_M, init: 'FP8', gguf: 'q8_0' },
+  { model: 'bench-l', dtype: 'q8_0', cfg: benchLConfig, gguf: 'q8_0', large: true },
+  { model: 'bench-l', dtype: 'q4_k_m', cfg: benchLConfig, gguf: 'q4_k_m', large: true },
+];
+// Default: bench-s and bench-m (--quick: bench-s); bench-l (about 27 GB of files, tens of
+// minutes) only when named: --models bench-l, or --models bench-s,bench-m,bench-l.
+const MODELS = args.models ? args.models.split(',') : args.quick ? ['bench-s'] : ['bench-s', 'bench-m'];
+for (const m of MODELS) if (!ALL_CASES.some((c) => c.model === m)) throw new Error(`--models: unknown model "${m}"`);
 const CASES: Case[] = args.smoke
   ? [{ model: 'smoke', dtype: 'bf16', cfg: SMOKE, init: 'BF16', gguf: 'auto' }]
-  : [
-      { model: 'bench-s', dtype: 'bf16', cfg: BENCH_S, init: 'BF16', gguf: 'auto' },
-      ...(args.quick
-        ? []
-        : ([
-            { model: 'bench-m', dtype: 'bf16', cfg: BENCH_M, init: 'BF16', gguf: 'auto' },
-            { model: 'bench-m', dtype: 'fp8', cfg: BENCH_M, init: 'FP8', gguf: 'q8_0' },
-          ] as Case[])),
-    ];
+  : ALL_CASES.filter((c) => MODELS.includes(c.model));
 
 /** Peak RSS (MB) and stdout of a command, through python's getrusage of its child. */
 function measured(cmd: string[], env: NodeJS.ProcessEnv = process.env): { out: string; rssMb: number } {
@@ -102,11 +114,11 @@ function measured(cmd: string[], env: NodeJS.ProcessEnv = process.env): { out: s
 }
 
 /** Build llama-bench and llama-batched-bench from node-llama-cpp's bundled llama.cpp, once. */
-function llamaTools(): { bench: string; batched: string } {
+function llamaTools(): { bench: string; batched: string; simple: string } {
   const src = join(ROOT, '.cache', 'llama.cpp');
   const bin = join(src, 'build', 'bin');
-  const tools = { bench: join(bin, 'llama-bench'), batched: join(bin, 'llama-batched-bench') };
-  if (existsSync(tools.bench) && existsSync(tools.batched)) return tools;
+  const tools = { bench: join(bin, 'llama-bench'), batched: join(bin, 'llama-batched-bench'), simple: join(bin, 'llama-simple') };
+  if (existsSync(tools.bench) && existsSync(tools.batched) && existsSync(tools.simple)) return tools;
   const bundle = join(ROOT, 'node_modules', 'node-llama-cpp', 'llama', 'gitRelease.bundle');
   if (!existsSync(bundle)) throw new Error(`${bundle} not found: npm ci installs node-llama-cpp (devDependency)`);
   if (!existsSync(join(src, 'CMakeLists.txt'))) {
@@ -116,7 +128,7 @@ function llamaTools(): { bench: string; batched: string } {
   log('building llama-bench (once; several minutes)…');
   const flags = ['-DCMAKE_BUILD_TYPE=Release', '-DLLAMA_CURL=OFF', '-DLLAMA_BUILD_TESTS=OFF', '-DGGML_NATIVE=ON'];
   execFileSync('cmake', ['-S', src, '-B', join(src, 'build'), ...flags], { stdio: 'inherit' });
-  execFileSync('cmake', ['--build', join(src, 'build'), '-j', String(THREADS), '--target', 'llama-bench', 'llama-batched-bench'], {
+  execFileSync('cmake', ['--build', join(src, 'build'), '-j', String(THREADS), '--target', 'llama-bench', 'llama-batched-bench', 'llama-simple'], {
     stdio: 'inherit',
   });
   return tools;
@@ -147,11 +159,37 @@ function bandwidth(): number {
 interface Row {
   model: string;
   dtype: string;
-  metric: 'prefill_tps' | 'decode_tps' | 'peak_rss_mb';
+  metric: 'prefill_tps' | 'decode_tps' | 'peak_rss_mb' | 'ttft_s';
   prompt: number;
   batch: number;
   dsv3: number;
   llama_cpp: number | null;
+}
+
+/** bench-l's protocol for llama.cpp: llama-bench -p 512 -n 32 -r 2 (as the dsv3 worker's --large). */
+function benchLlamaLarge(gguf: string, tools: { bench: string }) {
+  const a = measured([tools.bench, '-m', gguf, '-t', String(THREADS), '-r', '2', '-o', 'jsonl', '-p', '512', '-n', '32']);
+  const rows = a.out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  const ts = (p: number, n: number) => rows.find((r) => r.n_prompt === p && r.n_gen === n)?.avg_ts ?? null;
+  return { prefill_512: ts(512, 0), decode_tg64: ts(0, 32), peak_rss_mb: a.rssMb };
+}
+
+/**
+ * Time to first token: the wall-clock time from starting a process to its exit after it has
+ * loaded the model, prefilled an 8-token prompt and generated one token (greedy), with the
+ * file already in the page cache (one untimed run first); the median of 3. The same for both
+ * engines: `dsv3 generate --ids … --max-new-tokens 1` and llama.cpp's llama-simple -n 1.
+ */
+function ttft(cmd: string[]): number {
+  const once = () => {
+    const t0 = performance.now();
+    const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', maxBuffer: 1 << 26 });
+    if (r.status !== 0) throw new Error(`${cmd.join(' ')} failed:\n${(r.stderr ?? '').slice(-2000)}`);
+    return (performance.now() - t0) / 1e3;
+  };
+  once();
+  const t = [once(), once(), once()].sort((a, b) => a - b);
+  return t[1];
 }
 
 function benchLlama(gguf: string, tools: { bench: string; batched: string }, quick: boolean) {
@@ -196,17 +234,25 @@ function main(): void {
   for (const c of CASES) {
     const dir = join(CACHE, `${c.model}-${c.dtype}`);
     const cfg = c.cfg();
-    if (!existsSync(join(dir, 'config.json'))) {
-      log(`writing ${c.model} (${c.dtype}) random weights…`);
-      writeRandomCheckpoint(dir, cfg, { dtype: c.init, seed: 1 });
-    }
     const gguf = join(CACHE, `${c.model}-${c.dtype}.gguf`);
-    if (tools && !existsSync(gguf)) {
-      log(`exporting ${c.model} to GGUF (${c.gguf})…`);
-      convertToGguf(dir, gguf, { type: c.gguf });
+    if (c.large) {
+      if (!existsSync(gguf)) {
+        log(`writing ${c.model} (${c.dtype}) random weights straight into ${gguf}…`);
+        writeRandomGguf(gguf, cfg, c.gguf as QuantRecipe, c.model);
+      }
+    } else {
+      if (!existsSync(join(dir, 'config.json'))) {
+        log(`writing ${c.model} (${c.dtype}) random weights…`);
+        writeRandomCheckpoint(dir, cfg, { dtype: c.init, seed: 1 });
+      }
+      if (tools && !existsSync(gguf)) {
+        log(`exporting ${c.model} to GGUF (${c.gguf})…`);
+        convertToGguf(dir, gguf, { type: c.gguf });
+      }
     }
     if (args.prepare) continue;
-    const worker = [process.execPath, '--import', 'tsx', join(ROOT, 'bench', 'dsv3-worker.ts'), dir, String(THREADS)];
+    const worker = [process.execPath, '--import', 'tsx', join(ROOT, 'bench', 'dsv3-worker.ts'), c.large ? gguf : dir, String(THREADS)];
+    if (c.large) worker.push('--large');
     if (args.quick || args.smoke) worker.push('--quick');
     if (args.smoke) worker.push('--any-kernels');
     const runOurs = () => {
@@ -214,11 +260,18 @@ function main(): void {
       const m = measured(worker);
       const r = JSON.parse(m.out.trim().split('\n').at(-1)!);
       r.peak_rss_mb = m.rssMb;
+      if (c.large) r.ttft_s = ttft(ttftOurs);
       return r as Record<string, number | null>;
     };
+    const ids = '1,2,3,4,5,6,7,8';
+    const ttftOurs = [process.execPath, join(ROOT, 'bin', 'dsv3.js'), 'generate', '--model', gguf, '--ids', ids,
+      '--max-new-tokens', '1', '--temperature', '0', '--json', '--threads', String(THREADS)];
     const runTheirs = () => {
       log(`llama.cpp on ${c.model} ${c.gguf}…`);
-      return benchLlama(gguf, tools!, !!args.quick) as Record<string, number | null>;
+      if (!c.large) return benchLlama(gguf, tools!, !!args.quick) as Record<string, number | null>;
+      const r: Record<string, number | null> = benchLlamaLarge(gguf, tools!);
+      r.ttft_s = ttft([tools!.simple, '-m', gguf, '-n', '1', 'The jury said that']);
+      return r;
     };
     const oursAll: Record<string, number | null>[] = [];
     const theirsAll: Record<string, number | null>[] = [];
@@ -231,12 +284,19 @@ function main(): void {
     const theirs = tools ? median(theirsAll) : {};
     const add = (metric: Row['metric'], key: string, prompt: number, batch: number) =>
       rows.push({ model: c.model, dtype: c.dtype, metric, prompt, batch, dsv3: ours[key] ?? NaN, llama_cpp: theirs[key] ?? null });
-    add('prefill_tps', 'prefill_128', 128, 1);
-    add('prefill_tps', 'prefill_512', 512, 1);
-    add('decode_tps', 'decode_tg64', 0, 1);
-    add('decode_tps', 'decode_d512', 512, 1);
-    add('decode_tps', 'decode_b8', 128, 8);
-    add('peak_rss_mb', 'peak_rss_mb', 0, 1);
+    if (c.large) {
+      add('prefill_tps', 'prefill_512', 512, 1);
+      add('decode_tps', 'decode_tg64', 0, 1);
+      add('ttft_s', 'ttft_s', 8, 1);
+      add('peak_rss_mb', 'peak_rss_mb', 0, 1);
+    } else {
+      add('prefill_tps', 'prefill_128', 128, 1);
+      add('prefill_tps', 'prefill_512', 512, 1);
+      add('decode_tps', 'decode_tg64', 0, 1);
+      add('decode_tps', 'decode_d512', 512, 1);
+      add('decode_tps', 'decode_b8', 128, 8);
+      add('peak_rss_mb', 'peak_rss_mb', 0, 1);
+    }
     const bytes = ours.active_bytes!; // as loaded: FP8 codes and scales, BF16 head and router
     const roofline = (bw * 1e9) / bytes;
     log(`${c.model} ${c.dtype}: ${(bytes / 2 ** 20).toFixed(1)} MiB of weights per token → roofline ${roofline.toFixed(1)} tok/s at batch 1`);

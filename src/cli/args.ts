@@ -5,6 +5,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { DeepseekV3 } from '../model/deepseek-v3.ts';
 import { loadKernels } from '../kernels/index.ts';
 import type { AttnImpl } from '../model/mla.ts';
+import { QUANT_RECIPES, type QuantRecipe } from '../io/gguf-recipes.ts';
 
 /** A mistake in the command line itself (exit code 2). */
 export class UsageError extends Error {}
@@ -16,6 +17,7 @@ export const MODEL_OPTIONS = {
   model: { type: 'string' },
   threads: { type: 'string' },
   kernels: { type: 'string' },
+  quantize: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Options;
 
@@ -61,25 +63,42 @@ export function requireModel(v: string | undefined): string {
   return v;
 }
 
-/** Load a checkpoint folder, reporting on stderr how long it took. */
+/** --quantize: one of llama-quantize's recipes, or undefined. */
+export function quantizeOption(v: string | undefined): QuantRecipe | undefined {
+  if (v === undefined) return undefined;
+  if (!(QUANT_RECIPES as readonly string[]).includes(v)) {
+    throw new UsageError(`--quantize must be one of ${QUANT_RECIPES.join(', ')}, got "${v}"`);
+  }
+  return v as QuantRecipe;
+}
+
+/** Load a checkpoint folder or GGUF file, reporting on stderr how long it took. */
 export function loadModel(
   dir: string,
-  opts: { threads?: string; kernels?: string; mtp?: boolean },
+  opts: { threads?: string; kernels?: string; mtp?: boolean; quantize?: string },
 ): DeepseekV3 {
   const backend = opts.kernels ?? 'auto';
   if (backend !== 'auto' && backend !== 'native' && backend !== 'ref') {
     throw new UsageError(`--kernels must be auto, native or ref, got "${backend}"`);
   }
+  const quantize = quantizeOption(opts.quantize);
   const kernels = loadKernels({ backend, threads: intOption(opts.threads, 'threads', 0, 0) || undefined });
   const t0 = performance.now();
   process.stderr.write(`dsv3: loading ${dir} … `);
   let model: DeepseekV3;
+  const notes: string[] = [];
   try {
-    model = DeepseekV3.load(dir, { kernels, mtp: opts.mtp });
+    model = DeepseekV3.load(dir, {
+      kernels,
+      mtp: opts.mtp,
+      quantize,
+      onNote: (n) => notes.push(n),
+    });
   } catch (e) {
     process.stderr.write('failed\n');
     throw e;
   }
   process.stderr.write(`done in ${((performance.now() - t0) / 1e3).toFixed(2)} s (${kernels.name} kernels)\n`);
+  for (const n of notes) process.stderr.write(`dsv3: ${n}\n`);
   return model;
 }

@@ -8,6 +8,7 @@ import { DsError } from '../errors.ts';
 import type { SamplingParams } from '../engine/sampler.ts';
 import { renderChat, validateMessages, type ChatMessage } from '../text/chat-template.ts';
 import { Tokenizer } from '../text/tokenizer.ts';
+import { isGgufPath, readGgufHeader } from '../io/gguf.ts';
 import { floatOption, intOption, UsageError } from './args.ts';
 
 /** The small model that ships with dsv3, used when --model is not given. */
@@ -22,7 +23,9 @@ export function modelDir(v: string | undefined): string {
   return DEFAULT_MODEL_DIR;
 }
 
+/** The tokenizer of a checkpoint folder (tokenizer.json) or of a GGUF file (its metadata). */
 export function loadTokenizer(dir: string): Tokenizer {
+  if (isGgufPath(dir)) return Tokenizer.fromGguf(readGgufHeader(dir).metadata, dir);
   if (!existsSync(resolve(dir, 'tokenizer.json'))) {
     throw new DsError('MISSING_FILE', `${resolve(dir, 'tokenizer.json')}: not found (the model folder has no tokenizer)`);
   }

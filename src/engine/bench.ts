@@ -102,7 +102,7 @@ export function activeWeightBytes(model: DeepseekV3): number {
   for (const l of w.layers) {
     const a = l.self_attn;
     n += bytesOf(a.q_a_proj) + bytesOf(a.q_b_proj) + bytesOf(a.q_proj) + bytesOf(a.kv_a_proj_with_mqa);
-    n += bytesOf(a.kv_b_proj) + bytesOf(a.o_proj);
+    n += bytesOf(a.kv_b_proj) + bytesOf(a.k_b_proj) + bytesOf(a.v_b_proj) + bytesOf(a.o_proj);
     if (l.mlp) n += mlpBytes(l.mlp);
     if (l.moe) {
       const e = l.moe.experts;

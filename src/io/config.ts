@@ -243,3 +243,106 @@ export function configToJson(cfg: DeepseekConfig): Record<string, unknown> {
   if (cfg.eos_token_id === null) delete out.eos_token_id;
   return out;
 }
+
+/**
+ * GGUF stores floats as float32: 1e-6 comes back as 9.99999997e-7. The shortest decimal that
+ * rounds to the same float32 is the number the writer meant.
+ */
+function shortestF32(v: number): number {
+  for (let p = 1; p <= 9; p++) {
+    const d = Number(v.toPrecision(p));
+    if (Math.fround(d) === v) return d;
+  }
+  return v;
+}
+
+/**
+ * The config of a llama.cpp `deepseek2` GGUF file, from its metadata (the keys
+ * convert_hf_to_gguf writes, and `dsv3 convert --to gguf`), as the config.json it came from
+ * would say it, validated like one. `has` tells which tensors the file holds (the router
+ * bias and a separate output matrix have no metadata key of their own); `vocab` is the
+ * embedding's row count.
+ */
+export function configFromGguf(meta: ReadonlyMap<string, unknown>, has: (tensor: string) => boolean, vocab: number, file: string): DeepseekConfig {
+  const arch = meta.get('general.architecture');
+  if (arch !== 'deepseek2') {
+    throw new DsError('BAD_CONFIG', `${file}: general.architecture is ${JSON.stringify(arch)}, dsv3 runs "deepseek2" (DeepSeek-V2/V3/R1)`);
+  }
+  const get = (k: string) => {
+    const v = meta.get(`deepseek2.${k}`);
+    return typeof v === 'bigint' ? Number(v) : v;
+  };
+  const n = (k: string, def?: number): number | undefined => {
+    const v = get(k);
+    if (v === undefined) return def;
+    if (typeof v !== 'number') throw new DsError('BAD_CONFIG', `${file}: deepseek2.${k} must be a number, got ${JSON.stringify(String(v))}`);
+    return Number.isInteger(v) ? v : shortestF32(v);
+  };
+  const req = (k: string): number => {
+    const v = n(k);
+    if (v === undefined) throw new DsError('BAD_CONFIG', `${file}: missing metadata deepseek2.${k}`);
+    return v;
+  };
+  const rope = req('rope.dimension_count');
+  const heads = req('attention.head_count');
+  // key_length_mla / value_length_mla are the per-head sizes in files written after llama.cpp
+  // moved MLA onto the latent (key_length then is kv_lora + rope); older files have them in
+  // key_length / value_length.
+  const keyLen = n('attention.key_length_mla') ?? req('attention.key_length');
+  const valLen = n('attention.value_length_mla') ?? req('attention.value_length');
+  const bias = has('blk.' + (n('leading_dense_block_count', 0) ?? 0) + '.exp_probs_b.bias');
+  const gating = n('expert_gating_func');
+  const scoring = gating === 2 ? 'sigmoid' : gating === undefined || gating === 1 ? 'softmax' : undefined;
+  if (!scoring) throw new DsError('BAD_CONFIG', `${file}: deepseek2.expert_gating_func ${gating} is not sigmoid (2) or softmax (1)`);
+  const groups = n('expert_group_count', 1)!;
+  const raw: Record<string, unknown> = {
+    model_type: bias || scoring === 'sigmoid' ? 'deepseek_v3' : 'deepseek_v2',
+    vocab_size: vocab,
+    hidden_size: req('embedding_length'),
+    intermediate_size: req('feed_forward_length'),
+    moe_intermediate_size: req('expert_feed_forward_length'),
+    num_hidden_layers: req('block_count'),
+    first_k_dense_replace: n('leading_dense_block_count', 0),
+    num_attention_heads: heads,
+    n_routed_experts: req('expert_count'),
+    n_shared_experts: n('expert_shared_count', 0),
+    num_experts_per_tok: req('expert_used_count'),
+    n_group: groups,
+    topk_group: n('expert_group_used_count', 1),
+    topk_method: bias ? 'noaux_tc' : groups > 1 ? 'group_limited_greedy' : 'greedy',
+    scoring_func: scoring,
+    routed_scaling_factor: n('expert_weights_scale', 1),
+    norm_topk_prob: get('expert_weights_norm') === true,
+    q_lora_rank: n('attention.q_lora_rank', 0) || null,
+    kv_lora_rank: req('attention.kv_lora_rank'),
+    qk_nope_head_dim: keyLen - rope,
+    qk_rope_head_dim: rope,
+    v_head_dim: valLen,
+    rms_norm_eps: req('attention.layer_norm_rms_epsilon'),
+    rope_theta: n('rope.freq_base', 10000),
+    max_position_embeddings: req('context_length'),
+    tie_word_embeddings: !has('output.weight'),
+    num_nextn_predict_layers: 0,
+    torch_dtype: 'bfloat16',
+  };
+  const bos = meta.get('tokenizer.ggml.bos_token_id');
+  const eos = meta.get('tokenizer.ggml.eos_token_id');
+  if (typeof bos === 'number') raw.bos_token_id = bos;
+  if (typeof eos === 'number') raw.eos_token_id = eos;
+  const scaling = get('rope.scaling.type');
+  if (scaling !== undefined && scaling !== 'none') {
+    if (scaling !== 'yarn') throw new DsError('BAD_CONFIG', `${file}: deepseek2.rope.scaling.type "${String(scaling)}" is not supported (only yarn)`);
+    // yarn_log_multiplier is 0.1 · mscale_all_dim (convert_hf_to_gguf's spelling).
+    const mscaleAll = (n('rope.scaling.yarn_log_multiplier', 0.1) ?? 0.1) / 0.1;
+    raw.rope_scaling = {
+      type: 'yarn',
+      factor: req('rope.scaling.factor'),
+      original_max_position_embeddings: req('rope.scaling.original_context_length'),
+      beta_fast: n('rope.scaling.yarn_beta_fast', 32),
+      beta_slow: n('rope.scaling.yarn_beta_slow', 1),
+      mscale: mscaleAll,
+      mscale_all_dim: mscaleAll,
+    };
+  }
+  return parseConfig(raw, file);
+}

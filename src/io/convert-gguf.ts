@@ -36,7 +36,9 @@ import { join } from 'node:path';
 import { DsError } from '../errors.ts';
 import { loadConfig, type DeepseekConfig } from './config.ts';
 import { Checkpoint } from './safetensors.ts';
-import { E4M3_TABLE, toF32, isDType } from '../tensor/dtypes.ts';
+import { E4M3_TABLE, FORMATS, toF32, isDType } from '../tensor/dtypes.ts';
+import { ggufExpertsName, ggufName } from './gguf-names.ts';
+import { recipeType, type MatrixInfo } from './gguf-recipes.ts';
 import {
   encodeTensor,
   kv,
@@ -47,13 +49,14 @@ import {
   type GgufTensorSpec,
 } from './gguf.ts';
 
-export type GgufOutType = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8_0';
-export const GGUF_OUT_TYPES: readonly GgufOutType[] = ['auto', 'f32', 'f16', 'bf16', 'q8_0'];
+export type GgufOutType = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q6_k' | 'q4_k_m';
+export const GGUF_OUT_TYPES: readonly GgufOutType[] = ['auto', 'f32', 'f16', 'bf16', 'q8_0', 'q6_k', 'q4_k_m'];
 
 export const ARCH = 'deepseek2';
 
-/** llama.cpp's LlamaFileType ids for general.file_type. */
-const FILE_TYPE: Record<GgmlTypeName, number> = { F32: 0, F16: 1, Q8_0: 7, BF16: 32 };
+/** llama.cpp's LlamaFileType ids for general.file_type (the plain types, then the recipes). */
+const FILE_TYPE: Partial<Record<GgmlTypeName, number>> = { F32: 0, F16: 1, Q8_0: 7, BF16: 32 };
+const RECIPE_FILE_TYPE: Partial<Record<GgufOutType, number>> = { q8_0: 7, q6_k: 18, q4_k_m: 15 };
 /** llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE ids. */
 const GATING = { softmax: 1, sigmoid: 2 } as const;
 /** gguf-py TokenType. */
@@ -122,32 +125,25 @@ function autoType(dtype: string): GgmlTypeName {
   return 'BF16';
 }
 
-function matrixType(out: GgufOutType, stored: string[], shape: number[], notes: string[], name: string): GgmlTypeName {
+function matrixType(out: GgufOutType, stored: string[], m: MatrixInfo, notes: string[]): GgmlTypeName {
   let t: GgmlTypeName;
   switch (out) {
     case 'f32':
-      t = 'F32';
-      break;
+      return 'F32';
     case 'f16':
-      t = 'F16';
-      break;
+      return 'F16';
     case 'bf16':
-      t = 'BF16';
-      break;
+      return 'BF16';
     case 'q8_0':
-      t = 'Q8_0';
-      break;
+    case 'q6_k':
+    case 'q4_k_m':
+      return recipeType(out, m, notes);
     case 'auto': {
       const ts = new Set(stored.map(autoType));
       t = ts.size === 1 ? [...ts][0] : 'F32';
-      break;
+      return t;
     }
   }
-  if (t === 'Q8_0' && shape[shape.length - 1] % QK8_0 !== 0) {
-    notes.push(`${name}: rows of ${shape[shape.length - 1]} are not a multiple of ${QK8_0}, written as F16 instead of Q8_0`);
-    t = 'F16';
-  }
-  return t;
 }
 
 /** Minimal GPT-2 byte-level alphabet: byte b ↦ one printable code point (bytes_to_unicode). */
@@ -389,14 +385,17 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
       }
       if (!isDType(e.dtype)) throw new DsError('BAD_DTYPE', `${e.file}: tensor "${name}" has dtype ${e.dtype}`);
     };
-    const vector = (gguf: string, hf: string, n: number) => {
+    const tied = !(ckpt.has('lm_head.weight') || !cfg.tie_word_embeddings);
+    const info = (name: string, shape: number[]): MatrixInfo => ({ name, shape, layers: cfg.num_hidden_layers, tied });
+    const vector = (hf: string, n: number) => {
       check(hf, [n]);
-      plan.push({ spec: { name: gguf, shape: [n], type: 'F32' }, produce: () => encodeTensor(f32(hf), 'F32') });
+      plan.push({ spec: { name: ggufName(hf), shape: [n], type: 'F32' }, produce: () => encodeTensor(f32(hf), 'F32') });
     };
-    const matrix = (gguf: string, hf: string, rows: number, cols: number, forceF32 = false) => {
+    const matrix = (hf: string, rows: number, cols: number, forceF32 = false) => {
       check(hf, [rows, cols]);
+      const gguf = ggufName(hf);
       const stored = dtypeOf(src, hf);
-      const type = forceF32 ? 'F32' : matrixType(out, [stored], [rows, cols], notes, gguf);
+      const type = forceF32 ? 'F32' : matrixType(out, [stored], info(gguf, [rows, cols]), notes);
       const raw = stored === type && (type === 'F32' || type === 'BF16' || type === 'F16');
       plan.push({
         spec: { name: gguf, shape: [rows, cols], type },
@@ -412,27 +411,27 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
     const C = cfg.kv_lora_rank;
     const dQk = nope + cfg.qk_rope_head_dim;
 
-    matrix('token_embd.weight', 'model.embed_tokens.weight', V, D);
+    matrix('model.embed_tokens.weight', V, D);
     for (let i = 0; i < cfg.num_hidden_layers; i++) {
       const p = `model.layers.${i}`;
-      const b = `blk.${i}`;
-      vector(`${b}.attn_norm.weight`, `${p}.input_layernorm.weight`, D);
+      vector(`${p}.input_layernorm.weight`, D);
       if (cfg.q_lora_rank > 0) {
-        matrix(`${b}.attn_q_a.weight`, `${p}.self_attn.q_a_proj.weight`, cfg.q_lora_rank, D);
-        vector(`${b}.attn_q_a_norm.weight`, `${p}.self_attn.q_a_layernorm.weight`, cfg.q_lora_rank);
-        matrix(`${b}.attn_q_b.weight`, `${p}.self_attn.q_b_proj.weight`, H * dQk, cfg.q_lora_rank);
+        matrix(`${p}.self_attn.q_a_proj.weight`, cfg.q_lora_rank, D);
+        vector(`${p}.self_attn.q_a_layernorm.weight`, cfg.q_lora_rank);
+        matrix(`${p}.self_attn.q_b_proj.weight`, H * dQk, cfg.q_lora_rank);
       } else {
-        matrix(`${b}.attn_q.weight`, `${p}.self_attn.q_proj.weight`, H * dQk, D);
+        matrix(`${p}.self_attn.q_proj.weight`, H * dQk, D);
       }
-      matrix(`${b}.attn_kv_a_mqa.weight`, `${p}.self_attn.kv_a_proj_with_mqa.weight`, C + cfg.qk_rope_head_dim, D);
-      vector(`${b}.attn_kv_a_norm.weight`, `${p}.self_attn.kv_a_layernorm.weight`, C);
+      matrix(`${p}.self_attn.kv_a_proj_with_mqa.weight`, C + cfg.qk_rope_head_dim, D);
+      vector(`${p}.self_attn.kv_a_layernorm.weight`, C);
 
       // kv_b_proj [H·(nope+v), C], per head the key rows then the value rows.
       const kvb = `${p}.self_attn.kv_b_proj.weight`;
       check(kvb, [H * (nope + dv), C]);
-      const kvbType = matrixType(out, [dtypeOf(src, kvb)], [H, C, nope], notes, `${b}.attn_k_b.weight`);
+      const kbName = ggufName(`${p}.self_attn.k_b_proj.weight`);
+      const kvbType = matrixType(out, [dtypeOf(src, kvb)], info(kbName, [H, C, nope]), notes);
       plan.push({
-        spec: { name: `${b}.attn_k_b.weight`, shape: [H, C, nope], type: kvbType },
+        spec: { name: kbName, shape: [H, C, nope], type: kvbType },
         produce: () => {
           const w = f32(kvb);
           const kb = new Float32Array(H * C * nope);
@@ -445,9 +444,10 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
           return encodeTensor(kb, kvbType);
         },
       });
-      const vbType = matrixType(out, [dtypeOf(src, kvb)], [H, dv, C], notes, `${b}.attn_v_b.weight`);
+      const vbName = ggufName(`${p}.self_attn.v_b_proj.weight`);
+      const vbType = matrixType(out, [dtypeOf(src, kvb)], info(vbName, [H, dv, C]), notes);
       plan.push({
-        spec: { name: `${b}.attn_v_b.weight`, shape: [H, dv, C], type: vbType },
+        spec: { name: vbName, shape: [H, dv, C], type: vbType },
         produce: () => {
           const w = f32(kvb);
           const vb = new Float32Array(H * dv * C);
@@ -455,29 +455,30 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
           return encodeTensor(vb, vbType);
         },
       });
-      matrix(`${b}.attn_output.weight`, `${p}.self_attn.o_proj.weight`, D, H * dv);
-      vector(`${b}.ffn_norm.weight`, `${p}.post_attention_layernorm.weight`, D);
+      matrix(`${p}.self_attn.o_proj.weight`, D, H * dv);
+      vector(`${p}.post_attention_layernorm.weight`, D);
 
       if (i < cfg.first_k_dense_replace) {
         const I = cfg.intermediate_size;
-        matrix(`${b}.ffn_gate.weight`, `${p}.mlp.gate_proj.weight`, I, D);
-        matrix(`${b}.ffn_down.weight`, `${p}.mlp.down_proj.weight`, D, I);
-        matrix(`${b}.ffn_up.weight`, `${p}.mlp.up_proj.weight`, I, D);
+        matrix(`${p}.mlp.gate_proj.weight`, I, D);
+        matrix(`${p}.mlp.down_proj.weight`, D, I);
+        matrix(`${p}.mlp.up_proj.weight`, I, D);
       } else {
         const E = cfg.n_routed_experts;
         const F = cfg.moe_intermediate_size;
-        matrix(`${b}.ffn_gate_inp.weight`, `${p}.mlp.gate.weight`, E, D, true);
-        if (cfg.topk_method === 'noaux_tc') vector(`${b}.exp_probs_b.bias`, `${p}.mlp.gate.e_score_correction_bias`, E);
-        for (const [g, hf, rows, cols] of [
-          ['ffn_gate_exps', 'gate_proj', F, D],
-          ['ffn_down_exps', 'down_proj', D, F],
-          ['ffn_up_exps', 'up_proj', F, D],
+        matrix(`${p}.mlp.gate.weight`, E, D, true);
+        if (cfg.topk_method === 'noaux_tc') vector(`${p}.mlp.gate.e_score_correction_bias`, E);
+        for (const [proj, rows, cols] of [
+          ['gate_proj', F, D],
+          ['down_proj', D, F],
+          ['up_proj', F, D],
         ] as const) {
-          const names = Array.from({ length: E }, (_, e) => `${p}.mlp.experts.${e}.${hf}.weight`);
+          const gguf = ggufExpertsName(i, proj);
+          const names = Array.from({ length: E }, (_, e) => `${p}.mlp.experts.${e}.${proj}.weight`);
           for (const n of names) check(n, [rows, cols]);
-          const type = matrixType(out, names.map((n) => dtypeOf(src, n)), [E, rows, cols], notes, `${b}.${g}.weight`);
+          const type = matrixType(out, names.map((n) => dtypeOf(src, n)), info(gguf, [E, rows, cols]), notes);
           plan.push({
-            spec: { name: `${b}.${g}.weight`, shape: [E, rows, cols], type },
+            spec: { name: gguf, shape: [E, rows, cols], type },
             produce: function* () {
               for (const n of names) {
                 yield dtypeOf(src, n) === type ? ckpt.read(n).data : encodeTensor(f32(n), type);
@@ -486,13 +487,13 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
           });
         }
         const S = cfg.n_shared_experts * F;
-        matrix(`${b}.ffn_gate_shexp.weight`, `${p}.mlp.shared_experts.gate_proj.weight`, S, D);
-        matrix(`${b}.ffn_down_shexp.weight`, `${p}.mlp.shared_experts.down_proj.weight`, D, S);
-        matrix(`${b}.ffn_up_shexp.weight`, `${p}.mlp.shared_experts.up_proj.weight`, S, D);
+        matrix(`${p}.mlp.shared_experts.gate_proj.weight`, S, D);
+        matrix(`${p}.mlp.shared_experts.down_proj.weight`, D, S);
+        matrix(`${p}.mlp.shared_experts.up_proj.weight`, S, D);
       }
     }
-    vector('output_norm.weight', 'model.norm.weight', D);
-    if (ckpt.has('lm_head.weight') || !cfg.tie_word_embeddings) matrix('output.weight', 'lm_head.weight', V, D);
+    vector('model.norm.weight', D);
+    if (!tied) matrix('lm_head.weight', V, D);
     if (cfg.num_nextn_predict_layers > 0) {
       notes.push(
         `${cfg.num_nextn_predict_layers} MTP module(s) (layer ${cfg.num_hidden_layers}…) not exported: ` +
@@ -515,7 +516,7 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
       kv.str('general.type', 'model'),
       kv.str('general.name', name),
       ...modelMetadata(cfg, notes),
-      kv.u32('general.file_type', FILE_TYPE[fileType]),
+      kv.u32('general.file_type', RECIPE_FILE_TYPE[out] ?? FILE_TYPE[fileType] ?? 0),
       kv.u32('general.quantization_version', 2),
       ...(existsSync(join(srcDir, 'tokenizer.json')) ? tokenizerMetadata(srcDir, V, cfg) : minimalVocab(V)),
     ];

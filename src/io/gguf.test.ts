@@ -330,8 +330,9 @@ test('deepseek2 export types: auto keeps stored dtypes, q8_0 quantises (F16 wher
   );
   // hidden 136 is not a multiple of 32: every [*, 136] matrix falls back to F16.
   assert.equal(type(hq, 'token_embd.weight'), GGML_TYPE.F16);
-  assert.match(r.notes.join('\n'), /token_embd\.weight: rows of 136 are not a multiple of 32, written as F16/);
-  assert.equal(hq.metadata.get('general.file_type'), 1);
+  assert.match(r.notes.join("\n"), /token_embd\.weight: rows of 136 are not whole Q8_0 blocks, written as F16/);
+  // general.file_type names the recipe (LLAMA_FTYPE_MOSTLY_Q8_0), as llama-quantize writes it.
+  assert.equal(hq.metadata.get('general.file_type'), 7);
   ck.close();
 });
 
@@ -413,6 +414,6 @@ test('dsv3 convert --to gguf: writes the file, rejects a bad --type', async () =
     process.stdout.write = origOut;
   }
   assert.deepEqual(codes, [0, 2]);
-  assert.match(log.join(''), /--type must be one of auto, f32, f16, bf16, q8_0, got "q4"/);
+  assert.match(log.join(''), /--type must be one of auto, f32, f16, bf16, q8_0, q6_k, q4_k_m, got "q4"/);
   assert.equal(readGgufHeader(out).metadata.get('general.file_type'), 32);
 });

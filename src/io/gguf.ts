@@ -1,5 +1,6 @@
-// GGUF v3 files (llama.cpp's model format): a streaming writer, a header reader, and the tensor
-// encodings dsv3 exports (F32, F16, BF16, Q8_0).
+// GGUF v3 files (llama.cpp's model format): a streaming writer, a reader (header, and tensors
+// read or used in place from a mapping), and the tensor encodings (every format of dtypes.ts
+// FORMATS but FP8).
 //
 // Layout (ggml/docs/gguf.md, gguf-py/gguf/gguf_writer.py): "GGUF" magic, u32 version 3,
 // u64 tensor count, u64 metadata count; the metadata as (string key, u32 type, value); one tensor
@@ -11,9 +12,15 @@
 // Shapes here are given in row-major (numpy / safetensors) order, outermost first, and written
 // reversed, as gguf-py does: a [rows, cols] matrix becomes ne = {cols, rows}.
 
-import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { DsError } from '../errors.ts';
-import { F16_TABLE, f32ToBf16 } from '../tensor/dtypes.ts';
+import { F16_TABLE, FORMATS, f32ToBf16, formatOfGgml, rowBytes, type WeightDType } from '../tensor/dtypes.ts';
+import { f32ToF16 } from '../tensor/dtypes.ts';
+import { dequantizeQ8_0, quantizeBlocks, quantizeQ8_0 } from '../tensor/quants.ts';
+
+// The f16 rounding and the Q8_0 codec live with the other formats in tensor/; the GGUF writer's
+// users still find them here.
+export { dequantizeQ8_0, f32ToF16, quantizeQ8_0 };
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 export const GGUF_VERSION = 3;
@@ -37,13 +44,15 @@ export const GgufType = {
 } as const;
 export type GgufScalarType = Exclude<(typeof GgufType)[keyof typeof GgufType], 9>;
 
-/** The tensor types dsv3 writes, with their ggml_type ids. */
-export const GGML_TYPE = { F32: 0, F16: 1, Q8_0: 8, BF16: 30 } as const;
-export type GgmlTypeName = keyof typeof GGML_TYPE;
+/** The tensor types GGUF holds and dsv3 reads and writes: every weight format but FP8 (dtypes.ts FORMATS). */
+export type GgmlTypeName = Exclude<WeightDType, 'F8_E4M3'>;
 
-/** Q8_0: blocks of 32 values, each an f16 scale d and 32 int8 q (x ≈ d·q). */
+/** ggml_type ids by name, from the one format table. */
+export const GGML_TYPE = Object.fromEntries(
+  (Object.keys(FORMATS) as WeightDType[]).filter((k) => FORMATS[k].ggml !== null).map((k) => [k, FORMATS[k].ggml!]),
+) as Readonly<Record<GgmlTypeName, number>>;
+
 export const QK8_0 = 32;
-const Q8_0_BLOCK_BYTES = 2 + QK8_0;
 
 /** One metadata entry. Arrays hold scalars of one type (nested arrays are not needed here). */
 export type GgufKV =
@@ -70,100 +79,18 @@ export interface GgufTensorSpec {
   type: GgmlTypeName;
 }
 
-/** Bytes of a tensor of this type and row-major shape (Q8_0 needs rows of a multiple of 32). */
+/** Bytes of a tensor of this type and row-major shape (block types need rows of whole blocks). */
 export function ggmlTensorBytes(type: GgmlTypeName, shape: readonly number[]): number {
-  const n = shape.reduce((a, b) => a * b, 1);
-  switch (type) {
-    case 'F32':
-      return 4 * n;
-    case 'F16':
-    case 'BF16':
-      return 2 * n;
-    case 'Q8_0': {
-      const row = shape.length === 0 ? 1 : shape[shape.length - 1];
-      if (row % QK8_0 !== 0) {
-        throw new DsError('BAD_INPUT', `Q8_0 needs rows of a multiple of ${QK8_0} values, got shape [${shape}]`);
-      }
-      return (n / QK8_0) * Q8_0_BLOCK_BYTES;
-    }
+  const cols = shape.length === 0 ? 1 : shape[shape.length - 1];
+  const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  if (cols % FORMATS[type].blockElems !== 0) {
+    throw new DsError('BAD_INPUT', `${type} needs rows of a multiple of ${FORMATS[type].blockElems} values, got shape [${shape}]`);
   }
+  return rows * rowBytes(type, cols);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Encodings
-
-const f32Scratch = new Float32Array(1);
-const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-/** Round a float to IEEE half precision bits, nearest-even (what ggml's FP32_TO_FP16 does). */
-export function f32ToF16(v: number): number {
-  f32Scratch[0] = v;
-  const x = u32Scratch[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0); // Inf / NaN
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00; // overflow → Inf
-  if (e <= 0) {
-    // Subnormal half (or zero): shift the full significand right, rounding to nearest-even.
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rem = mant & ((1 << shift) - 1);
-    let h = mant >>> shift;
-    if (rem > half || (rem === half && (h & 1))) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++; // may carry into the exponent: correct
-  return sign | h;
-}
-
-/** C's roundf: nearest, halves away from zero. */
-function roundf(x: number): number {
-  return x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5);
-}
-
-/**
- * Quantise float32 values to Q8_0 exactly as ggml's quantize_row_q8_0_ref: per block of 32,
- * d = amax / 127 (float32), id = 1/d (0 when d is 0), q = roundf(x · id), d stored as f16.
- */
-export function quantizeQ8_0(x: Float32Array): Uint8Array {
-  if (x.length % QK8_0 !== 0) {
-    throw new DsError('BAD_INPUT', `Q8_0 needs a multiple of ${QK8_0} values, got ${x.length}`);
-  }
-  const nb = x.length / QK8_0;
-  const out = new Uint8Array(nb * Q8_0_BLOCK_BYTES);
-  const dv = new DataView(out.buffer);
-  const f = Math.fround;
-  for (let b = 0; b < nb; b++) {
-    const base = b * QK8_0;
-    let amax = 0;
-    for (let j = 0; j < QK8_0; j++) amax = Math.max(amax, Math.abs(x[base + j]));
-    const d = f(amax / 127);
-    const id = d !== 0 ? f(1 / d) : 0;
-    const o = b * Q8_0_BLOCK_BYTES;
-    dv.setUint16(o, f32ToF16(d), true);
-    for (let j = 0; j < QK8_0; j++) dv.setInt8(o + 2 + j, roundf(f(x[base + j] * id)));
-  }
-  return out;
-}
-
-/** Q8_0 bytes back to float32 (d · q), for tests and inspection. */
-export function dequantizeQ8_0(bytes: Uint8Array): Float32Array {
-  const nb = bytes.byteLength / Q8_0_BLOCK_BYTES;
-  const out = new Float32Array(nb * QK8_0);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let b = 0; b < nb; b++) {
-    const o = b * Q8_0_BLOCK_BYTES;
-    const d = F16_TABLE[dv.getUint16(o, true)];
-    for (let j = 0; j < QK8_0; j++) out[b * QK8_0 + j] = Math.fround(d * dv.getInt8(o + 2 + j));
-  }
-  return out;
-}
 
 /** Encode float32 values (row-major, whole rows) in a ggml type. */
 export function encodeTensor(x: Float32Array, type: GgmlTypeName): Uint8Array {
@@ -180,8 +107,8 @@ export function encodeTensor(x: Float32Array, type: GgmlTypeName): Uint8Array {
       for (let i = 0; i < x.length; i++) u[i] = f32ToBf16(x[i]);
       return new Uint8Array(u.buffer);
     }
-    case 'Q8_0':
-      return quantizeQ8_0(x);
+    default:
+      return quantizeBlocks(type, x);
   }
 }
 
@@ -398,7 +325,19 @@ export function writeGguf(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading (header and tensor bytes; for tests and inspection)
+// Reading
+
+/** ggml_type names, for messages about types dsv3 cannot hold. */
+const GGML_TYPE_NAMES: Record<number, string> = {
+  0: 'F32', 1: 'F16', 2: 'Q4_0', 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 8: 'Q8_0', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K',
+  12: 'Q4_K', 13: 'Q5_K', 14: 'Q6_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S',
+  20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64',
+  29: 'IQ1_M', 30: 'BF16', 34: 'TQ1_0', 35: 'TQ2_0', 39: 'MXFP4',
+};
+
+export function ggmlTypeName(id: number): string {
+  return GGML_TYPE_NAMES[id] ?? `type ${id}`;
+}
 
 export interface GgufTensorInfo {
   name: string;
@@ -420,82 +359,270 @@ export interface GgufHeader {
   dataOffset: number;
 }
 
+/** Thrown inside the parser when the bytes at hand end; the caller reads more and retries. */
+class NeedMore extends Error {}
+
+/**
+ * Parse a GGUF header from its first bytes. `complete` says whether `b` is the whole file (then
+ * running out is a truncated file); otherwise NeedMore asks for a longer prefix.
+ */
+function parseGgufHeader(path: string, b: Buffer, complete: boolean): GgufHeader {
+  let pos = 0;
+  const need = (n: number) => {
+    if (pos + n > b.length) {
+      if (complete) throw new DsError('BAD_INPUT', `${path}: GGUF header ends early (truncated?)`);
+      throw new NeedMore();
+    }
+  };
+  const u32 = () => (need(4), (pos += 4), b.readUInt32LE(pos - 4));
+  const u64 = () => {
+    need(8);
+    const v = b.readBigUInt64LE(pos);
+    pos += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new DsError('BAD_INPUT', `${path}: GGUF header holds a count of ${v} (corrupt?)`);
+    return Number(v);
+  };
+  const str = () => {
+    const n = u64();
+    need(n);
+    pos += n;
+    return b.toString('utf8', pos - n, pos);
+  };
+  const scalar = (t: number): unknown => {
+    switch (t) {
+      case GgufType.UINT8: return need(1), (pos += 1), b.readUInt8(pos - 1);
+      case GgufType.INT8: return need(1), (pos += 1), b.readInt8(pos - 1);
+      case GgufType.UINT16: return need(2), (pos += 2), b.readUInt16LE(pos - 2);
+      case GgufType.INT16: return need(2), (pos += 2), b.readInt16LE(pos - 2);
+      case GgufType.UINT32: return u32();
+      case GgufType.INT32: return need(4), (pos += 4), b.readInt32LE(pos - 4);
+      case GgufType.FLOAT32: return need(4), (pos += 4), b.readFloatLE(pos - 4);
+      case GgufType.BOOL: return need(1), (pos += 1), b.readUInt8(pos - 1) !== 0;
+      case GgufType.STRING: return str();
+      case GgufType.UINT64: return need(8), (pos += 8), b.readBigUInt64LE(pos - 8);
+      case GgufType.INT64: return need(8), (pos += 8), b.readBigInt64LE(pos - 8);
+      case GgufType.FLOAT64: return need(8), (pos += 8), b.readDoubleLE(pos - 8);
+      default: throw new DsError('BAD_INPUT', `${path}: unknown GGUF value type ${t}`);
+    }
+  };
+  if (u32() !== GGUF_MAGIC) throw new DsError('BAD_INPUT', `${path}: not a GGUF file (bad magic)`);
+  const version = u32();
+  if (version !== 2 && version !== 3) throw new DsError('BAD_INPUT', `${path}: GGUF version ${version} is not supported (2 or 3)`);
+  const nTensors = u64();
+  const nKv = u64();
+  const metadata = new Map<string, unknown>();
+  const types = new Map<string, number | [number, number]>();
+  for (let i = 0; i < nKv; i++) {
+    const key = str();
+    const t = u32();
+    if (t === GgufType.ARRAY) {
+      const it = u32();
+      const n = u64();
+      if (it === GgufType.ARRAY) throw new DsError('BAD_INPUT', `${path}: GGUF metadata "${key}" nests arrays`);
+      const arr: unknown[] = new Array(Math.min(n, 1 << 24));
+      arr.length = 0;
+      for (let j = 0; j < n; j++) arr.push(scalar(it));
+      metadata.set(key, arr);
+      types.set(key, [t, it]);
+    } else {
+      metadata.set(key, scalar(t));
+      types.set(key, t);
+    }
+  }
+  const tensors: GgufTensorInfo[] = [];
+  for (let i = 0; i < nTensors; i++) {
+    const name = str();
+    const nd = u32();
+    if (nd < 1 || nd > 4) throw new DsError('BAD_INPUT', `${path}: tensor "${name}" has ${nd} dimensions`);
+    const ne: number[] = [];
+    for (let d = 0; d < nd; d++) ne.push(u64());
+    const type = u32();
+    const offset = u64();
+    tensors.push({ name, shape: ne.reverse(), type, offset });
+  }
+  const alignment = Number(metadata.get('general.alignment') ?? GGUF_DEFAULT_ALIGNMENT);
+  if (!Number.isInteger(alignment) || alignment < 1) throw new DsError('BAD_INPUT', `${path}: general.alignment ${alignment} is invalid`);
+  const dataOffset = alignUp(pos, alignment);
+  for (const t of tensors) t.offset += dataOffset;
+  return { version, metadata, types, tensors, alignment, dataOffset };
+}
+
+/** Whether `path` names a GGUF file (a regular file starting with the GGUF magic), not a folder. */
+export function isGgufPath(path: string): boolean {
+  let fd: number;
+  try {
+    if (!statSync(path).isFile()) return false;
+    fd = openSync(path, 'r');
+  } catch {
+    return false;
+  }
+  try {
+    const b = Buffer.alloc(4);
+    return readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32LE(0) === GGUF_MAGIC;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Parse a GGUF file's header (metadata and tensor infos). Throws DsError on a malformed file. */
 export function readGgufHeader(path: string): GgufHeader {
+  const fd = openGgufFd(path);
+  try {
+    return readHeaderFd(path, fd, fstatSync(fd).size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function openGgufFd(path: string): number {
   let fd: number;
   try {
     fd = openSync(path, 'r');
-  } catch {
-    throw new DsError('MISSING_FILE', `${path}: GGUF file cannot be opened`);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new DsError('MISSING_FILE', `${path}: GGUF file ${code === 'ENOENT' ? 'does not exist' : `cannot be opened (${code})`}`);
   }
-  try {
-    const size = fstatSync(fd).size;
-    let pos = 0;
-    const take = (n: number): Buffer => {
-      if (pos + n > size) throw new DsError('BAD_INPUT', `${path}: GGUF header ends early (truncated?)`);
-      const b = Buffer.alloc(n);
-      let got = 0;
-      while (got < n) got += readSync(fd, b, got, n - got, pos + got);
-      pos += n;
-      return b;
-    };
-    const u32 = () => take(4).readUInt32LE();
-    const u64 = () => Number(take(8).readBigUInt64LE());
-    const str = () => take(u64()).toString('utf8');
-    const scalar = (t: number): unknown => {
-      switch (t) {
-        case GgufType.UINT8: return take(1).readUInt8();
-        case GgufType.INT8: return take(1).readInt8();
-        case GgufType.UINT16: return take(2).readUInt16LE();
-        case GgufType.INT16: return take(2).readInt16LE();
-        case GgufType.UINT32: return take(4).readUInt32LE();
-        case GgufType.INT32: return take(4).readInt32LE();
-        case GgufType.FLOAT32: return take(4).readFloatLE();
-        case GgufType.BOOL: return take(1).readUInt8() !== 0;
-        case GgufType.STRING: return str();
-        case GgufType.UINT64: return take(8).readBigUInt64LE();
-        case GgufType.INT64: return take(8).readBigInt64LE();
-        case GgufType.FLOAT64: return take(8).readDoubleLE();
-        default: throw new DsError('BAD_INPUT', `${path}: unknown GGUF value type ${t}`);
-      }
-    };
-    if (u32() !== GGUF_MAGIC) throw new DsError('BAD_INPUT', `${path}: not a GGUF file (bad magic)`);
-    const version = u32();
-    const nTensors = u64();
-    const nKv = u64();
-    const metadata = new Map<string, unknown>();
-    const types = new Map<string, number | [number, number]>();
-    for (let i = 0; i < nKv; i++) {
-      const key = str();
-      const t = u32();
-      if (t === GgufType.ARRAY) {
-        const it = u32();
-        const n = u64();
-        const arr: unknown[] = [];
-        for (let j = 0; j < n; j++) arr.push(scalar(it));
-        metadata.set(key, arr);
-        types.set(key, [t, it]);
-      } else {
-        metadata.set(key, scalar(t));
-        types.set(key, t);
-      }
-    }
-    const tensors: GgufTensorInfo[] = [];
-    for (let i = 0; i < nTensors; i++) {
-      const name = str();
-      const nd = u32();
-      const ne: number[] = [];
-      for (let d = 0; d < nd; d++) ne.push(u64());
-      const type = u32();
-      const offset = u64();
-      tensors.push({ name, shape: ne.reverse(), type, offset });
-    }
-    const alignment = Number(metadata.get('general.alignment') ?? GGUF_DEFAULT_ALIGNMENT);
-    const dataOffset = alignUp(pos, alignment);
-    for (const t of tensors) t.offset += dataOffset;
-    return { version, metadata, types, tensors, alignment, dataOffset };
-  } finally {
+  if (!fstatSync(fd).isFile()) {
     closeSync(fd);
+    throw new DsError('BAD_INPUT', `${path}: is not a regular file`);
+  }
+  return fd;
+}
+
+/** Read a growing prefix of the file until the header parses (tokenizer metadata can be MBs). */
+function readHeaderFd(path: string, fd: number, size: number): GgufHeader {
+  for (let n = Math.min(size, 1 << 20); ; n = Math.min(size, n * 4)) {
+    const b = Buffer.alloc(n);
+    let got = 0;
+    while (got < n) {
+      const r = readSync(fd, b, got, n - got, got);
+      if (r === 0) break;
+      got += r;
+    }
+    try {
+      return parseGgufHeader(path, b.subarray(0, got), got >= size);
+    } catch (e) {
+      if (!(e instanceof NeedMore)) throw e;
+    }
+  }
+}
+
+/** One tensor's bytes in its stored format. */
+export interface GgufTensor {
+  name: string;
+  dtype: WeightDType;
+  shape: number[];
+  /** A view into the mapping, or a fresh buffer when the file is read. */
+  data: Uint8Array;
+}
+
+/**
+ * An opened GGUF file. With `map` (a function returning the whole file as an ArrayBuffer over
+ * a read-only-in-spirit mapping; see the native addon's mapFile), tensor data are views into
+ * the mapping, never copied; otherwise each tensor is read into a buffer from `alloc`.
+ * Every tensor's extent is checked against the file size when the file is opened.
+ */
+export class GgufFile {
+  readonly header: GgufHeader;
+  private readonly byName: Map<string, GgufTensorInfo>;
+  private mapped: ArrayBuffer | null;
+  private fd: number;
+
+  private constructor(readonly path: string, readonly size: number, fd: number, header: GgufHeader, mapped: ArrayBuffer | null) {
+    this.fd = fd;
+    this.header = header;
+    this.mapped = mapped;
+    this.byName = new Map();
+    for (const t of header.tensors) {
+      if (this.byName.has(t.name)) throw new DsError('BAD_INPUT', `${path}: tensor "${t.name}" listed twice`);
+      this.byName.set(t.name, t);
+      const dtype = formatOfGgml(t.type);
+      if (dtype === undefined) continue; // reported when (and if) the tensor is used
+      const end = t.offset + this.byteLength(t, dtype);
+      if (end > size) {
+        throw new DsError('BAD_INPUT', `${path}: tensor "${t.name}" extends past the end of the ${size}-byte file (truncated?)`);
+      }
+    }
+  }
+
+  static open(path: string, opts: { map?: (path: string) => ArrayBuffer } = {}): GgufFile {
+    const fd = openGgufFd(path);
+    try {
+      const size = fstatSync(fd).size;
+      const header = readHeaderFd(path, fd, size);
+      const mapped = opts.map ? opts.map(path) : null;
+      if (mapped && mapped.byteLength !== size) throw new DsError('BAD_INPUT', `${path}: changed size while being opened`);
+      return new GgufFile(path, size, fd, header, mapped);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  /** Whether tensor data are used in place from a mapping of the file. */
+  get isMapped(): boolean {
+    return this.mapped !== null;
+  }
+
+  get metadata(): Map<string, unknown> {
+    return this.header.metadata;
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
+  info(name: string): GgufTensorInfo {
+    const t = this.byName.get(name);
+    if (!t) throw new DsError('MISSING_TENSOR', `${this.path}: no tensor "${name}"`);
+    return t;
+  }
+
+  /** The weight format of a tensor; BAD_DTYPE naming tensor and type when dsv3 has none. */
+  dtype(name: string): WeightDType {
+    const t = this.info(name);
+    const d = formatOfGgml(t.type);
+    if (d === undefined) {
+      const known = (Object.keys(FORMATS) as WeightDType[]).filter((k) => FORMATS[k].ggml !== null).join(', ');
+      throw new DsError('BAD_DTYPE', `${this.path}: tensor "${name}" has ggml type ${ggmlTypeName(t.type)}, which dsv3 cannot use (supported: ${known})`);
+    }
+    return d;
+  }
+
+  private byteLength(t: GgufTensorInfo, dtype: WeightDType): number {
+    const cols = t.shape[t.shape.length - 1];
+    const rows = t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    if (cols % FORMATS[dtype].blockElems !== 0) {
+      throw new DsError('BAD_SHAPE', `${this.path}: tensor "${t.name}" [${t.shape}] is ${dtype}, whose rows hold whole blocks of ${FORMATS[dtype].blockElems}`);
+    }
+    return rows * rowBytes(dtype, cols);
+  }
+
+  /** A tensor's bytes: a view into the mapping, or read into `alloc`'s buffer. */
+  tensor(name: string, alloc: (bytes: number) => Uint8Array = (n) => new Uint8Array(n)): GgufTensor {
+    const t = this.info(name);
+    const dtype = this.dtype(name);
+    const n = this.byteLength(t, dtype);
+    let data: Uint8Array;
+    if (this.mapped) {
+      data = new Uint8Array(this.mapped, t.offset, n);
+    } else {
+      if (this.fd < 0) this.fd = openGgufFd(this.path);
+      data = alloc(n);
+      let got = 0;
+      while (got < n) {
+        const r = readSync(this.fd, data, got, Math.min(n - got, IO_CHUNK_BYTES), t.offset + got);
+        if (r === 0) throw new DsError('BAD_INPUT', `${this.path}: tensor "${name}" extends past the end of the file`);
+        got += r;
+      }
+    }
+    return { name, dtype, shape: t.shape.slice(), data };
+  }
+
+  /** Release the file descriptor (the mapping stays while tensors use it). */
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
   }
 }
 

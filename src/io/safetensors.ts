@@ -25,6 +25,11 @@ import { DTYPE_BYTES, isDType, type DType } from '../tensor/dtypes.ts';
 
 /** One tensor as described by a header: where its bytes are, not the bytes themselves. */
 
+/** How to open checkpoint files: `map` gives a whole file as an ArrayBuffer over a memory mapping. */
+export interface MapOptions {
+  map?: (path: string) => ArrayBuffer;
+}
+
 /** Gives a zeroed buffer of `bytes` bytes for a tensor's data (at least 64-byte aligned). */
 export type Allocator = (bytes: number) => Uint8Array;
 const plainAlloc: Allocator = (bytes) => new Uint8Array(bytes);
@@ -41,7 +46,10 @@ export interface TensorEntry {
   byteLength: number;
 }
 
-/** A tensor's bytes. `data` owns its ArrayBuffer (byteOffset 0), so typed views are aligned. */
+/**
+ * A tensor's bytes: a fresh buffer (byteOffset 0), or, from a mapped file, a view into the
+ * mapping at the tensor's offset (check alignment before taking a typed view).
+ */
 export interface RawTensor {
   name: string;
   dtype: DType;
@@ -301,6 +309,8 @@ export class SafetensorsFile {
   readonly entries: Map<string, TensorEntry>;
   private readonly size: number;
   private fd: number;
+  /** The whole file over a memory mapping, when opened with `map`. */
+  private mapped: ArrayBuffer | null = null;
 
   private constructor(path: string, fd: number, h: ParsedHeader) {
     this.path = path;
@@ -310,11 +320,20 @@ export class SafetensorsFile {
     this.size = h.fileSize;
   }
 
-  /** Read and validate only the header; throws DsError (MISSING_FILE, BAD_SAFETENSORS). */
-  static open(path: string): SafetensorsFile {
+  /**
+   * Read and validate only the header; throws DsError (MISSING_FILE, BAD_SAFETENSORS). With
+   * `map` (a function returning the whole file as an ArrayBuffer over a memory mapping), reads
+   * return views into the mapping instead of copies.
+   */
+  static open(path: string, opts: MapOptions = {}): SafetensorsFile {
     const fd = openForRead(path);
     try {
-      return new SafetensorsFile(path, fd, parseHeader(path, fd));
+      const f = new SafetensorsFile(path, fd, parseHeader(path, fd));
+      if (opts.map) {
+        f.mapped = opts.map(path);
+        if (f.mapped.byteLength !== f.size) bad(path, 'changed size while being opened');
+      }
+      return f;
     } catch (e) {
       closeSync(fd);
       throw e;
@@ -339,6 +358,9 @@ export class SafetensorsFile {
           `(supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
       );
     }
+    if (this.mapped) {
+      return { name, dtype: e.dtype, shape: e.shape.slice(), data: new Uint8Array(this.mapped, e.offset, e.byteLength) };
+    }
     if (this.fd < 0) {
       const fd = openForRead(this.path);
       const size = fstatSync(fd).size;
@@ -353,6 +375,10 @@ export class SafetensorsFile {
       bad(this.path, 'file ended while reading its data (truncated since opened?)', name);
     }
     return { name, dtype: e.dtype, shape: e.shape.slice(), data };
+  }
+
+  get isMapped(): boolean {
+    return this.mapped !== null;
   }
 
   /** Release the file descriptor (a later read() reopens it). */
@@ -380,7 +406,7 @@ export class Checkpoint {
    * header is validated; a tensor held by two files is BAD_SAFETENSORS, an indexed tensor its
    * shard lacks is MISSING_TENSOR. With an index, only the tensors it names are exposed.
    */
-  static open(dir: string): Checkpoint {
+  static open(dir: string, opts: MapOptions = {}): Checkpoint {
     let st;
     try {
       st = statSync(dir);
@@ -406,7 +432,7 @@ export class Checkpoint {
                   `${JSON.stringify(name)}) does not exist: ${path}`,
               );
             }
-            f = SafetensorsFile.open(path);
+            f = SafetensorsFile.open(path, opts);
             opened.set(shard, f);
             ck.files.push(f);
           }
@@ -441,7 +467,7 @@ export class Checkpoint {
           );
         }
         for (const n of names) {
-          const f = SafetensorsFile.open(join(dir, n));
+          const f = SafetensorsFile.open(join(dir, n), opts);
           ck.files.push(f);
           for (const [name, entry] of f.entries) {
             const owner = ck.where.get(name);
@@ -455,6 +481,11 @@ export class Checkpoint {
       throw e;
     }
     return ck;
+  }
+
+  /** Whether tensor data are views into memory mappings of the files. */
+  get isMapped(): boolean {
+    return this.files.length > 0 && this.files.every((f) => f.isMapped);
   }
 
   /** Every tensor name, sorted. */

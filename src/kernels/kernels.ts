@@ -50,6 +50,13 @@ export interface Kernels {
   weightAllocator?(): (bytes: number) => Uint8Array;
 
   /**
+   * Optional: a whole checkpoint file as an ArrayBuffer over a private memory mapping, so that
+   * weights are used in place (pages shared with the page cache, loaded on first touch).
+   * Absent: checkpoints are read into memory.
+   */
+  mapFile?(path: string): ArrayBuffer;
+
+  /**
    * out[m, n] = Σ_k x[m, k] · W[r0 + n, k] for n < N. x is [M, W.cols], out is [M, N].
    * r0 defaults to 0 and N to W.rows - r0. The weight is widened to f32 inside the kernel.
    */

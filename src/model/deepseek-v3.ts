@@ -7,7 +7,10 @@
 
 import { HEAP, Scratch } from '../tensor/scratch.ts';
 import { DsError } from '../errors.ts';
-import { loadConfig, type DeepseekConfig } from '../io/config.ts';
+import { configFromGguf, loadConfig, type DeepseekConfig } from '../io/config.ts';
+import { GgufFile, isGgufPath } from '../io/gguf.ts';
+import type { QuantRecipe } from '../io/gguf-recipes.ts';
+import { quantizeWeights } from './quantize.ts';
 import { Checkpoint } from '../io/safetensors.ts';
 import type { Kernels, RouteParams } from '../kernels/kernels.ts';
 import type { TrainKernels } from '../kernels/train.ts';
@@ -18,7 +21,7 @@ import { routeParams, type Routing } from './moe.ts';
 import { mtpBackward, mtpForward, type MtpOutput } from './mtp.ts';
 import { ropeFrequencies, softmaxScale } from './rope.ts';
 import { embeddingBackward, linearBackward, type BackwardContext, type Tape } from './tape.ts';
-import { gradientTree, loadWeights, mapMatrices, widenMatrix, type ModelWeights } from './weights.ts';
+import { gradientTree, joinKvB, loadGgufWeights, loadWeights, mapMatrices, widenMatrix, type ModelWeights } from './weights.ts';
 
 export interface SeqInput {
   /** New tokens of this sequence; they take positions cache length … +len-1. */
@@ -60,6 +63,12 @@ export interface LoadOptions {
   kernels: Kernels;
   /** Load the MTP modules too (default true when the config has them). */
   mtp?: boolean;
+  /**
+   * Quantise every matrix at load with llama-quantize's recipe of that name (q8_0, q6_k,
+   * q4_k_m), row by row from the stored format. Notes on fallbacks go to `onNote`.
+   */
+  quantize?: QuantRecipe;
+  onNote?: (note: string) => void;
 }
 
 export class DeepseekV3 {
@@ -89,16 +98,44 @@ export class DeepseekV3 {
     this.routes = layers.map((l) => (l.moe ? routeParams(cfg, l.moe.bias) : null));
   }
 
-  /** Read config.json and the safetensors weights of a Hugging Face checkpoint folder. */
-  static load(dir: string, opts: LoadOptions): DeepseekV3 {
+  /**
+   * Load a Hugging Face checkpoint folder (config.json and safetensors weights) or a llama.cpp
+   * `deepseek2` GGUF file (config from its metadata; no MTP module).
+   */
+  static load(path: string, opts: LoadOptions): DeepseekV3 {
+    if (isGgufPath(path)) return DeepseekV3.loadGguf(path, opts);
+    const dir = path;
     const cfg = loadConfig(dir);
-    const ckpt = Checkpoint.open(dir);
+    const ckpt = Checkpoint.open(dir, { map: opts.kernels.mapFile });
     try {
-      const alloc = opts.kernels.weightAllocator?.();
-      return new DeepseekV3(cfg, loadWeights(ckpt, cfg, { mtp: opts.mtp ?? true, alloc }), opts.kernels);
+      // Mapped tensors are used in place; read ones go where the backend wants them.
+      const alloc = ckpt.isMapped ? undefined : opts.kernels.weightAllocator?.();
+      return DeepseekV3.finish(cfg, loadWeights(ckpt, cfg, { mtp: opts.mtp ?? true, alloc }), opts);
     } finally {
       ckpt.close();
     }
+  }
+
+  private static loadGguf(path: string, opts: LoadOptions): DeepseekV3 {
+    const file = GgufFile.open(path, { map: opts.kernels.mapFile });
+    try {
+      const embd = file.info('token_embd.weight');
+      const cfg = configFromGguf(file.metadata, (n) => file.has(n), embd.shape[0], path);
+      // Mapped tensors are used in place; read ones go where the backend wants them.
+      const alloc = file.isMapped ? undefined : opts.kernels.weightAllocator?.();
+      return DeepseekV3.finish(cfg, loadGgufWeights(file, cfg, { alloc }), opts);
+    } finally {
+      file.close();
+    }
+  }
+
+  private static finish(cfg: DeepseekConfig, w: ModelWeights, opts: LoadOptions): DeepseekV3 {
+    if (opts.quantize) {
+      const notes: string[] = [];
+      w = quantizeWeights(w, cfg, opts.quantize, { alloc: opts.kernels.weightAllocator?.(), notes });
+      for (const n of notes) opts.onNote?.(n);
+    }
+    return new DeepseekV3(cfg, w, opts.kernels);
   }
 
   get hasMtp(): boolean {
@@ -233,7 +270,7 @@ export class DeepseekV3 {
    */
   forTraining(): DeepseekV3 {
     if (this.training) return this;
-    const w = mapMatrices(this.weights, widenMatrix);
+    const w = joinKvB(mapMatrices(this.weights, widenMatrix), this.cfg);
     const tied = { ...w, mtp: w.mtp.map((m) => ({ ...m, embed_tokens: w.embed_tokens, head: w.lm_head })) };
     const model = new DeepseekV3(this.cfg, tied, this.K);
     model.training = true;

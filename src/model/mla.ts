@@ -147,7 +147,14 @@ export function mlaForward(
     // q_nope[h] · W_uk[h] → a query in latent space: qLat [T, H, C]; qPe [T, H, R].
     const qLat = mem.f32(T * H * C);
     const qPe = mem.f32(T * H * R);
-    K.matmulTHeads(qLat, q, T, H, dQk, kvb, 0, dNope + dV, dNope);
+    if (kvb) {
+      K.matmulTHeads(qLat, q, T, H, dQk, kvb, 0, dNope + dV, dNope);
+    } else {
+      // Split layout: k_b_proj holds W_uk[h] transposed, [C, dNope] per head.
+      const qNope = mem.f32(T * H * dNope); // [T, H, dNope]
+      for (let h = 0; h < H; h++) copyBlock(qNope, h * dNope, H * dNope, q, h * dQk, H * dQk, T, dNope);
+      K.matmulHeads(qLat, qNope, T, H, w.k_b_proj!, 0, C, C);
+    }
     for (let h = 0; h < H; h++) copyBlock(qPe, h * R, H * R, q, h * dQk + dNope, H * dQk, T, R);
     const oLat = mem.f32(T * H * C);
     for (let i = 0; i < seqs.length; i++) {
@@ -173,15 +180,28 @@ export function mlaForward(
       saved.oLat = oLat;
     }
     // Per head, W_uv[h] maps the attended latent to the value space: o [T, H, dV].
-    K.matmulHeads(o, oLat, T, H, kvb, dNope, dNope + dV, dV);
+    if (kvb) K.matmulHeads(o, oLat, T, H, kvb, dNope, dNope + dV, dV);
+    else K.matmulHeads(o, oLat, T, H, w.v_b_proj!, 0, dV, dV);
   } else {
     for (let i = 0; i < seqs.length; i++) {
       const s = seqs[i];
       const view = caches[i].update(lat.subarray(s.row * C), kPe.subarray(s.row * R), s.p0, s.len);
       const S = s.p0 + s.len;
       // Expand every cached latent to per-head keys [S, H, dQk] and values [S, H, dV].
-      const kvFull = new Float32Array(S * H * (dNope + dV));
-      K.matmul(kvFull, view.kv, S, kvb);
+      const kvFull = new Float32Array(S * H * (dNope + dV)); // [S, H, dNope + dV]
+      if (kvb) {
+        K.matmul(kvFull, view.kv, S, kvb);
+      } else {
+        // Split layout: per head, keys through k_b_proj's rows transposed, values through v_b_proj.
+        const kh = new Float32Array(S * dNope);
+        const vh = new Float32Array(S * dV);
+        for (let h = 0; h < H; h++) {
+          K.matmulT(kh, view.kv, S, w.k_b_proj!, h * C, C);
+          K.matmul(vh, view.kv, S, w.v_b_proj!, h * dV, dV);
+          copyBlock(kvFull, h * (dNope + dV), H * (dNope + dV), kh, 0, dNope, S, dNope);
+          copyBlock(kvFull, h * (dNope + dV) + dNope, H * (dNope + dV), vh, 0, dV, S, dV);
+        }
+      }
       const k = new Float32Array(S * H * dQk);
       const v = new Float32Array(S * H * dV);
       for (let h = 0; h < H; h++) {
@@ -243,7 +263,9 @@ export function mlaBackward(
   const { H, dNope, dRope, dV, C } = d;
   const R = dRope;
   const dQk = dNope + dRope;
+  // Training runs on forTraining() copies, which always hold the joint kv_b_proj.
   const kvb = w.kv_b_proj;
+  if (!kvb) throw new Error('mlaBackward: needs kv_b_proj (train a forTraining() copy)');
   for (const sq of seqs) {
     if (sq.p0 !== 0) throw new Error('mlaBackward: sequences must start at position 0');
   }
@@ -260,7 +282,7 @@ export function mlaBackward(
     for (let h = 0; h < H; h++) {
       copyBlock(dvh, 0, dV, dO, h * dV, H * dV, T, dV);
       copyBlock(th, 0, C, s.oLat, h * C, H * C, T, C);
-      const dth = linearBackward(K, g.kv_b_proj, kvb, dvh, th, T, h * (dNope + dV) + dNope, dV);
+      const dth = linearBackward(K, g.kv_b_proj!, kvb, dvh, th, T, h * (dNope + dV) + dNope, dV);
       copyBlock(dOLat, h * C, H * C, dth, 0, C, T, C);
     }
     // Attention over the latents; the latent is both key and value.
@@ -290,7 +312,7 @@ export function mlaBackward(
     for (let h = 0; h < H; h++) {
       copyBlock(th, 0, C, dqLat, h * C, H * C, T, C);
       copyBlock(qh, 0, dNope, s.q, h * dQk, H * dQk, T, dNope);
-      const dqh = linearTBackward(K, g.kv_b_proj, kvb, th, qh, T, h * (dNope + dV), dNope);
+      const dqh = linearTBackward(K, g.kv_b_proj!, kvb, th, qh, T, h * (dNope + dV), dNope);
       copyBlock(dq, h * dQk, H * dQk, dqh, 0, dNope, T, dNope);
       copyBlock(dq, h * dQk + dNope, H * dQk, dqPe, h * R, H * R, T, R);
     }
@@ -329,7 +351,7 @@ export function mlaBackward(
         }
       }
       const lat = s.lat.subarray(sq.row * C, (sq.row + S) * C);
-      dLat.set(linearBackward(K, g.kv_b_proj, kvb, dKvFull, lat, S), sq.row * C);
+      dLat.set(linearBackward(K, g.kv_b_proj!, kvb, dKvFull, lat, S), sq.row * C);
     }
   }
 

@@ -7,7 +7,9 @@
 import type { DeepseekConfig } from '../io/config.ts';
 import type { Allocator, Checkpoint, RawTensor } from '../io/safetensors.ts';
 import { DsError } from '../errors.ts';
-import { isDType, toF32 } from '../tensor/dtypes.ts';
+import { isDType, toF32, type WeightDType } from '../tensor/dtypes.ts';
+import type { GgufFile } from '../io/gguf.ts';
+import { ggufLocation } from '../io/gguf-names.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 import { decodeRow } from '../kernels/ref/index.ts';
 
@@ -20,8 +22,14 @@ export interface AttnWeights {
   /** [C + R, D]: the KV latent, then the shared RoPE key. */
   kv_a_proj_with_mqa: LinearWeight;
   kv_a_layernorm: Float32Array;
-  /** [H · (dNope + dV), C]: per head, the key up-projection rows then the value rows. */
-  kv_b_proj: LinearWeight;
+  /**
+   * [H · (dNope + dV), C]: per head, the key up-projection rows then the value rows. Null when
+   * the checkpoint holds it split (llama.cpp's GGUF layout for the absorbed path), as
+   * k_b_proj [H · C, dNope] (each head's key rows, transposed) and v_b_proj [H · dV, C].
+   */
+  kv_b_proj: LinearWeight | null;
+  k_b_proj: LinearWeight | null;
+  v_b_proj: LinearWeight | null;
   o_proj: LinearWeight;
 }
 
@@ -114,10 +122,9 @@ class CheckpointSource implements TensorSource {
     const bytes = t.data;
     switch (t.dtype) {
       case 'F32':
-        return { dtype: 'F32', rows, cols, data: new Float32Array(bytes.buffer, bytes.byteOffset, rows * cols) };
       case 'BF16':
       case 'F16':
-        return { dtype: t.dtype, rows, cols, data: new Uint16Array(bytes.buffer, bytes.byteOffset, rows * cols) };
+        return matrixOf(t.dtype, rows, cols, bytes);
       case 'F8_E4M3': {
         const block = this.cfg.quantization_config?.weight_block_size ?? [128, 128];
         const sName = scaleName(name);
@@ -138,6 +145,82 @@ class CheckpointSource implements TensorSource {
     }
     const t = this.read(name, shape);
     return toF32(t.dtype, t.data);
+  }
+}
+
+/**
+ * Tensors of a llama.cpp `deepseek2` GGUF file under our names (io/gguf-names.ts): stacked
+ * experts are sliced per expert (a view, no copy), the split attn_k_b / attn_v_b become
+ * k_b_proj / v_b_proj. Matrices stay in their stored format.
+ */
+class GgufSource implements TensorSource {
+  /** The last stacked expert tensor read (when the file is read, not mapped). */
+  private stacked: { name: string; data: Uint8Array } | null = null;
+
+  constructor(
+    readonly file: GgufFile,
+    readonly cfg: DeepseekConfig,
+    readonly alloc?: Allocator,
+  ) {}
+
+  has(name: string): boolean {
+    const loc = ggufLocation(name);
+    return loc !== null && this.file.has(loc.name);
+  }
+
+  private locate(name: string) {
+    const loc = ggufLocation(name);
+    if (!loc || !this.file.has(loc.name)) {
+      throw new DsError('MISSING_TENSOR', `${this.file.path}: no tensor ${loc ? `"${loc.name}" ` : ''}for "${name}"`);
+    }
+    return loc;
+  }
+
+  linear(name: string, rows: number, cols: number): LinearWeight {
+    const loc = this.locate(name);
+    const info = this.file.info(loc.name);
+    const dtype = this.file.dtype(loc.name);
+    const shape = info.shape;
+    const lead = shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    const want = loc.expert === undefined ? rows : this.cfg.n_routed_experts * rows;
+    if (shape[shape.length - 1] !== cols || lead !== want || (loc.expert !== undefined && shape[0] !== this.cfg.n_routed_experts)) {
+      const implied = loc.expert === undefined ? `[${rows}, ${cols}]` : `[${this.cfg.n_routed_experts}, ${rows}, ${cols}]`;
+      throw new DsError('BAD_SHAPE', `${this.file.path}: tensor "${loc.name}" has shape [${shape}], the metadata implies ${implied}`);
+    }
+    let bytes: Uint8Array;
+    if (loc.expert === undefined) {
+      bytes = this.file.tensor(loc.name, this.alloc).data;
+    } else {
+      if (this.stacked?.name !== loc.name) this.stacked = { name: loc.name, data: this.file.tensor(loc.name, this.alloc).data };
+      const per = this.stacked.data.byteLength / this.cfg.n_routed_experts;
+      bytes = this.stacked.data.subarray(loc.expert * per, (loc.expert + 1) * per);
+    }
+    return matrixOf(dtype, rows, cols, bytes);
+  }
+
+  vector(name: string, shape: number[]): Float32Array {
+    const loc = this.locate(name);
+    const t = this.file.tensor(loc.name);
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (t.shape.reduce((a, b) => a * b, 1) !== n) {
+      throw new DsError('BAD_SHAPE', `${this.file.path}: tensor "${loc.name}" has shape [${t.shape}], the metadata implies [${shape}]`);
+    }
+    if (!isDType(t.dtype)) throw new DsError('BAD_DTYPE', `${this.file.path}: tensor "${loc.name}" is ${t.dtype}, expected F32, F16 or BF16`);
+    return toF32(t.dtype, t.data, n);
+  }
+}
+
+/** A LinearWeight over stored bytes (typed views where the format has elements wider than a byte). */
+function matrixOf(dtype: WeightDType, rows: number, cols: number, bytes: Uint8Array): LinearWeight {
+  const n = rows * cols;
+  switch (dtype) {
+    case 'F32':
+      return { dtype, rows, cols, data: bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, n) : new Float32Array(bytes.slice().buffer, 0, n) };
+    case 'BF16':
+    case 'F16':
+      return { dtype, rows, cols, data: bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, n) : new Uint16Array(bytes.slice().buffer, 0, n) };
+    default:
+      return { dtype, rows, cols, data: bytes };
   }
 }
 
@@ -200,6 +283,7 @@ class Walker {
     const H = c.num_attention_heads;
     const dQk = c.qk_nope_head_dim + c.qk_rope_head_dim;
     const lora = c.q_lora_rank > 0;
+    const split = !this.src.has(`${prefix}.kv_b_proj.weight`) && this.src.has(`${prefix}.k_b_proj.weight`);
     return {
       q_a_proj: lora ? this.linear(`${prefix}.q_a_proj.weight`, c.q_lora_rank, D) : null,
       q_a_layernorm: lora ? this.vector(`${prefix}.q_a_layernorm.weight`, [c.q_lora_rank]) : null,
@@ -211,11 +295,9 @@ class Walker {
         D,
       ),
       kv_a_layernorm: this.vector(`${prefix}.kv_a_layernorm.weight`, [c.kv_lora_rank]),
-      kv_b_proj: this.linear(
-        `${prefix}.kv_b_proj.weight`,
-        H * (c.qk_nope_head_dim + c.v_head_dim),
-        c.kv_lora_rank,
-      ),
+      kv_b_proj: split ? null : this.linear(`${prefix}.kv_b_proj.weight`, H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank),
+      k_b_proj: split ? this.linear(`${prefix}.k_b_proj.weight`, H * c.kv_lora_rank, c.qk_nope_head_dim) : null,
+      v_b_proj: split ? this.linear(`${prefix}.v_b_proj.weight`, H * c.v_head_dim, c.kv_lora_rank) : null,
       o_proj: this.linear(`${prefix}.o_proj.weight`, D, H * c.v_head_dim),
     };
   }
@@ -281,6 +363,11 @@ export function loadWeights(
   opts: { mtp?: boolean; alloc?: Allocator } = {},
 ): ModelWeights {
   return walk(new CheckpointSource(ckpt, cfg, opts.alloc), cfg, opts.mtp ?? false);
+}
+
+/** Load every weight of a deepseek2 GGUF file (which holds no MTP module). */
+export function loadGgufWeights(file: GgufFile, cfg: DeepseekConfig, opts: { alloc?: Allocator } = {}): ModelWeights {
+  return walk(new GgufSource(file, cfg, opts.alloc), cfg, false);
 }
 
 /** Every tensor a checkpoint of this config holds (FP8 scales not included), in load order. */
@@ -380,7 +467,9 @@ export function mapMatrices(w: ModelWeights, f: (m: LinearWeight) => LinearWeigh
       q_b_proj: opt(l.self_attn.q_b_proj),
       q_proj: opt(l.self_attn.q_proj),
       kv_a_proj_with_mqa: m(l.self_attn.kv_a_proj_with_mqa),
-      kv_b_proj: m(l.self_attn.kv_b_proj),
+      kv_b_proj: opt(l.self_attn.kv_b_proj),
+      k_b_proj: opt(l.self_attn.k_b_proj),
+      v_b_proj: opt(l.self_attn.v_b_proj),
       o_proj: m(l.self_attn.o_proj),
     },
     mlp: l.mlp && mlp(l.mlp),
@@ -423,4 +512,33 @@ function walk(src: TensorSource, cfg: DeepseekConfig, mtp: boolean): ModelWeight
     lm_head: head,
     mtp: Array.from({ length: nMtp }, (_, k) => L.mtp(k, { embed, head })),
   };
+}
+
+/**
+ * The same float32 weights with every split kv_b (k_b_proj, v_b_proj: llama.cpp's layout)
+ * joined back into kv_b_proj [H · (dNope + dV), C], exactly (a transpose and a copy), as
+ * training and the naive attention path use it.
+ */
+export function joinKvB(w: ModelWeights, cfg: DeepseekConfig): ModelWeights {
+  const H = cfg.num_attention_heads;
+  const C = cfg.kv_lora_rank;
+  const nope = cfg.qk_nope_head_dim;
+  const dv = cfg.v_head_dim;
+  const join = (l: LayerWeights): LayerWeights => {
+    const a = l.self_attn;
+    if (a.kv_b_proj || !a.k_b_proj || !a.v_b_proj) return l;
+    const kb = widenMatrix(a.k_b_proj).data as Float32Array; // [H, C, nope]
+    const vb = widenMatrix(a.v_b_proj).data as Float32Array; // [H, dv, C]
+    const out = new Float32Array(H * (nope + dv) * C);
+    for (let h = 0; h < H; h++) {
+      const base = h * (nope + dv) * C;
+      for (let n = 0; n < nope; n++) {
+        for (let c = 0; c < C; c++) out[base + n * C + c] = kb[(h * C + c) * nope + n];
+      }
+      out.set(vb.subarray(h * dv * C, (h + 1) * dv * C), base + nope * C);
+    }
+    const kv_b_proj: LinearWeight = { dtype: 'F32', rows: H * (nope + dv), cols: C, data: out };
+    return { ...l, self_attn: { ...a, kv_b_proj, k_b_proj: null, v_b_proj: null } };
+  };
+  return { ...w, layers: w.layers.map(join), mtp: w.mtp.map((m) => ({ ...m, layer: join(m.layer) })) };
 }

@@ -219,6 +219,17 @@ export class Tokenizer {
     return new Tokenizer(readJson(tj), readJson(tc), dir);
   }
 
+  /**
+   * The tokenizer a GGUF file carries in its metadata (`tokenizer.ggml.*` and
+   * `tokenizer.chat_template`, as convert_hf_to_gguf writes them for DeepSeek models): the
+   * byte-level BPE vocabulary and merges, control tokens as special added tokens, user-defined
+   * ones as plain added tokens, and the pre-tokenizer its `tokenizer.ggml.pre` names.
+   */
+  static fromGguf(meta: ReadonlyMap<string, unknown>, where = 'GGUF file'): Tokenizer {
+    const { tokenizerJson, tokenizerConfig } = ggufTokenizerFiles(meta, where);
+    return new Tokenizer(tokenizerJson, tokenizerConfig, where);
+  }
+
   /** Builds a tokenizer from already-parsed tokenizer.json and tokenizer_config.json objects. */
   static fromFiles(tokenizerJson: object, tokenizerConfig: object): Tokenizer {
     return new Tokenizer(tokenizerJson as Json, tokenizerConfig as Json, 'tokenizer');
@@ -272,4 +283,103 @@ export class Tokenizer {
   private isValidId(id: number): boolean {
     return Number.isInteger(id) && id >= 0 && id < this.vocabSize && this.known[id] === 1;
   }
+}
+
+/**
+ * The pre-tokenizers of the DeepSeek tokenizers by their llama.cpp name (`tokenizer.ggml.pre`):
+ * each a list of regexes split off in turn ("Isolated"), then byte-level mapping. deepseek-v3
+ * is the released DeepSeek-V3/R1 tokenizer.json's; deepseek-llm is DeepSeek-V2's (V2-Lite,
+ * DeepSeek-LLM), as llama.cpp's llama-vocab.cpp lists it.
+ */
+const PRE_TOKENIZERS: Readonly<Record<string, readonly string[]>> = {
+  'deepseek-v3': [
+    '\\p{N}{1,3}',
+    '[一-龥぀-ゟ゠-ヿ]+',
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+  ],
+  'deepseek-llm': [
+    '[\r\n]',
+    '\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+',
+    '\\s?[!-/:-~！-／：-～‘-‟　-。]+',
+    '\\s+$',
+    '[一-龥ࠀ-一가-퟿]+',
+    '\\p{N}+',
+  ],
+};
+
+/** gguf-py's token types. */
+const TOKEN_CONTROL = 3;
+const TOKEN_USER_DEFINED = 4;
+
+/** tokenizer.json and tokenizer_config.json objects rebuilt from GGUF tokenizer metadata. */
+export function ggufTokenizerFiles(meta: ReadonlyMap<string, unknown>, where: string): { tokenizerJson: Json; tokenizerConfig: Json } {
+  const model = meta.get('tokenizer.ggml.model');
+  if (model !== 'gpt2') {
+    throw new DsError('BAD_CONFIG', `${where}: tokenizer.ggml.model is ${JSON.stringify(model)}; dsv3 reads byte-level BPE ("gpt2") tokenizers`);
+  }
+  const pre = String(meta.get('tokenizer.ggml.pre') ?? 'default');
+  const regexes = PRE_TOKENIZERS[pre];
+  if (!regexes) {
+    throw new DsError('BAD_CONFIG', `${where}: tokenizer.ggml.pre "${pre}" is not a DeepSeek pre-tokenizer (${Object.keys(PRE_TOKENIZERS).join(', ')})`);
+  }
+  const tokens = meta.get('tokenizer.ggml.tokens');
+  const types = meta.get('tokenizer.ggml.token_type');
+  const merges = meta.get('tokenizer.ggml.merges');
+  if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== 'string')) {
+    throw new DsError('BAD_CONFIG', `${where}: tokenizer.ggml.tokens is missing or not a list of strings`);
+  }
+  if (!Array.isArray(merges)) throw new DsError('BAD_CONFIG', `${where}: tokenizer.ggml.merges is missing`);
+  if (types !== undefined && (!Array.isArray(types) || types.length !== tokens.length)) {
+    throw new DsError('BAD_CONFIG', `${where}: tokenizer.ggml.token_type does not list one type per token`);
+  }
+  const vocab: Record<string, number> = {};
+  const added: Json[] = [];
+  tokens.forEach((t: string, id: number) => {
+    const type = types ? Number(types[id]) : 1;
+    if (type === TOKEN_CONTROL || type === TOKEN_USER_DEFINED) {
+      added.push({ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: type === TOKEN_USER_DEFINED, special: type === TOKEN_CONTROL });
+    }
+    // Ids llama.cpp pads the vocabulary with ("[PAD…]", unused) stay out of the BPE vocab.
+    if (type !== 5 && !(t in vocab)) vocab[t] = id;
+  });
+  const tokenizerJson: Json = {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: { type: 'Sequence', normalizers: [] },
+    pre_tokenizer: {
+      type: 'Sequence',
+      pretokenizers: [
+        ...regexes.map((r) => ({ type: 'Split', pattern: { Regex: r }, behavior: 'Isolated', invert: false })),
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+      ],
+    },
+    post_processor: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: {
+      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
+      fuse_unk: false, byte_fallback: false, vocab, merges: merges.map(String),
+    },
+  };
+  const tokenAt = (key: string): string | null => {
+    const id = meta.get(`tokenizer.ggml.${key}_token_id`);
+    return typeof id === 'number' && id >= 0 && id < tokens.length ? (tokens[id] as string) : null;
+  };
+  const bos = tokenAt('bos');
+  const eos = tokenAt('eos');
+  if (bos === null || eos === null) throw new DsError('BAD_CONFIG', `${where}: tokenizer.ggml.bos_token_id / eos_token_id missing or out of range`);
+  const tokenizerConfig: Json = {
+    bos_token: bos,
+    eos_token: eos,
+    add_bos_token: meta.get('tokenizer.ggml.add_bos_token') ?? true,
+    add_eos_token: meta.get('tokenizer.ggml.add_eos_token') ?? false,
+    clean_up_tokenization_spaces: false,
+    legacy: true,
+  };
+  const pad = tokenAt('pad');
+  if (pad !== null) tokenizerConfig.pad_token = pad;
+  const template = meta.get('tokenizer.chat_template');
+  if (typeof template === 'string') tokenizerConfig.chat_template = template;
+  return { tokenizerJson, tokenizerConfig };
 }

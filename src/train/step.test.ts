@@ -195,8 +195,8 @@ describe('training a BF16 checkpoint', () => {
   it('widens each matrix exactly to float32 and ties the MTP embedding and head', () => {
     const t = model.forTraining();
     assert.equal(t.forTraining(), t);
-    const src = model.weights.layers[1].self_attn.kv_b_proj;
-    const dst = t.weights.layers[1].self_attn.kv_b_proj;
+    const src = model.weights.layers[1].self_attn.kv_b_proj!;
+    const dst = t.weights.layers[1].self_attn.kv_b_proj!;
     assert.equal(src.dtype, 'BF16');
     assert.equal(dst.dtype, 'F32');
     const row = new Float32Array(src.cols);

@@ -2,10 +2,17 @@
 // ../shared/golden/models: teacher-forced logits, greedy decoding through the latent KV
 // cache, MTP logits, per-layer activations and expert choices, in both attention paths
 // and on every kernel backend. Tolerances are the golden README's.
+// Each checkpoint runs twice: as released (safetensors) and as the GGUF file `dsv3 convert
+// --to gguf` makes of it (llama.cpp's deepseek2 layout: config from metadata, stacked experts,
+// split attn_k_b / attn_v_b), exported without loss (F32 and BF16 as stored, FP8 dequantised
+// to F32 exactly). GGUF carries no MTP module, so the MTP checks run on safetensors only.
 
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { DeepseekV3 } from '../../src/model/deepseek-v3.ts';
+import { convertToGguf } from '../../src/io/convert-gguf.ts';
+import { tempDir } from '../helpers/fixtures.ts';
 import { generate } from '../../src/engine/generate.ts';
 import type { Routing } from '../../src/model/moe.ts';
 import { backends } from '../helpers/backends.ts';
@@ -45,11 +52,18 @@ describe('golden models', { skip: GOLDEN_MISSING }, () => {
       Math.max(...g.cases.map((c) => Math.max(maxAbs(c.logits_all), maxAbs(c.greedy_logits)))),
     );
 
+    let gguf = '';
+    for (const source of ['safetensors', 'gguf'] as const)
     for (const K of backends()) {
-      describe(`${name} [${K.name}]`, () => {
+      describe(`${name} [${source}, ${K.name}]`, () => {
         let model: DeepseekV3;
         before(() => {
-          model = DeepseekV3.load(dir, { kernels: K });
+          if (source === 'gguf' && !gguf) {
+            gguf = join(tempDir(), `${name}.gguf`);
+            convertToGguf(dir, gguf, { type: g.weights_storage === 'FP8' ? 'f32' : 'auto' });
+          }
+          model = DeepseekV3.load(source === 'gguf' ? gguf : dir, { kernels: K });
+          if (source === 'gguf') assert.equal(model.weights.layers[0].self_attn.kv_b_proj, null, 'kv_b_proj split');
         });
 
         it('derives the reference softmax scale and YaRN frequencies', () => {
@@ -66,7 +80,7 @@ describe('golden models', { skip: GOLDEN_MISSING }, () => {
               const r = model.forward([{ ids: c.prompt, cache }], { logits: 'all', attn });
               const d = maxAbsDiff(r.logits, c.logits_all);
               assert.ok(d <= tol, `prompt of ${c.prompt.length}: max |Δ| ${d} > ${tol}`);
-              if (c.mtp_logits) {
+              if (c.mtp_logits && model.hasMtp) {
                 const L = c.prompt.length;
                 const D = model.cfg.hidden_size;
                 const o = model.mtp(

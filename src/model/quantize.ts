@@ -1,0 +1,112 @@
+// Quantising a loaded model's weights at load time (`--quantize q8_0|q6_k|q4_k_m`): every matrix
+// gets the ggml block type llama-quantize's recipe gives the same tensor (io/gguf-recipes.ts),
+// quantised row by row from its stored format, so no matrix is ever held as float32 as a whole.
+// The router (ffn_gate_inp) stays as stored, as llama.cpp keeps it; vectors are untouched.
+
+import type { DeepseekConfig } from '../io/config.ts';
+import { ggufExpertsName, ggufName } from '../io/gguf-names.ts';
+import { recipeType, type QuantRecipe } from '../io/gguf-recipes.ts';
+import { decodeRow } from '../kernels/ref/index.ts';
+import { f32ToF16, isBlockType, rowBytes, type BlockType } from '../tensor/dtypes.ts';
+import { quantizeBlocks } from '../tensor/quants.ts';
+import type { LinearWeight } from '../tensor/weight.ts';
+import type { LayerWeights, MlpWeights, ModelWeights } from './weights.ts';
+
+/** One matrix in `type`, quantised one row at a time (a matrix already in `type` is kept). */
+export function quantizeMatrix(m: LinearWeight, type: BlockType | 'F16', alloc?: (bytes: number) => Uint8Array): LinearWeight {
+  if (m.dtype === type) return m;
+  const row = new Float32Array(m.cols);
+  if (type === 'F16') {
+    // The fallback for rows that are not whole blocks; f16 rounding as ggml's.
+    const data = new Uint16Array(m.rows * m.cols);
+    for (let r = 0; r < m.rows; r++) {
+      decodeRow(m, r, row);
+      for (let k = 0; k < m.cols; k++) data[r * m.cols + k] = f32ToF16(row[k]);
+    }
+    return { dtype: 'F16', rows: m.rows, cols: m.cols, data };
+  }
+  const rb = rowBytes(type, m.cols);
+  const data = alloc ? alloc(m.rows * rb) : new Uint8Array(m.rows * rb);
+  for (let r = 0; r < m.rows; r++) {
+    decodeRow(m, r, row);
+    data.set(quantizeBlocks(type, row), r * rb);
+  }
+  return { dtype: type, rows: m.rows, cols: m.cols, data };
+}
+
+/**
+ * The weights with every matrix quantised by `recipe`; `notes` collects the fallbacks. Matrices
+ * shared between places (an MTP module's copy of the embedding or head) stay shared.
+ */
+export function quantizeWeights(
+  w: ModelWeights,
+  cfg: DeepseekConfig,
+  recipe: QuantRecipe,
+  opts: { alloc?: (bytes: number) => Uint8Array; notes?: string[] } = {},
+): ModelWeights {
+  const notes = opts.notes ?? [];
+  const tied = w.lm_head === w.embed_tokens;
+  const done = new Map<LinearWeight, LinearWeight>();
+  const q = (m: LinearWeight, name: string, shape = [m.rows, m.cols]): LinearWeight => {
+    const seen = done.get(m);
+    if (seen) return seen;
+    const t = recipeType(recipe, { name, shape, layers: cfg.num_hidden_layers, tied }, notes);
+    const out = isBlockType(t) || t === 'F16' ? quantizeMatrix(m, t, opts.alloc) : m;
+    done.set(m, out);
+    return out;
+  };
+  const opt = (m: LinearWeight | null, hf: string) => (m ? q(m, ggufName(hf)) : null);
+  const mlp = (x: MlpWeights, p: string): MlpWeights => ({
+    gate_proj: q(x.gate_proj, ggufName(`${p}.gate_proj.weight`)),
+    up_proj: q(x.up_proj, ggufName(`${p}.up_proj.weight`)),
+    down_proj: q(x.down_proj, ggufName(`${p}.down_proj.weight`)),
+  });
+  const layer = (l: LayerWeights, i: number): LayerWeights => {
+    const p = `model.layers.${i}`;
+    const a = l.self_attn;
+    const E = cfg.n_routed_experts;
+    return {
+      ...l,
+      self_attn: {
+        ...a,
+        q_a_proj: opt(a.q_a_proj, `${p}.self_attn.q_a_proj.weight`),
+        q_b_proj: opt(a.q_b_proj, `${p}.self_attn.q_b_proj.weight`),
+        q_proj: opt(a.q_proj, `${p}.self_attn.q_proj.weight`),
+        kv_a_proj_with_mqa: q(a.kv_a_proj_with_mqa, ggufName(`${p}.self_attn.kv_a_proj_with_mqa.weight`)),
+        kv_b_proj: opt(a.kv_b_proj, `${p}.self_attn.kv_b_proj.weight`),
+        k_b_proj: opt(a.k_b_proj, `${p}.self_attn.k_b_proj.weight`),
+        v_b_proj: opt(a.v_b_proj, `${p}.self_attn.v_b_proj.weight`),
+        o_proj: q(a.o_proj, ggufName(`${p}.self_attn.o_proj.weight`)),
+      },
+      mlp: l.mlp && mlp(l.mlp, `${p}.mlp`),
+      moe: l.moe && {
+        ...l.moe,
+        experts: l.moe.experts.map((x) => ({
+          gate_proj: q(x.gate_proj, ggufExpertsName(i, 'gate_proj'), [E, x.gate_proj.rows, x.gate_proj.cols]),
+          up_proj: q(x.up_proj, ggufExpertsName(i, 'up_proj'), [E, x.up_proj.rows, x.up_proj.cols]),
+          down_proj: q(x.down_proj, ggufExpertsName(i, 'down_proj'), [E, x.down_proj.rows, x.down_proj.cols]),
+        })),
+        shared: l.moe.shared && mlp(l.moe.shared, `${p}.mlp.shared_experts`),
+      },
+    };
+  };
+  const embed = q(w.embed_tokens, 'token_embd.weight');
+  const head = tied ? embed : q(w.lm_head, 'output.weight');
+  return {
+    embed_tokens: embed,
+    layers: w.layers.map(layer),
+    norm: w.norm,
+    lm_head: head,
+    mtp: w.mtp.map((m, k) => {
+      const i = cfg.num_hidden_layers + k;
+      return {
+        ...m,
+        embed_tokens: q(m.embed_tokens, 'token_embd.weight'),
+        // eh_proj has no llama.cpp counterpart: the recipe's base type.
+        eh_proj: q(m.eh_proj, `blk.${i}.eh_proj.weight`),
+        layer: layer(m.layer, i),
+        head: q(m.head, 'output.weight'),
+      };
+    }),
+  };
+}
