@@ -24,8 +24,10 @@
       "target_name": "dsv3_native",
       "sources": [
         "native/binding.cc",
+        "native/mapfile.cc",
         "native/ops.cc",
         "native/pool.cc",
+        "native/quantize.cc",
         "native/generic/kernels.cc",
       ],
       "conditions": [

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ops.h"
+#include "quantize.h"
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -16,6 +17,11 @@
 #endif
 
 using namespace dsv3;
+
+namespace dsv3 {
+/** mapFile(path) → ArrayBuffer over a private mapping of the file (mapfile.cc). */
+napi_value MapFile(napi_env env, napi_callback_info info);
+}  // namespace dsv3
 
 #ifndef NODE_GYP_MODULE_NAME
 #define NODE_GYP_MODULE_NAME dsv3_native
@@ -136,12 +142,30 @@ struct Args {
     w.dtype = (int)dt;
     size_t len = 0;
     if (!ok) return w;
+    if (dt >= DT_COUNT || FORMATS[dt].blockElems == 0) {
+      fail("unknown dtype code " + std::to_string(dt));
+      return w;
+    }
+    const FormatTraits& f = FORMATS[dt];
+    const std::string what = std::string("weight data (") + f.name + ")";
+    if (f.blockElems > 1) {
+      // ggml block format: rows of whole blocks, raw bytes; ld is the row's byte count.
+      if (w.cols % f.blockElems != 0) {
+        fail(std::string(f.name) + " rows hold whole blocks of " + std::to_string(f.blockElems) + " values; cols = " +
+                 std::to_string(w.cols) + " is not a multiple",
+             true);
+        return w;
+      }
+      w.ld = w.cols / f.blockElems * f.blockBytes;
+      w.data = typedv(data, napi_uint8_array, &len, what.c_str());
+      need(len, (double)w.rows * (double)w.ld, "weight data");
+      return w;
+    }
     switch (dt) {
-      case DT_F32: w.data = typedv(data, napi_float32_array, &len, "weight data (F32)"); break;
-      case DT_BF16: w.data = typedv(data, napi_uint16_array, &len, "weight data (BF16)"); break;
-      case DT_F16: w.data = typedv(data, napi_uint16_array, &len, "weight data (F16)"); break;
-      case DT_F8: w.data = typedv(data, napi_uint8_array, &len, "weight data (F8_E4M3)"); break;
-      default: fail("unknown dtype code");
+      case DT_F32: w.data = typedv(data, napi_float32_array, &len, what.c_str()); break;
+      case DT_BF16: w.data = typedv(data, napi_uint16_array, &len, what.c_str()); break;
+      case DT_F16: w.data = typedv(data, napi_uint16_array, &len, what.c_str()); break;
+      case DT_F8: w.data = typedv(data, napi_uint8_array, &len, what.c_str()); break;
     }
     need(len, (double)w.rows * (double)w.cols, "weight data");
     if (ok && dt == DT_F8) {
@@ -592,6 +616,25 @@ napi_value AdviseHugePages(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// quantize(out, data, dtype, rows, cols, scale, b0, b1, type): every row of the weight
+// quantised to the block dtype code `type`, row after row into out (Uint8Array).
+napi_value Quantize(napi_env env, napi_callback_info info) {
+  Args a(env, info, "quantize");
+  size_t lo;
+  std::uint8_t* out = static_cast<std::uint8_t*>(a.typed(0, napi_uint8_array, &lo, "out"));
+  const WView w = a.weight(1);
+  const i64 type = a.count(8, "type");
+  if (a.ok && (type >= DT_COUNT || FORMATS[type].blockElems <= 1))
+    a.fail("type " + std::to_string(type) + " is not a block format code", true);
+  if (a.ok && w.cols % FORMATS[type].blockElems != 0)
+    a.fail(std::string(FORMATS[type].name) + " needs cols to be a multiple of " +
+               std::to_string(FORMATS[type].blockElems) + ", got " + std::to_string(w.cols),
+           true);
+  if (a.ok) a.need(lo, (double)w.rows * (double)(w.cols / FORMATS[type].blockElems) * FORMATS[type].blockBytes, "out");
+  if (a.ok) op_quantize(out, w, (int)type);
+  return nullptr;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   struct {
     const char* name;
@@ -605,6 +648,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"scatterAddRows", ScatterAddRows}, {"argmax", Argmax}, {"f8NanFree", F8NanFree}, {"ffnExperts", FfnExperts}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
       {"level", Level},           {"levels", Levels},         {"setLevel", SetLevel},
       {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth}, {"setWeightBytes", SetWeightBytes}, {"adviseHugePages", AdviseHugePages},
+      {"mapFile", MapFile},
+      {"quantize", Quantize},
   };
   for (auto& f : fns) {
     napi_value fn;

@@ -11,14 +11,43 @@ namespace dsv3 {
 
 typedef std::int64_t i64;
 
-enum DType : int { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2, DT_F8 = 3 };
+/**
+ * Weight dtype codes (src/tensor/dtypes.ts FORMATS[..].native). Codes 10.. are ggml's
+ * block-quantised formats: a row is a run of blocks of blockElems values, blockBytes each.
+ */
+enum DType : int {
+  DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2, DT_F8 = 3,
+  DT_Q4_0 = 10, DT_Q5_0 = 11, DT_Q8_0 = 12, DT_Q4_K = 13, DT_Q5_K = 14, DT_Q6_K = 15,
+};
+
+/**
+ * The one table of storage formats, indexed by dtype code (blockElems == 0: no such code).
+ * Plain dtypes are blocks of one element. binding.cc validates sizes with it, ops.cc sizes
+ * work with it, and the kernels take their block constants from it; adding a format means
+ * a row here and its decoder in kernels_impl.h. (Data only: no code is shared between the
+ * per-architecture translation units.)
+ */
+struct FormatTraits {
+  const char* name;
+  int blockElems;  // values per block
+  int blockBytes;  // bytes per block
+};
+constexpr int DT_COUNT = 16;
+constexpr FormatTraits FORMATS[DT_COUNT] = {
+    {"F32", 1, 4},     {"BF16", 1, 2},    {"F16", 1, 2},    {"F8_E4M3", 1, 1}, {nullptr, 0, 0},
+    {nullptr, 0, 0},   {nullptr, 0, 0},   {nullptr, 0, 0},  {nullptr, 0, 0},   {nullptr, 0, 0},
+    {"Q4_0", 32, 18},  {"Q5_0", 32, 22},  {"Q8_0", 32, 34}, {"Q4_K", 256, 144}, {"Q5_K", 256, 176},
+    {"Q6_K", 256, 210},
+};
 
 /** A weight matrix in its stored dtype (see src/tensor/weight.ts). */
 struct WView {
   const void* data;
   int dtype;
   i64 rows, cols;
-  i64 ld;              // row stride in elements (== cols for LinearWeight)
+  // Row stride in units of the stored element: elements for F32/BF16/F16/F8 (== cols for a
+  // LinearWeight), bytes for block formats (== cols / blockElems · blockBytes).
+  i64 ld;
   const float* scale;  // F8 only: [ceil(rows / b0), sCols]
   i64 b0, b1, sCols;
   int nanfree;  // F8 only: known to hold no NaN code (0x7F, 0xFF), so kernels skip the check
@@ -86,6 +115,8 @@ struct KernelTable {
   void (*attn_latent)(const AttnLatentArgs* a, i64 t, i64 h0, i64 h1);
   /** Head h, queries [t0, t1). */
   void (*attention)(const AttentionArgs* a, i64 h, i64 t0, i64 t1);
+  /** Row `row` of a block-format weight dequantised to dst[0 .. cols) (embedding). */
+  void (*decode_row)(const WView* w, i64 row, float* dst);
 };
 
 const KernelTable* generic_table();

@@ -3,7 +3,10 @@
 // namespace, after they define:
 //   L (lanes), V (vector of L floats), NT_MR/NT_NR, NN_MR/NN_NV, PK_NC/PK_KC/PK_MC, and
 //   vzero vset1 vload vloadn vstore vstoren vfma vadd vsub vmul vdiv vmax vhsum vhsum4 vexp,
-//   dec_bf16(n) dec_f16(n) dec_f8(n) dec_f8s(n) (F8: fast/slow scale handling), f8prep.
+//   dec_bf16(n) dec_f16(n) dec_f8(n) dec_f8s(n) (F8: fast/slow scale handling), f8prep,
+//   and for the block formats VI (L int32 lanes) with vi_u8 vi_i8 vi_set1 vi_and vi_or
+//   vi_sub vi_srli vi_slli vi_bit16 vi_bytes64 vi_cvt, and h2f (exact half → float); a
+//   16-lane level may define DSV3_QLUT with vlut16 vlut32 viota (table lookups).
 // Everything here has internal linkage, so each level keeps its own copy.
 //
 // Numerics (the contract that makes results batch invariant): one output of a matmul
@@ -11,7 +14,9 @@
 // k ≡ l (mod L) in increasing k with one FMA each (a partial last vector is zero-padded),
 // then reduced by the fixed tree of vhsum. The decode path, the packed prefill path and
 // the attention kernels all follow exactly this order. One output of gemm_nn (matmulT,
-// attention's P·V) is a single FMA chain over r in increasing order.
+// attention's P·V) is a single FMA chain over r in increasing order. Block-format weights
+// (ggml Q4_0 … Q6_K) are dequantised exactly as ggml's dequantize_row_* computes each value
+// and then enter the same orders, so they keep all of these properties.
 
 #if defined(__GNUC__) && !defined(__clang__)
 // The direct path passes accio = nullptr together with last = true, so the accumulator
@@ -31,6 +36,7 @@ template <>
 struct Dec<DT_F32, false> {
   typedef float E;
   static const bool F8 = false;
+  static const bool BLK = false;
   static inline V ld(const E* p, V) { return vload(p); }
   static inline V ldq(const E* p, V) { return vload(p); }
   static inline V ldn(const E* p, int n, V) { return vloadn(p, n); }
@@ -40,6 +46,7 @@ template <>
 struct Dec<DT_BF16, false> {
   typedef std::uint16_t E;
   static const bool F8 = false;
+  static const bool BLK = false;
   static inline V ld(const E* p, V) { return dec_bf16(p); }
   static inline V ldq(const E* p, V) { return dec_bf16(p); }
   static inline V ldn(const E* p, int n, V) { return dec_bf16n(p, n); }
@@ -49,6 +56,7 @@ template <>
 struct Dec<DT_F16, false> {
   typedef std::uint16_t E;
   static const bool F8 = false;
+  static const bool BLK = false;
   static inline V ld(const E* p, V) { return dec_f16(p); }
   static inline V ldq(const E* p, V) { return dec_f16(p); }
   static inline V ldn(const E* p, int n, V) { return dec_f16n(p, n); }
@@ -58,6 +66,7 @@ template <>
 struct Dec<DT_F8, false> {
   typedef std::uint8_t E;
   static const bool F8 = true;
+  static const bool BLK = false;
   static inline V ld(const E* p, V s) { return dec_f8(p, s); }
   static inline V ldq(const E* p, V s) { return dec_f8q(p, s); }
   static inline V ldn(const E* p, int n, V s) { return dec_f8n(p, n, s); }
@@ -67,6 +76,7 @@ template <>
 struct Dec<DT_F8, true> {
   typedef std::uint8_t E;
   static const bool F8 = true;
+  static const bool BLK = false;
   static inline V ld(const E* p, V s) { return dec_f8s(p, s); }
   static inline V ldq(const E* p, V s) { return dec_f8sq(p, s); }
   static inline V ldn(const E* p, int n, V s) { return dec_f8sn(p, n, s); }
@@ -81,11 +91,222 @@ template <>
 struct Dec<DT_F8R, false> {
   typedef std::uint8_t E;
   static const bool F8 = true;
+  static const bool BLK = false;
   static inline V ld(const E* p, V) { return dec_f8r(p); }
   static inline V ldq(const E* p, V) { return dec_f8rq(p); }
   static inline V ldn(const E* p, int n, V) { return dec_f8rn(p, n); }
   static inline float prep(float s) { return s; }
 };
+
+// ---- ggml block formats (common.h FORMATS) ----
+// A row is a run of blocks. For each format QDec<DT>: prep(b, st) reads the block's scales
+// once, then dec32(b, st, s, out) dequantises its 32 values [32·s, 32·s + 32) into
+// out[0 .. 32/L). Each value is the float32 that ggml's dequantize_row_* gives: scales
+// widened exactly from f16, and the same float operations. The products involved are exact
+// in float32 (an f16 scale has 11 significant bits, a 6- or 8-bit sub-scale and a quant at
+// most 7 and 6 more), so the only rounding is the K-quants' subtraction of the min,
+// d1·q − m1, which one FMA computes with the same single rounding (its product is exact).
+// Rows hold whole blocks, so a row never ends inside a vector.
+static_assert(32 % L == 0, "a 32-value sub-block is whole vectors");
+static inline std::uint16_t rd16(const std::uint8_t* p) { return (std::uint16_t)(p[0] | (p[1] << 8)); }
+static inline std::uint32_t rd32(const std::uint8_t* p) {
+  return (std::uint32_t)p[0] | ((std::uint32_t)p[1] << 8) | ((std::uint32_t)p[2] << 16) | ((std::uint32_t)p[3] << 24);
+}
+/**
+ * *p in every lane, read from memory: a block's scales are stored once by prep and then
+ * broadcast by a load (without the barrier, the compiler keeps them in a register and
+ * broadcasts each lane with a shuffle, the scarcer unit in these loops).
+ */
+static inline V vbcast(const float* p) {
+#if defined(__GNUC__)
+  __asm__("" : "+r"(p));
+#endif
+  return vset1(*p);
+}
+/** Low (hi = false) or high nibbles of L bytes, as int32 lanes. */
+static inline VI nibbles(const std::uint8_t* p, bool hi) {
+  const VI b = vi_u8(p);
+  return hi ? vi_srli(b, 4) : vi_and(b, vi_set1(15));
+}
+
+template <int DT>
+struct QDec;
+template <int DT>
+struct QBase {
+  typedef std::uint8_t E;
+  static const bool F8 = false;
+  static const bool BLK = true;
+  static const int BE = FORMATS[DT].blockElems, BB = FORMATS[DT].blockBytes;
+  static_assert(BE % 32 == 0, "blocks are whole 32-value sub-blocks");
+};
+// With DSV3_QLUT (AVX-512), the level has one-instruction lookups in a table of 16 or 32
+// floats held in vectors: vlut16(t, i) = t[i & 15], vlut32(lo, hi, i) = (lo ‖ hi)[i & 31],
+// and viota() = 0, 1, …, 15. The 4- and 5-bit formats then compute the table of a block's
+// (or sub-block's) possible values, by the very operations above, and look each value up
+// instead of converting and scaling it: the same numbers, fewer instructions.
+#if defined(DSV3_QLUT)
+static_assert(L == 16, "the lookup tables are one vector of 16");
+#endif
+
+/** The state of the one-scale formats: d, broadcast (with QLUT: the table of values). */
+struct QSt0 {
+  V d;
+#if defined(DSV3_QLUT)
+  V t0, t1;
+#endif
+};
+// Q8_0: f16 d, 32 int8 q; w = q·d.
+template <>
+struct QDec<DT_Q8_0> : QBase<DT_Q8_0> {
+  typedef QSt0 St;
+  static inline void prep(const std::uint8_t* b, St& st) { st.d = vset1(h2f(rd16(b))); }
+  static inline void dec32(const std::uint8_t* b, const St& st, int, V* out) {
+    for (int v = 0; v < 32 / L; v++) out[v] = vmul(vi_cvt(vi_i8(b + 2 + v * L)), st.d);
+  }
+};
+// Q4_0: f16 d, 16 bytes; value j < 16 is the low nibble of byte j, value 16 + j its high
+// nibble; w = (q − 8)·d.
+template <>
+struct QDec<DT_Q4_0> : QBase<DT_Q4_0> {
+  typedef QSt0 St;
+#if defined(DSV3_QLUT)
+  static inline void prep(const std::uint8_t* b, St& st) {
+    st.d = vset1(h2f(rd16(b)));
+    st.t0 = vmul(vsub(viota(), vset1(8.0f)), st.d);
+  }
+  static inline void dec32(const std::uint8_t* b, const St& st, int, V* out) {
+    const VI q = vi_u8(b + 2);  // the low nibbles index directly (vlut16 takes i & 15)
+    out[0] = vlut16(st.t0, q);
+    out[1] = vlut16(st.t0, vi_srli(q, 4));
+  }
+#else
+  static inline void prep(const std::uint8_t* b, St& st) { st.d = vset1(h2f(rd16(b))); }
+  static inline void dec32(const std::uint8_t* b, const St& st, int, V* out) {
+    for (int v = 0; v < 32 / L; v++) {
+      const int j = v * L;
+      out[v] = vmul(vi_cvt(vi_sub(nibbles(b + 2 + (j & 15), j >= 16), vi_set1(8))), st.d);
+    }
+  }
+#endif
+};
+// Q5_0: f16 d, a 32-bit word whose bit j is value j's fifth bit, then the nibbles as in
+// Q4_0; w = (q − 16)·d.
+template <>
+struct QDec<DT_Q5_0> : QBase<DT_Q5_0> {
+  typedef QSt0 St;
+  static inline void prep(const std::uint8_t* b, St& st) {
+    st.d = vset1(h2f(rd16(b)));
+#if defined(DSV3_QLUT)
+    st.t0 = vmul(vsub(viota(), vset1(16.0f)), st.d);
+    st.t1 = vmul(viota(), st.d);
+#endif
+  }
+  static inline void dec32(const std::uint8_t* b, const St& st, int, V* out) {
+    const std::uint32_t qh = rd32(b + 2);
+    for (int v = 0; v < 32 / L; v++) {
+      const int j = v * L;
+      const VI q = vi_or(nibbles(b + 6 + (j & 15), j >= 16), vi_bit16(qh >> j));
+#if defined(DSV3_QLUT)
+      out[v] = vlut32(st.t0, st.t1, q);
+#else
+      out[v] = vmul(vi_cvt(vi_sub(q, vi_set1(16))), st.d);
+#endif
+    }
+  }
+};
+/**
+ * Q4_K/Q5_K: f16 d, f16 dmin, then 12 bytes packing a 6-bit scale sc and min m for each of
+ * the 8 sub-blocks (sub-block j < 4: the low 6 bits of bytes j and j + 4; j >= 4: the low
+ * (sc) or high (m) nibble of byte j + 4, topped by the two high bits of byte j − 4 (sc) or
+ * j (m)). st holds d1 = d·sc and −m1 = −(dmin·m) per sub-block.
+ */
+struct QStK {
+  alignas(64) float d1[16];
+  alignas(64) float nm1[16];
+};
+static inline void kq_prep(const std::uint8_t* b, QStK& st) {
+  const std::uint32_t w0 = rd32(b + 4), w1 = rd32(b + 8), w2 = rd32(b + 12);
+  const std::uint32_t low6 = 0x3f3f3f3fu, low4 = 0x0f0f0f0fu, two = 0x03030303u;
+  // Byte j of sc / mn: sub-block j's scale / min.
+  const std::uint64_t sc = (w0 & low6) | (std::uint64_t)((w2 & low4) | (((w0 >> 6) & two) << 4)) << 32;
+  const std::uint64_t mn = (w1 & low6) | (std::uint64_t)(((w2 >> 4) & low4) | (((w1 >> 6) & two) << 4)) << 32;
+  // L >= 8 lanes: one vector holds the 8 sub-blocks.
+  vstore(st.d1, vmul(vi_cvt(vi_bytes64(sc)), vset1(h2f(rd16(b)))));
+  vstore(st.nm1, vmul(vi_cvt(vi_bytes64(mn)), vset1(-h2f(rd16(b + 2)))));
+}
+// Q4_K: 128 bytes of nibbles after the scales: sub-block s takes the low (s even) or high
+// (s odd) nibbles of bytes 32·(s/2) .. +32; w = d1·q − m1.
+template <>
+struct QDec<DT_Q4_K> : QBase<DT_Q4_K> {
+  typedef QStK St;
+  static inline void prep(const std::uint8_t* b, St& st) { kq_prep(b, st); }
+  static inline void dec32(const std::uint8_t* b, const St& st, int s, V* out) {
+    const V d1 = vbcast(st.d1 + s), nm1 = vbcast(st.nm1 + s);
+    const std::uint8_t* q = b + 16 + (s >> 1) * 32;
+#if defined(DSV3_QLUT)
+    const V t = vfma(d1, viota(), nm1);
+    for (int v = 0; v < 2; v++) {
+      const VI i = vi_u8(q + v * L);  // low nibbles index directly (vlut16 takes i & 15)
+      out[v] = vlut16(t, (s & 1) ? vi_srli(i, 4) : i);
+    }
+#else
+    for (int v = 0; v < 32 / L; v++) out[v] = vfma(d1, vi_cvt(nibbles(q + v * L, s & 1)), nm1);
+#endif
+  }
+};
+// Q5_K: as Q4_K with 32 bytes of high bits after the scales (the nibbles follow them): value
+// l of sub-block s has its fifth bit in bit s of byte l.
+template <>
+struct QDec<DT_Q5_K> : QBase<DT_Q5_K> {
+  typedef QStK St;
+  static inline void prep(const std::uint8_t* b, St& st) { kq_prep(b, st); }
+  static inline void dec32(const std::uint8_t* b, const St& st, int s, V* out) {
+    const V d1 = vbcast(st.d1 + s), nm1 = vbcast(st.nm1 + s);
+    const std::uint8_t* q = b + 48 + (s >> 1) * 32;
+#if defined(DSV3_QLUT)
+    const V t0 = vfma(d1, viota(), nm1), t1 = vfma(d1, vadd(viota(), vset1(16.0f)), nm1);
+#endif
+    for (int v = 0; v < 32 / L; v++) {
+      const VI hb = vi_u8(b + 16 + v * L);  // bit s moved to bit 4
+      const VI h = vi_and(s <= 4 ? vi_slli(hb, 4 - s) : vi_srli(hb, s - 4), vi_set1(16));
+#if defined(DSV3_QLUT)
+      out[v] = vlut32(t0, t1, vi_or(nibbles(q + v * L, s & 1), h));
+#else
+      out[v] = vfma(d1, vi_cvt(vi_or(nibbles(q + v * L, s & 1), h)), nm1);
+#endif
+    }
+  }
+};
+// Q6_K: 128 bytes of low 4 bits, 64 bytes of 2-bit high parts, 16 int8 scales (one per 16
+// values), f16 d. Sub-block s = 4h + g: low (g < 2) or high nibbles of bytes
+// 64h + 32·(g & 1) .. +32, high parts in bits 2g, 2g+1 of bytes 128 + 32h .. +32, scale
+// 8h + 2g + l/16 for value l; w = (d·sc)·(q − 32).
+struct QSt6 {
+  alignas(64) float ds[16];  // d·sc
+};
+template <>
+struct QDec<DT_Q6_K> : QBase<DT_Q6_K> {
+  typedef QSt6 St;
+  static inline void prep(const std::uint8_t* b, St& st) {
+    const V d = vset1(h2f(rd16(b + 208)));
+    for (int v = 0; v < 16 / L; v++) vstore(st.ds + v * L, vmul(d, vi_cvt(vi_i8(b + 192 + v * L))));
+  }
+  static inline void dec32(const std::uint8_t* b, const St& st, int s, V* out) {
+    const int h = s >> 2, g = s & 3;
+    const std::uint8_t* ql = b + h * 64 + (g & 1) * 32;
+    const std::uint8_t* qh = b + 128 + h * 32;
+    const int si = h * 8 + 2 * g;
+    for (int v = 0; v < 32 / L; v++) {
+      const int l = v * L;
+      const VI hb = vi_u8(qh + l);  // bits 2g, 2g+1 moved to bits 4, 5
+      const VI hi = vi_and(g == 3 ? vi_srli(hb, 2) : vi_slli(hb, 4 - 2 * g), vi_set1(0x30));
+      const VI q = vi_sub(vi_or(nibbles(ql + l, g >= 2), hi), vi_set1(32));
+      out[v] = vmul(vbcast(st.ds + si + l / 16), vi_cvt(q));
+    }
+  }
+};
+/** X(code) for every block format. */
+#define DSV3_BLOCK_FORMATS(X) X(DT_Q4_0) X(DT_Q5_0) X(DT_Q8_0) X(DT_Q4_K) X(DT_Q5_K) X(DT_Q6_K)
 
 // ---- thread-local scratch (grown on demand, kept for the thread's life) ----
 struct Scratch {
@@ -105,6 +326,21 @@ struct Scratch {
 static thread_local Scratch tl_panel, tl_acc, tl_scores, tl_scores2, tl_xg;
 
 // =====================================================================================
+/** out[i·ldo + j] = the lane sum of acc[i][j] for j < nv (the fixed tree of vhsum). */
+template <int MR, int NR>
+static inline void nt_reduce(const V (&acc)[MR][NR], float* out, I ldo, int nv) {
+  // vhsum4 reduces four accumulators at once, by vhsum's tree (the same sums).
+  for (int i = 0; i < MR; i++) {
+    int j = 0;
+    for (; j + 4 <= NR; j += 4)
+      if (j < nv) vhsum4(out + i * ldo + j, acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3], nv - j);
+    if (j < NR && j < nv) {
+      const V z = vzero();
+      vhsum4(out + i * ldo + j, acc[i][j], j + 1 < NR ? acc[i][j + 1] : z, j + 2 < NR ? acc[i][j + 2] : z, z, nv - j);
+    }
+  }
+}
+
 // gemm_nt micro-tile: MR rows of x by NR rows of W, over klen columns (a K chunk that
 // starts on a multiple of L). `bk` splits the chunk into scale blocks (F8: b1, else klen);
 // sp[j] points at the scale of row j's first block. With `first`, accumulators start at
@@ -156,16 +392,7 @@ static void nt_tile(const float* x, I ldx, const typename D::E* const* w, const 
     }
   }
   if (last) {
-    // vhsum4 reduces four accumulators at once, by vhsum's tree (the same sums).
-    for (int i = 0; i < MR; i++) {
-      int j = 0;
-      for (; j + 4 <= NR; j += 4)
-        if (j < nv) vhsum4(out + i * ldo + j, acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3], nv - j);
-      if (j < NR && j < nv) {
-        const V z = vzero();
-        vhsum4(out + i * ldo + j, acc[i][j], j + 1 < NR ? acc[i][j + 1] : z, j + 2 < NR ? acc[i][j + 2] : z, z, nv - j);
-      }
-    }
+    nt_reduce<MR, NR>(acc, out, ldo, nv);
   } else {
     for (int i = 0; i < MR; i++)
       for (int j = 0; j < NR; j++) vstore(accio + i * accld + j * L, acc[i][j]);
@@ -335,8 +562,91 @@ static void nt_direct_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
   else nt_direct_nr<D, NT_NR>(g, m0, m1, n0, n1);
 }
 
+// =====================================================================================
+// Block formats, direct path: MR rows of x by NR rows of W, each 32-value sub-block of a
+// W row dequantised in registers (QDec::dec32) and used at once by the MR rows, in the
+// gemm_nt order (the vectors of a sub-block are consecutive in k).
+#if defined(__GNUC__)
+#define DSV3_UNROLL8 _Pragma("GCC unroll 8")
+#else
+#define DSV3_UNROLL8
+#endif
+template <class Q, int MR, int NR>
+static void ntq_tile(const float* x, I ldx, const std::uint8_t* const* w, I K, float* out, I ldo, int nv) {
+  V acc[MR][NR];
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NR; j++) acc[i][j] = vzero();
+  for (I kb = 0; kb < K; kb += Q::BE) {
+    const I boff = kb / Q::BE * Q::BB;
+    typename Q::St st[NR];
+    for (int j = 0; j < NR; j++) Q::prep(w[j] + boff, st[j]);
+    // Unrolled, so that each sub-block's shifts and nibble choice are constants.
+    DSV3_UNROLL8
+    for (int s = 0; s < Q::BE / 32; s++) {
+      const float* xk = x + kb + s * 32;
+      for (int j = 0; j < NR; j++) {
+        V wv[32 / L];
+        Q::dec32(w[j] + boff, st[j], s, wv);
+        for (int i = 0; i < MR; i++)
+          for (int v = 0; v < 32 / L; v++) acc[i][j] = vfma(vload(xk + i * ldx + v * L), wv[v], acc[i][j]);
+      }
+    }
+  }
+  nt_reduce<MR, NR>(acc, out, ldo, nv);
+}
+
+template <class Q, int NR>
+static void ntq_direct_nr(const GemmNT* g, I m0, I m1, I n0, I n1) {
+  const WView& w = g->w;
+  const std::uint8_t* base = static_cast<const std::uint8_t*>(w.data);
+  for (I nt = n0; nt < n1; nt += NR) {
+    const int nv = (int)imin(NR, n1 - nt);
+    const std::uint8_t* wp[NR];
+    for (int j = 0; j < NR; j++) wp[j] = base + (g->r0 + nt + (j < nv ? j : nv - 1)) * w.ld;
+    for (I mi = m0; mi < m1; mi += NT_MR) {
+      const int mr = (int)imin(NT_MR, m1 - mi);
+      const float* x = g->x + mi * g->ldx;
+      float* out = g->out + mi * g->ldo + nt;
+      switch (mr) {
+#define DSV3_CASE(R)                                                                                         \
+  case R:                                                                                                    \
+    if (R <= NT_MR) ntq_tile<Q, (R <= NT_MR ? R : 1), NR>(x, g->ldx, wp, w.cols, out, g->ldo, nv); \
+    break;
+        DSV3_CASE(1)
+        DSV3_CASE(2)
+        DSV3_CASE(3)
+        DSV3_CASE(4)
+        DSV3_CASE(5)
+        DSV3_CASE(6)
+#undef DSV3_CASE
+      }
+    }
+  }
+}
+
+/** W rows per direct tile: MR·NR accumulators and one sub-block's vectors in registers. */
+static const int QNT_NR = NT_MR * NT_NR + 32 / L + 1 <= (L == 16 ? 32 : 16) ? NT_NR : NT_NR - 1;
+#ifndef DSV3_QDECODE_NR
+#define DSV3_QDECODE_NR 2
+#endif
+
+template <class Q>
+static void ntq_direct_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
+  // As for the other dtypes (one_row_at_a_time): streamed W goes one row at a time (two
+  // rows side by side break the prefetchers' streams at every row: measured 2x slower for
+  // rows of a few KiB); cache-resident W interleaves a few rows, whose FMA chains overlap.
+  const I m = m1 - m0;
+  if (!g->resident && (m == 1 || (m <= NT_MR && g->w.ld <= SHORT_ROW_BYTES))) ntq_direct_nr<Q, 1>(g, m0, m1, n0, n1);
+  else if (m == 1) ntq_direct_nr<Q, DSV3_QDECODE_NR>(g, m0, m1, n0, n1);
+  else ntq_direct_nr<Q, QNT_NR>(g, m0, m1, n0, n1);
+}
+
 static void gemm_nt_direct(const GemmNT* g, I m0, I m1, I n0, I n1) {
   switch (g->w.dtype) {
+#define DSV3_Q(DT) \
+  case DT: ntq_direct_t<QDec<DT>>(g, m0, m1, n0, n1); break;
+    DSV3_BLOCK_FORMATS(DSV3_Q)
+#undef DSV3_Q
     case DT_F32: nt_direct_t<Dec<DT_F32, false>>(g, m0, m1, n0, n1); break;
     case DT_BF16: nt_direct_t<Dec<DT_BF16, false>>(g, m0, m1, n0, n1); break;
     case DT_F16: nt_direct_t<Dec<DT_F16, false>>(g, m0, m1, n0, n1); break;
@@ -350,7 +660,27 @@ static void gemm_nt_direct(const GemmNT* g, I m0, I m1, I n0, I n1) {
 
 /** Decode W[row][k0 .. k0+kl) to f32 (exactly the values the direct path computes). */
 template <class D>
+static void decode_span_plain(const WView& w, I row, I k0, I kl, float* dst);
+template <class D>
 static void decode_span(const WView& w, I row, I k0, I kl, float* dst) {
+  if constexpr (!D::BLK) {
+    decode_span_plain<D>(w, row, k0, kl, dst);
+  } else {
+    // k0 and kl are multiples of 32 (whole sub-blocks: rows hold whole blocks, K chunks
+    // are multiples of 256).
+    const std::uint8_t* src = static_cast<const std::uint8_t*>(w.data) + row * w.ld;
+    typename D::St st;
+    for (I k = k0; k < k0 + kl; k += 32) {
+      const std::uint8_t* b = src + k / D::BE * D::BB;
+      if (k == k0 || k % D::BE == 0) D::prep(b, st);
+      V o[32 / L];
+      D::dec32(b, st, (int)(k % D::BE / 32), o);
+      for (int v = 0; v < 32 / L; v++) vstore(dst + (k - k0) + v * L, o[v]);
+    }
+  }
+}
+template <class D>
+static void decode_span_plain(const WView& w, I row, I k0, I kl, float* dst) {
   typedef typename D::E E;
   const E* src = static_cast<const E*>(w.data) + row * w.ld;
   const I bk = D::F8 ? w.b1 : (I)1 << 62;
@@ -436,8 +766,14 @@ static void nt_packed_f8(const GemmNT* g, I m0, I m1, I n0, I n1) {
   }
 }
 
+static_assert(PK_KC % 256 == 0, "K chunks of the packed path hold whole blocks");
+
 static void gemm_nt_packed(const GemmNT* g, I m0, I m1, I n0, I n1) {
   switch (g->w.dtype) {
+#define DSV3_Q(DT) \
+  case DT: nt_packed_t<QDec<DT>>(g, m0, m1, n0, n1); break;
+    DSV3_BLOCK_FORMATS(DSV3_Q)
+#undef DSV3_Q
     case DT_F32: nt_packed_t<Dec<DT_F32, false>>(g, m0, m1, n0, n1); break;
     case DT_BF16: nt_packed_t<Dec<DT_BF16, false>>(g, m0, m1, n0, n1); break;
     case DT_F16: nt_packed_t<Dec<DT_F16, false>>(g, m0, m1, n0, n1); break;
@@ -488,24 +824,45 @@ static void nn_tile(const GemmNN* g, I mi, I ra, I rb, I c0, int ncols, const I*
   // Row r of W (its columns of this tile), decoded.
   auto wrow = [&](I r, V* wv) {
     const I row = g->r0 + r;
-    if (D::F8 && row / w.b0 != sblk) {
-      sblk = row / w.b0;
-      const float* srow = w.scale + sblk * w.sCols;
-      for (int j = 0; j < NN_NV; j++) {
-        alignas(64) float t[L];
-        for (int l = 0; l < L; l++) {
-          I c = c0 + j * L + l;
-          if (c >= w.cols) c = w.cols - 1;
-          t[l] = D::prep(srow[c / w.b1]);
-        }
-        s[j] = vload(t);
+    if constexpr (D::BLK) {
+      // The whole sub-blocks over this tile's columns, dequantised to t, then loaded.
+      alignas(64) float t[NN_NV * L + 64];
+      const std::uint8_t* src = reinterpret_cast<const std::uint8_t*>(base) + row * w.ld;
+      const I s0 = c0 / 32, s1 = (c0 + ncols + 31) / 32;
+      typename D::St st;
+      for (I sb = s0; sb < s1; sb++) {
+        const std::uint8_t* b = src + sb * 32 / D::BE * D::BB;
+        if (sb == s0 || sb * 32 % D::BE == 0) D::prep(b, st);
+        V o[32 / L];
+        D::dec32(b, st, (int)(sb * 32 % D::BE / 32), o);
+        for (int v = 0; v < 32 / L; v++) vstore(t + (sb - s0) * 32 + v * L, o[v]);
       }
-    }
-    const E* wr = base + row * w.ld + c0;
-    for (int j = 0; j < NN_NV; j++) {
-      if (FULL || j < nfull) wv[j] = D::ld(wr + j * L, s[j]);
-      else if (j == nfull && rem) wv[j] = D::ldn(wr + j * L, rem, s[j]);
-      else wv[j] = vzero();
+      const float* tp = t + (c0 - s0 * 32);
+      for (int j = 0; j < NN_NV; j++) {
+        if (FULL || j < nfull) wv[j] = vload(tp + j * L);
+        else if (j == nfull && rem) wv[j] = vloadn(tp + j * L, rem);
+        else wv[j] = vzero();
+      }
+    } else {
+      if (D::F8 && row / w.b0 != sblk) {
+        sblk = row / w.b0;
+        const float* srow = w.scale + sblk * w.sCols;
+        for (int j = 0; j < NN_NV; j++) {
+          alignas(64) float t[L];
+          for (int l = 0; l < L; l++) {
+            I c = c0 + j * L + l;
+            if (c >= w.cols) c = w.cols - 1;
+            t[l] = D::prep(srow[c / w.b1]);
+          }
+          s[j] = vload(t);
+        }
+      }
+      const E* wr = base + row * w.ld + c0;
+      for (int j = 0; j < NN_NV; j++) {
+        if (FULL || j < nfull) wv[j] = D::ld(wr + j * L, s[j]);
+        else if (j == nfull && rem) wv[j] = D::ldn(wr + j * L, rem, s[j]);
+        else wv[j] = vzero();
+      }
     }
   };
   for (I r = ra; r < rAll; r++) {
@@ -572,6 +929,10 @@ static void nn_t(const GemmNN* g, I m0, I m1, I c0, I c1, const I* lim = nullptr
 
 static void gemm_nn(const GemmNN* g, I m0, I m1, I c0, I c1) {
   switch (g->w.dtype) {
+#define DSV3_Q(DT) \
+  case DT: nn_t<QDec<DT>>(g, m0, m1, c0, c1); break;
+    DSV3_BLOCK_FORMATS(DSV3_Q)
+#undef DSV3_Q
     case DT_F32: nn_t<Dec<DT_F32, false>>(g, m0, m1, c0, c1); break;
     case DT_BF16: nn_t<Dec<DT_BF16, false>>(g, m0, m1, c0, c1); break;
     case DT_F16: nn_t<Dec<DT_F16, false>>(g, m0, m1, c0, c1); break;
@@ -579,6 +940,16 @@ static void gemm_nn(const GemmNN* g, I m0, I m1, I c0, I c1) {
       if (g->f8slow) nn_t<Dec<DT_F8, true>>(g, m0, m1, c0, c1);
       else nn_t<Dec<DT_F8, false>>(g, m0, m1, c0, c1);
       break;
+  }
+}
+
+/** A block-format row dequantised (the values every path above uses). */
+static void decode_row(const WView* w, I row, float* dst) {
+  switch (w->dtype) {
+#define DSV3_Q(DT) \
+  case DT: decode_span<QDec<DT>>(*w, row, 0, w->cols, dst); break;
+    DSV3_BLOCK_FORMATS(DSV3_Q)
+#undef DSV3_Q
   }
 }
 

@@ -208,9 +208,17 @@ bool f8_needs_slow(const WView& w, i64 r0, i64 n) {
  * prefill of 128 tokens went from ~1700 to ~2150 tok/s. FP8 decoding costs more, so FP8
  * packs from packMinM rows on.
  */
-bool packed(const KernelTable* t, i64 M, int dtype) { return M >= t->packMinM && dtype == DT_F8; }
+bool is_block(int dtype) { return dtype >= 0 && dtype < DT_COUNT && FORMATS[dtype].blockElems > 1; }
 
-i64 dtype_bytes(int dtype) { return dtype == DT_F32 ? 4 : dtype == DT_F8 ? 1 : 2; }
+bool packed(const KernelTable* t, i64 M, int dtype) {
+  return M >= t->packMinM && (dtype == DT_F8 || is_block(dtype));
+}
+
+/** Bytes of one row of W (FORMATS). */
+i64 row_bytes(const WView& w) {
+  const FormatTraits& f = FORMATS[w.dtype];
+  return w.cols / f.blockElems * f.blockBytes;
+}
 
 /** Rows of x per direct-path job: as many as keep M·K·4 bytes within about 1 MiB. */
 i64 direct_rows(i64 M, i64 K) {
@@ -249,7 +257,7 @@ void split_gemms(const KernelTable* t, const GemmNT* g, i64 n, int nt, std::vect
         for (i64 c = 0; c < N; c += nc) out.push_back({e, m, std::min(M, m + mc), c, std::min(N, c + nc)});
     } else {
       // ...and no block streams more than about 1 MiB of W.
-      const i64 rowBytes = std::max<i64>(1, g[e].K * dtype_bytes(g[e].w.dtype));
+      const i64 rowBytes = std::max<i64>(1, row_bytes(g[e].w));
       const i64 mc = direct_rows(M, g[e].K);
       const i64 byWork = (i64)(target / ((double)mc * std::max<i64>(1, g[e].K)));
       const i64 nc = std::max<i64>(16, rup(std::min<i64>(byWork, (1 << 20) / rowBytes), 16));
@@ -375,6 +383,7 @@ void op_embedding(float* out, const WView& w, const std::int32_t* ids, i64 T) {
         for (i64 k = 0; k < D; k++) o[k] = e4[s[k]] * sr[k / w.b1];
         break;
       }
+      default: lv()->decode_row(&w, r, o); break;  // block formats
     }
   }
 }

@@ -160,6 +160,35 @@ static inline V dec_f8sq(const std::uint8_t* p, V s) { return dec_f8(p, s); }
 static inline bool f8_has_nan(const std::uint8_t*, std::int64_t) { return false; }  // the table has NaN
 static inline V dec_f8sn(const std::uint8_t* p, int n, V s) { return dec_f8n(p, n, s); }
 
+// Integer lanes for the block-format decoders (kernels_impl.h, QDec): L int32 values.
+struct VI {
+  std::int32_t v[L];
+};
+#define DSV3_VI_MAP(EXPR)          \
+  VI r;                            \
+  for (int i = 0; i < L; i++) r.v[i] = (EXPR); \
+  return r;
+static inline VI vi_u8(const std::uint8_t* p) { DSV3_VI_MAP((std::int32_t)p[i]) }
+static inline VI vi_i8(const std::uint8_t* p) { DSV3_VI_MAP((std::int32_t)(std::int8_t)p[i]) }
+/** Lanes i < 8: byte i of v (from the low end). */
+static inline VI vi_bytes64(std::uint64_t v) { DSV3_VI_MAP((std::int32_t)((v >> (8 * i)) & 255)) }
+static inline VI vi_set1(int a) { DSV3_VI_MAP(a) }
+static inline VI vi_and(VI a, VI b) { DSV3_VI_MAP(a.v[i] & b.v[i]) }
+static inline VI vi_or(VI a, VI b) { DSV3_VI_MAP(a.v[i] | b.v[i]) }
+static inline VI vi_sub(VI a, VI b) { DSV3_VI_MAP(a.v[i] - b.v[i]) }
+static inline VI vi_srli(VI a, int n) { DSV3_VI_MAP((std::int32_t)((std::uint32_t)a.v[i] >> n)) }
+static inline VI vi_slli(VI a, int n) { DSV3_VI_MAP((std::int32_t)((std::uint32_t)a.v[i] << n)) }
+/** Lane l: 16 if bit l of w is set, else 0. */
+static inline VI vi_bit16(std::uint32_t w) { DSV3_VI_MAP((std::int32_t)(((w >> i) & 1u) << 4)) }
+#undef DSV3_VI_MAP
+static inline V vi_cvt(VI a) {
+  V r;
+  for (int i = 0; i < L; i++) r.v[i] = (float)a.v[i];
+  return r;
+}
+/** IEEE half → float32, exact. */
+static inline float h2f(std::uint16_t h) { return f16_to_f32(h); }
+
 #ifndef DSV3_SHORT_ROW
 #define DSV3_SHORT_ROW 2048
 #endif
@@ -169,6 +198,7 @@ static const std::int64_t SHORT_ROW_BYTES = DSV3_SHORT_ROW;  // decode rows up t
 
 const KernelTable table = {
     "generic", L, 8, gemm_nt_direct, gemm_nt_packed, gemm_nn, softmax_rows, silu_mul, attn_latent, attention,
+    decode_row,
 };
 
 }  // namespace

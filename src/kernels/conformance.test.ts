@@ -21,7 +21,8 @@ import type { Kernels, RouteParams } from './kernels.ts';
 import { ffnExpertsComposed, matmulHeadsComposed, matmulTHeadsComposed, refKernels } from './ref/index.ts';
 import { loadNative, nativeAddon, nativeInfo, nativeLoadError, setNativeLevel, setThreads } from './native.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
-import { f32ToBf16, f32ToE4m3, type DType } from '../tensor/dtypes.ts';
+import { FORMATS, f32ToBf16, f32ToE4m3, type BlockType, type DType } from '../tensor/dtypes.ts';
+import { quantizeBlocks } from '../tensor/quants.ts';
 
 // ---- deterministic random data ----
 function rng(seed: number): () => number {
@@ -137,6 +138,39 @@ function bitwise(got: Float32Array, want: Float32Array, what: string): void {
 
 const DTYPES: DType[] = ['F32', 'BF16', 'F16', 'F8_E4M3'];
 
+// ---- ggml block formats ----
+const BLOCK_TYPES: BlockType[] = ['Q4_0', 'Q5_0', 'Q8_0', 'Q4_K', 'Q5_K', 'Q6_K'];
+/** Byte offsets of a block's f16 scales (d, and dmin for Q4_K/Q5_K). */
+const HALF_FIELDS: Record<BlockType, number[]> = {
+  Q4_0: [0], Q5_0: [0], Q8_0: [0], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208],
+};
+/** Reduction lengths: multiples of the block size, and (for the 32-value blocks) odd multiples. */
+function blockKs(dtype: BlockType): number[] {
+  return FORMATS[dtype].blockElems === 32 ? [32, 96, 160] : [256, 768];
+}
+/**
+ * A random block-format weight: 'quantised' rounds random floats with ggml's reference
+ * quantiser (realistic blocks); 'random' is random bytes (every bit pattern of quants,
+ * sub-scales and mins) with the f16 scales set to finite values in [0.01, 0.1].
+ */
+function makeBlockWeight(dtype: BlockType, rows: number, cols: number, seed: number,
+  kind: 'quantised' | 'random' = 'quantised'): LinearWeight {
+  const { blockElems, blockBytes } = FORMATS[dtype];
+  if (kind === 'quantised') return { dtype, rows, cols, data: quantizeBlocks(dtype, randArray(rows * cols, seed)) };
+  const r = rng(seed);
+  const data = new Uint8Array((rows * cols / blockElems) * blockBytes);
+  for (let i = 0; i < data.length; i++) data[i] = Math.floor(r() * 256);
+  for (let b = 0; b < data.length; b += blockBytes) {
+    for (const o of HALF_FIELDS[dtype]) {
+      const h = f32ToF16(0.01 + 0.09 * r());
+      data[b + o] = h & 0xff;
+      data[b + o + 1] = h >> 8;
+    }
+  }
+  return { dtype, rows, cols, data };
+}
+const BLOCK_KINDS = ['quantised', 'random'] as const;
+
 // ---- the backends ----
 interface Backend {
   name: string;
@@ -167,6 +201,7 @@ after(() => {
 for (const be of backends) {
   describe(`kernels conformance: ${be.name}`, () => {
     const K = be.k;
+    const K_ = K; // for tests that name a reduction length K
     before(() => be.setup?.());
 
     it('matmul: all dtypes, odd sizes, partial FP8 blocks', () => {
@@ -544,6 +579,157 @@ for (const be of backends) {
       }
     });
 
+    it('block formats: matmul against ref (direct and packed paths, odd N, row slices), rows bitwise alone', () => {
+      for (const dtype of BLOCK_TYPES) {
+        for (const K of blockKs(dtype)) {
+          for (const kind of BLOCK_KINDS) {
+            const N = 37;
+            const w = makeBlockWeight(dtype, N, K, K + N, kind);
+            for (const M of [1, 3, 7, 40]) {
+              const x = randArray(M * K, M + K);
+              const want = new Float32Array(M * N);
+              const got = new Float32Array(M * N).fill(NaN);
+              refKernels.matmul(want, x, M, w);
+              K_.matmul(got, x, M, w);
+              const what = `${dtype} ${kind} M=${M} K=${K} N=${N}`;
+              closeDot(got, want, K, what);
+              // A row alone (M = 1) and three rows (direct path) give the numbers of the
+              // whole call (M = 40 takes the packed path), bitwise.
+              for (const m of [0, M - 1]) {
+                const one = new Float32Array(N);
+                K_.matmul(one, x.subarray(m * K, (m + 1) * K), 1, w);
+                bitwise(one, got.subarray(m * N, (m + 1) * N), `${what}: row ${m} alone`);
+              }
+              if (M >= 3) {
+                const m3 = M >> 1;
+                const three = new Float32Array(3 * N);
+                K_.matmul(three, x.subarray((m3 - 1) * K, (m3 + 2) * K), 3, w);
+                bitwise(three, got.subarray((m3 - 1) * N, (m3 + 2) * N), `${what}: rows ${m3 - 1}..+3`);
+              }
+              for (const [r0, n] of [[5, 20], [36, 1], [1, 36]]) {
+                const ws = new Float32Array(M * n);
+                const gs = new Float32Array(M * n);
+                refKernels.matmul(ws, x, M, w, r0, n);
+                K_.matmul(gs, x, M, w, r0, n);
+                closeDot(gs, ws, K, `${what} r0=${r0} N=${n}`);
+                for (let m = 0; m < M; m++) {
+                  bitwise(gs.subarray(m * n, (m + 1) * n), got.subarray(m * N + r0, m * N + r0 + n),
+                    `${what} r0=${r0} N=${n}: the slice of the full result, row ${m}`);
+                }
+              }
+            }
+          }
+        }
+      }
+    });
+
+    it('block formats: matmulT against ref, row slices, rows bitwise alone', () => {
+      for (const dtype of BLOCK_TYPES) {
+        for (const C of blockKs(dtype)) {
+          for (const kind of BLOCK_KINDS) {
+            const rows = 45;
+            const w = makeBlockWeight(dtype, rows, C, C + 3, kind);
+            for (const M of [1, 3, 7, 40]) {
+              for (const [r0, R] of [[0, rows], [7, 30]]) {
+                const x = randArray(M * R, M + R);
+                const want = new Float32Array(M * C);
+                const got = new Float32Array(M * C).fill(NaN);
+                refKernels.matmulT(want, x, M, w, r0, R);
+                K_.matmulT(got, x, M, w, r0, R);
+                const what = `${dtype} ${kind} M=${M} R=${R} r0=${r0} C=${C}`;
+                closeDot(got, want, R, what);
+                const one = new Float32Array(C);
+                K_.matmulT(one, x.subarray((M - 1) * R), 1, w, r0, R);
+                bitwise(one, got.subarray((M - 1) * C), `${what}: the last row alone`);
+              }
+            }
+          }
+        }
+      }
+    });
+
+    it('block formats: matmulHeads and matmulTHeads bitwise their per-head composition, close to ref', () => {
+      for (const dtype of BLOCK_TYPES) {
+        const C = blockKs(dtype)[0];
+        for (const [H, dn, dv] of [[1, 5, 3], [3, 13, 11]]) {
+          const w = makeBlockWeight(dtype, H * (dn + dv), C, H * 7 + C, H === 1 ? 'random' : 'quantised');
+          for (const M of [1, 3, 20]) {
+            const x = randArray(M * H * C, M + C);
+            const got = new Float32Array(M * H * dv).fill(NaN);
+            K_.matmulHeads(got, x, M, H, w, dn, dn + dv, dv);
+            const want = new Float32Array(M * H * dv);
+            matmulHeadsComposed(K_, want, x, M, H, w, dn, dn + dv, dv);
+            bitwise(got, want, `matmulHeads ${dtype} H=${H} M=${M}`);
+            const oracle = new Float32Array(M * H * dv);
+            matmulHeadsComposed(refKernels, oracle, x, M, H, w, dn, dn + dv, dv);
+            closeDot(got, oracle, C, `matmulHeads ${dtype} H=${H} M=${M} (against ref)`);
+
+            const xs = dn + 6;
+            const q = randArray(M * H * xs, M + H);
+            const gotT = new Float32Array(M * H * C).fill(NaN);
+            K_.matmulTHeads(gotT, q, M, H, xs, w, 0, dn + dv, dn);
+            const wantT = new Float32Array(M * H * C);
+            matmulTHeadsComposed(K_, wantT, q, M, H, xs, w, 0, dn + dv, dn);
+            bitwise(gotT, wantT, `matmulTHeads ${dtype} H=${H} M=${M}`);
+            const oracleT = new Float32Array(M * H * C);
+            matmulTHeadsComposed(refKernels, oracleT, q, M, H, xs, w, 0, dn + dv, dn);
+            closeDot(gotT, oracleT, dn, `matmulTHeads ${dtype} H=${H} M=${M} (against ref)`);
+          }
+        }
+      }
+    });
+
+    it('block formats: embedding is exact (bitwise ggml dequantisation)', () => {
+      for (const dtype of BLOCK_TYPES) {
+        for (const D of blockKs(dtype)) {
+          for (const kind of BLOCK_KINDS) {
+            const w = makeBlockWeight(dtype, 30, D, D + 9, kind);
+            const ids = Int32Array.from([0, 29, 12, 5, 5]);
+            const want = new Float32Array(ids.length * D);
+            const got = new Float32Array(ids.length * D).fill(NaN);
+            refKernels.embedding(want, w, ids);
+            K_.embedding(got, w, ids);
+            bitwise(got, want, `${dtype} ${kind} D=${D}`);
+          }
+        }
+      }
+    });
+
+    it('block formats: ffnExperts bitwise the composed ops, close to ref, decode and prefill sizes', () => {
+      for (const dtype of BLOCK_TYPES) {
+        const small = FORMATS[dtype].blockElems === 32;
+        const D = small ? 96 : 256;
+        const widths = small ? [32, 64, 160] : [256, 512];
+        for (const T of [1, 5, 40]) {
+          const nets = widths.map((I, e) => ({
+            gate_proj: makeBlockWeight(dtype, I, D, 90 + e, e === 0 ? 'random' : 'quantised'),
+            up_proj: makeBlockWeight(dtype, I, D, 95 + e),
+            down_proj: makeBlockWeight(dtype, D, I, 99 + e),
+          }));
+          const r = rng(T * 7 + D);
+          const rows: number[] = [];
+          const offsets = [0];
+          for (let e = 0; e < nets.length; e++) {
+            for (let t = 0; t < T; t++) if (r() < 0.6 || e === nets.length - 1) rows.push(t);
+            offsets.push(rows.length);
+          }
+          const x = randArray(T * D, T + D);
+          const wts = randArray(rows.length, D + 3);
+          const y0 = randArray(T * D, D + 4);
+          const args = [D, nets, Int32Array.from(offsets), Int32Array.from(rows), wts] as const;
+          const got = y0.slice();
+          K_.ffnExperts(got, x, ...args);
+          const want = y0.slice();
+          ffnExpertsComposed(K_, want, x, ...args);
+          bitwise(got, want, `${dtype} T=${T} (against this backend's own ops)`);
+          const oracle = y0.slice();
+          ffnExpertsComposed(refKernels, oracle, x, ...args);
+          // Random-byte gates give large activations; compare relative to the output size.
+          closeDot(got, oracle, Math.max(D, ...widths) * 4, `${dtype} T=${T} (against ref)`);
+        }
+      }
+    });
+
     it('batch invariance: a row inside M=33 equals the row alone (bitwise), every dtype', () => {
       const ws: [string, LinearWeight][] = [
         ...DTYPES.map((d) => [d, makeWeight(d, 70, 2100, 41)] as [string, LinearWeight]),
@@ -551,6 +737,7 @@ for (const be of backends) {
         ['F8 big scales', makeWeight('F8_E4M3', 50, 300, 43, [128, 128], [1, 400])],
         ['F32 short rows', makeWeight('F32', 50, 300, 46)],
         ['BF16 short rows', makeWeight('BF16', 50, 700, 47)],
+        ...BLOCK_TYPES.map((d) => [d, makeBlockWeight(d, 70, 2304, 48)] as [string, LinearWeight]),
       ];
       for (const [what, w] of ws) {
         const M = 33;
@@ -606,8 +793,9 @@ for (const be of backends) {
       it('thread invariance: 1 and 2 threads give bitwise identical results', () => {
         const runAll = (): Float32Array[] => {
           const outs: Float32Array[] = [];
-          for (const d of DTYPES) {
-            const w = makeWeight(d, 300, 700, 61);
+          const weights = [...DTYPES.map((d) => makeWeight(d, 300, 700, 61)),
+            ...BLOCK_TYPES.map((d) => makeBlockWeight(d, 300, 768, 61))];
+          for (const w of weights) {
             for (const M of [1, 4, 40]) {
               const x = randArray(M * w.cols, 62 + M);
               const o = new Float32Array(M * w.rows);
@@ -648,6 +836,8 @@ for (const be of backends) {
           ...DTYPES.map((d) => [d, makeWeight(d, 70, 700, 81)] as [string, LinearWeight]),
           ['F8 [16,24]', makeWeight('F8_E4M3', 50, 300, 82, [16, 24])],
           ['BF16 long rows', makeWeight('BF16', 20, 2100, 83)],
+          ...BLOCK_TYPES.map((d) => [d, makeBlockWeight(d, 70, 768, 81)] as [string, LinearWeight]),
+          ['Q4_0 short rows', makeBlockWeight('Q4_0', 30, 64, 84)],
         ];
         const run = (resident: boolean): Float32Array[] => {
           // 1 byte fits any cache; 2^52 bytes fits none.
@@ -712,6 +902,15 @@ for (const be of backends) {
         assert.throws(() => K.ffnExperts(new Float32Array(8), new Float32Array(8), 8, [net], Int32Array.of(0, 1), Int32Array.of(1), one), RangeError);
         assert.throws(() => K.ffnExperts(new Float32Array(8), new Float32Array(8), 8, [net], Int32Array.of(0, 2), Int32Array.of(0), one), RangeError);
         assert.throws(() => K.ffnExperts(new Float32Array(8), new Float32Array(8), 8, [{ ...net, down_proj: net.gate_proj }], Int32Array.of(0, 1), Int32Array.of(0), one), RangeError);
+        // Block formats: whole blocks per row, the exact byte length, raw bytes.
+        const q = makeBlockWeight('Q4_K', 4, 256, 5);
+        const a = nativeAddon()!;
+        const out4 = new Float32Array(4), x256 = new Float32Array(256);
+        assert.throws(() => a.matmul(out4, x256, 1, q.data, 13, 4, 255, null, 0, 0, 0, 4), /multiple/);
+        assert.throws(() => a.matmul(out4, x256, 1, (q.data as Uint8Array).subarray(1), 13, 4, 256, null, 0, 0, 0, 4), RangeError);
+        assert.throws(() => a.matmul(out4, x256, 1, new Uint16Array(288), 13, 4, 256, null, 0, 0, 0, 4), TypeError);
+        assert.throws(() => a.matmul(out4, x256, 1, q.data, 9, 4, 256, null, 0, 0, 0, 4), /unknown dtype/);
+        a.matmul(out4, x256, 1, q.data, 13, 4, 256, null, 0, 0, 0, 4);
       });
     }
   });

@@ -10,6 +10,7 @@
 // Legend: M/T rows (tokens), K in-features, N out-features, H heads, S cached positions,
 // C kv_lora_rank (latent width), R qk_rope_head_dim, E routed experts.
 
+import type { BlockType } from '../tensor/dtypes.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 
 /** How the MoE gate turns router logits into expert choices (DeepSeekMoE). */
@@ -217,4 +218,12 @@ export interface Kernels {
    * no element exceeds -Infinity (x empty, or all -Infinity or NaN). Greedy decoding's pick.
    */
   argmax(x: Float32Array): number;
+
+  /**
+   * Quantise every row of w (any stored dtype, widened to float32 exactly as the reference
+   * decodeRow does) to `type` blocks, row after row into out (w.rows · rowBytes(type, w.cols)
+   * bytes): the bytes of quantizeBlocks (ggml's quantize_row_<type>_ref) on each row. w.cols
+   * must be a multiple of the type's block size.
+   */
+  quantize(out: Uint8Array, w: LinearWeight, type: BlockType): void;
 }

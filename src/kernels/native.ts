@@ -52,6 +52,9 @@ export interface NativeAddon {
   readBandwidth(bytes: number, reps: number): number;
   setWeightBytes(bytes: number): boolean;
   adviseHugePages(a: ArrayBufferView): boolean;
+  mapFile(path: string): ArrayBuffer;
+  quantize(out: Uint8Array, data: WData, dt: number, rows: number, cols: number,
+    scale: F32 | null, b0: number, b1: number, type: number): void;
 }
 
 
@@ -187,6 +190,13 @@ function makeKernels(a: NativeAddon): Kernels {
   return {
     name: 'native',
     weightAllocator: () => hugePageAllocator(a),
+    mapFile(path) {
+      const ab = a.mapFile(path);
+      // Mapped weights count toward the last-level-cache decision like allocated ones.
+      weightBytes += ab.byteLength;
+      a.setWeightBytes(weightBytes);
+      return ab;
+    },
     matmul(out, x, M, w: LinearWeight, r0 = 0, N = w.rows - r0) {
       const b = w.block;
       a.matmul(out, x, M, w.data, code(w), w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0, r0, N);
@@ -236,6 +246,11 @@ function makeKernels(a: NativeAddon): Kernels {
         });
       });
       a.ffnExperts(y, x, D, arrays, meta, offsets, rows, weights);
+    },
+    quantize(out, w: LinearWeight, type) {
+      const b = w.block;
+      a.quantize(out, w.data, FORMATS[w.dtype].native, w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0,
+        FORMATS[type].native);
     },
   };
 }

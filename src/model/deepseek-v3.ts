@@ -132,7 +132,7 @@ export class DeepseekV3 {
   private static finish(cfg: DeepseekConfig, w: ModelWeights, opts: LoadOptions): DeepseekV3 {
     if (opts.quantize) {
       const notes: string[] = [];
-      w = quantizeWeights(w, cfg, opts.quantize, { alloc: opts.kernels.weightAllocator?.(), notes });
+      w = quantizeWeights(opts.kernels, w, cfg, opts.quantize, { alloc: opts.kernels.weightAllocator?.(), notes });
       for (const n of notes) opts.onNote?.(n);
     }
     return new DeepseekV3(cfg, w, opts.kernels);

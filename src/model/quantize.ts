@@ -6,18 +6,26 @@
 import type { DeepseekConfig } from '../io/config.ts';
 import { ggufExpertsName, ggufName } from '../io/gguf-names.ts';
 import { recipeType, type QuantRecipe } from '../io/gguf-recipes.ts';
+import type { Kernels } from '../kernels/kernels.ts';
 import { decodeRow } from '../kernels/ref/index.ts';
 import { f32ToF16, isBlockType, rowBytes, type BlockType } from '../tensor/dtypes.ts';
-import { quantizeBlocks } from '../tensor/quants.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 import type { LayerWeights, MlpWeights, ModelWeights } from './weights.ts';
 
-/** One matrix in `type`, quantised one row at a time (a matrix already in `type` is kept). */
-export function quantizeMatrix(m: LinearWeight, type: BlockType | 'F16', alloc?: (bytes: number) => Uint8Array): LinearWeight {
+/**
+ * One matrix in `type` (a matrix already in `type` is kept): block types by K.quantize, which
+ * works row by row from the stored format, so the matrix is never held as float32 as a whole.
+ */
+export function quantizeMatrix(
+  K: Kernels,
+  m: LinearWeight,
+  type: BlockType | 'F16',
+  alloc?: (bytes: number) => Uint8Array,
+): LinearWeight {
   if (m.dtype === type) return m;
-  const row = new Float32Array(m.cols);
   if (type === 'F16') {
     // The fallback for rows that are not whole blocks; f16 rounding as ggml's.
+    const row = new Float32Array(m.cols);
     const data = new Uint16Array(m.rows * m.cols);
     for (let r = 0; r < m.rows; r++) {
       decodeRow(m, r, row);
@@ -27,10 +35,7 @@ export function quantizeMatrix(m: LinearWeight, type: BlockType | 'F16', alloc?:
   }
   const rb = rowBytes(type, m.cols);
   const data = alloc ? alloc(m.rows * rb) : new Uint8Array(m.rows * rb);
-  for (let r = 0; r < m.rows; r++) {
-    decodeRow(m, r, row);
-    data.set(quantizeBlocks(type, row), r * rb);
-  }
+  K.quantize(data, m, type);
   return { dtype: type, rows: m.rows, cols: m.cols, data };
 }
 
@@ -39,6 +44,7 @@ export function quantizeMatrix(m: LinearWeight, type: BlockType | 'F16', alloc?:
  * shared between places (an MTP module's copy of the embedding or head) stay shared.
  */
 export function quantizeWeights(
+  K: Kernels,
   w: ModelWeights,
   cfg: DeepseekConfig,
   recipe: QuantRecipe,
@@ -50,8 +56,8 @@ export function quantizeWeights(
   const q = (m: LinearWeight, name: string, shape = [m.rows, m.cols]): LinearWeight => {
     const seen = done.get(m);
     if (seen) return seen;
-    const t = recipeType(recipe, { name, shape, layers: cfg.num_hidden_layers, tied }, notes);
-    const out = isBlockType(t) || t === 'F16' ? quantizeMatrix(m, t, opts.alloc) : m;
+    const t = recipeType(recipe, { name, shape, layers: cfg.num_hidden_layers, experts: cfg.n_routed_experts, tied }, notes);
+    const out = isBlockType(t) || t === 'F16' ? quantizeMatrix(K, m, t, opts.alloc) : m;
     done.set(m, out);
     return out;
   };

@@ -142,6 +142,27 @@ static inline V dec_f8q(const std::uint8_t* p, V s) { return f8decq(f8load(p), s
 static inline V dec_f8sq(const std::uint8_t* p, V s) { return f8decq(f8load(p), s, true); }
 static inline V dec_f8sn(const std::uint8_t* p, int n, V s) { return f8dec(f8loadn(p, n), s, true); }
 
+// Integer lanes for the block-format decoders (kernels_impl.h, QDec): L int32 values.
+typedef __m256i VI;
+static inline VI vi_u8(const std::uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+static inline VI vi_i8(const std::uint8_t* p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+/** Lanes i < 8: byte i of v (from the low end). */
+static inline VI vi_bytes64(std::uint64_t v) { return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v)); }
+static inline VI vi_set1(int a) { return _mm256_set1_epi32(a); }
+static inline VI vi_and(VI a, VI b) { return _mm256_and_si256(a, b); }
+static inline VI vi_or(VI a, VI b) { return _mm256_or_si256(a, b); }
+static inline VI vi_sub(VI a, VI b) { return _mm256_sub_epi32(a, b); }
+static inline VI vi_srli(VI a, int n) { return _mm256_srli_epi32(a, n); }
+static inline VI vi_slli(VI a, int n) { return _mm256_slli_epi32(a, n); }
+/** Lane l: 16 if bit l of w is set, else 0. */
+static inline VI vi_bit16(std::uint32_t w) {
+  const VI b = _mm256_srlv_epi32(_mm256_set1_epi32((int)w), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return _mm256_slli_epi32(_mm256_and_si256(b, _mm256_set1_epi32(1)), 4);
+}
+static inline V vi_cvt(VI a) { return _mm256_cvtepi32_ps(a); }
+/** IEEE half → float32, exact. */
+static inline float h2f(std::uint16_t h) { return _cvtsh_ss(h); }
+
 #ifndef DSV3_SHORT_ROW
 #define DSV3_SHORT_ROW 2048
 #endif
@@ -151,6 +172,7 @@ static const std::int64_t SHORT_ROW_BYTES = DSV3_SHORT_ROW;  // decode rows up t
 
 const KernelTable table = {
     "avx2", L, 16, gemm_nt_direct, gemm_nt_packed, gemm_nn, softmax_rows, silu_mul, attn_latent, attention,
+    decode_row,
 };
 
 }  // namespace

@@ -163,6 +163,29 @@ static inline V dec_f8sn(const std::uint8_t* p, int n, V s) {
   return f8nan(b, _mm512_mul_ps(_mm512_mul_ps(f8bits(b), _mm512_set1_ps(1.329227995784916e36f)), s));
 }
 
+// Integer lanes for the block-format decoders (kernels_impl.h, QDec): L int32 values.
+typedef __m512i VI;
+static inline VI vi_u8(const std::uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+static inline VI vi_i8(const std::uint8_t* p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+/** Lanes i < 8: byte i of v (from the low end); the others 0. */
+static inline VI vi_bytes64(std::uint64_t v) { return _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v)); }
+static inline VI vi_set1(int a) { return _mm512_set1_epi32(a); }
+static inline VI vi_and(VI a, VI b) { return _mm512_and_si512(a, b); }
+static inline VI vi_or(VI a, VI b) { return _mm512_or_si512(a, b); }
+static inline VI vi_sub(VI a, VI b) { return _mm512_sub_epi32(a, b); }
+static inline VI vi_srli(VI a, unsigned n) { return _mm512_srli_epi32(a, n); }
+static inline VI vi_slli(VI a, unsigned n) { return _mm512_slli_epi32(a, n); }
+/** Lane l: 16 if bit l of w is set, else 0. */
+static inline VI vi_bit16(std::uint32_t w) { return _mm512_maskz_mov_epi32((__mmask16)w, _mm512_set1_epi32(16)); }
+static inline V vi_cvt(VI a) { return _mm512_cvtepi32_ps(a); }
+/** IEEE half → float32, exact. */
+static inline float h2f(std::uint16_t h) { return _cvtsh_ss(h); }
+// Table lookups for the 4- and 5-bit block formats (see kernels_impl.h, DSV3_QLUT).
+#define DSV3_QLUT 1
+static inline V vlut16(V t, VI i) { return _mm512_permutexvar_ps(i, t); }
+static inline V vlut32(V lo, V hi, VI i) { return _mm512_permutex2var_ps(lo, i, hi); }
+static inline V viota() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+
 #ifndef DSV3_SHORT_ROW
 #define DSV3_SHORT_ROW 2048
 #endif
@@ -172,6 +195,7 @@ static const std::int64_t SHORT_ROW_BYTES = DSV3_SHORT_ROW;  // decode rows up t
 
 const KernelTable table = {
     "avx512", L, 16, gemm_nt_direct, gemm_nt_packed, gemm_nn, softmax_rows, silu_mul, attn_latent, attention,
+    decode_row,
 };
 
 }  // namespace

@@ -5,8 +5,8 @@
 
 import type { FfnWeights, Kernels, RouteParams } from '../kernels.ts';
 import type { LinearWeight } from '../../tensor/weight.ts';
-import { E4M3_TABLE, F16_TABLE, rowBytes } from '../../tensor/dtypes.ts';
-import { decodeBlocks } from '../../tensor/quants.ts';
+import { E4M3_TABLE, F16_TABLE, FORMATS, rowBytes, type BlockType } from '../../tensor/dtypes.ts';
+import { decodeBlocks, quantizeBlocks } from '../../tensor/quants.ts';
 import { copyBlock } from '../../tensor/layout.ts';
 
 /** Widen row `r` of a weight into `dst` (length w.cols) as float32. */
@@ -437,6 +437,23 @@ export function composedOps(of: () => Kernels): Pick<Kernels, 'ffnExperts' | 'ma
   };
 }
 
+/** Kernels.quantize: decodeRow then quantizeBlocks, one row at a time. */
+function quantize(out: Uint8Array, w: LinearWeight, type: BlockType): void {
+  const { blockElems } = FORMATS[type];
+  if (w.cols % blockElems !== 0) {
+    throw new RangeError(`quantize: ${type} needs cols to be a multiple of ${blockElems}, got ${w.cols}`);
+  }
+  const rb = rowBytes(type, w.cols);
+  if (out.length < w.rows * rb) {
+    throw new RangeError(`quantize: out is too short (${out.length} < ${w.rows * rb})`);
+  }
+  const row = new Float32Array(w.cols);
+  for (let r = 0; r < w.rows; r++) {
+    decodeRow(w, r, row);
+    out.set(quantizeBlocks(type, row), r * rb);
+  }
+}
+
 export const refKernels: Kernels = {
   name: 'ref',
   matmul,
@@ -453,5 +470,6 @@ export const refKernels: Kernels = {
   gatherRows,
   scatterAddRows,
   argmax,
+  quantize,
   ...composedOps(() => refKernels),
 };
