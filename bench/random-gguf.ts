@@ -65,7 +65,7 @@ export function writeRandomGguf(path: string, cfg: DeepseekConfig, recipe: Quant
   const specs: GgufTensorSpec[] = [];
   const seen = new Set<string>();
   const matrix = (gguf: string, shape: number[], force?: GgmlTypeName) => {
-    const type = force ?? recipeType(recipe, { name: gguf, shape, layers: cfg.num_hidden_layers, tied }, notes);
+    const type = force ?? recipeType(recipe, { name: gguf, shape, layers: cfg.num_hidden_layers, experts: cfg.n_routed_experts, tied }, notes);
     specs.push({ name: gguf, shape, type });
   };
   for (const slot of tensorTable(cfg, { mtp: false })) {

@@ -84,21 +84,37 @@ export function loadModel(
   const quantize = quantizeOption(opts.quantize);
   const kernels = loadKernels({ backend, threads: intOption(opts.threads, 'threads', 0, 0) || undefined });
   const t0 = performance.now();
-  process.stderr.write(`dsv3: loading ${dir} … `);
+  const head = `dsv3: loading ${dir} … `;
+  process.stderr.write(head);
   let model: DeepseekV3;
   const notes: string[] = [];
+  // Progress on one line (rewritten at most every 200 ms; only slow loads get to show any).
+  let shown = 0;
+  let line = '';
+  const status = (s: string) => {
+    process.stderr.write(`\r${head}${s}${' '.repeat(Math.max(0, line.length - s.length))}`);
+    line = s;
+  };
   try {
     model = DeepseekV3.load(dir, {
       kernels,
       mtp: opts.mtp,
       quantize,
       onNote: (n) => notes.push(n),
+      onProgress: (stage, done, total) => {
+        const now = performance.now();
+        if (now - shown < 200 || now - t0 < 200) return;
+        shown = now;
+        status(`${stage === 'load' ? 'reading' : `quantizing to ${quantize}`} ${Math.round((100 * done) / total)}%`);
+      },
     });
   } catch (e) {
+    if (line) status('');
     process.stderr.write('failed\n');
     throw e;
   }
-  process.stderr.write(`done in ${((performance.now() - t0) / 1e3).toFixed(2)} s (${kernels.name} kernels)\n`);
+  if (line) status('');
+  process.stderr.write(`done in ${((performance.now() - t0) / 1e3).toFixed(2)} s (${kernels.name} kernels${quantize ? `, quantized to ${quantize}` : ''})\n`);
   for (const n of notes) process.stderr.write(`dsv3: ${n}\n`);
   return model;
 }

@@ -36,7 +36,7 @@ import { join } from 'node:path';
 import { DsError } from '../errors.ts';
 import { loadConfig, type DeepseekConfig } from './config.ts';
 import { Checkpoint } from './safetensors.ts';
-import { E4M3_TABLE, FORMATS, toF32, isDType } from '../tensor/dtypes.ts';
+import { E4M3_TABLE, isBlockType, toF32, isDType, type BlockType } from '../tensor/dtypes.ts';
 import { ggufExpertsName, ggufName } from './gguf-names.ts';
 import { recipeType, type MatrixInfo } from './gguf-recipes.ts';
 import {
@@ -67,6 +67,12 @@ export interface ConvertGgufOptions {
   /** general.name (default: the folder's base name). */
   name?: string;
   onTensor?: (name: string, done: number, total: number) => void;
+  /**
+   * Quantises `rows` rows of `cols` float32 values into a block type (Kernels.quantize: the
+   * native one is byte-identical to the TypeScript quantizer and 25-50x faster). Default: the
+   * TypeScript quantizer.
+   */
+  quantize?: (x: Float32Array, type: BlockType, cols: number) => Uint8Array;
 }
 
 export interface ConvertGgufReport {
@@ -386,10 +392,12 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
       if (!isDType(e.dtype)) throw new DsError('BAD_DTYPE', `${e.file}: tensor "${name}" has dtype ${e.dtype}`);
     };
     const tied = !(ckpt.has('lm_head.weight') || !cfg.tie_word_embeddings);
-    const info = (name: string, shape: number[]): MatrixInfo => ({ name, shape, layers: cfg.num_hidden_layers, tied });
+    const encode = (x: Float32Array, type: GgmlTypeName, cols: number) =>
+      opts.quantize && isBlockType(type) ? opts.quantize(x, type, cols) : encodeTensor(x, type);
+    const info = (name: string, shape: number[]): MatrixInfo => ({ name, shape, layers: cfg.num_hidden_layers, experts: cfg.n_routed_experts, tied });
     const vector = (hf: string, n: number) => {
       check(hf, [n]);
-      plan.push({ spec: { name: ggufName(hf), shape: [n], type: 'F32' }, produce: () => encodeTensor(f32(hf), 'F32') });
+      plan.push({ spec: { name: ggufName(hf), shape: [n], type: 'F32' }, produce: () => encode(f32(hf), 'F32', n) });
     };
     const matrix = (hf: string, rows: number, cols: number, forceF32 = false) => {
       check(hf, [rows, cols]);
@@ -399,7 +407,7 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
       const raw = stored === type && (type === 'F32' || type === 'BF16' || type === 'F16');
       plan.push({
         spec: { name: gguf, shape: [rows, cols], type },
-        produce: () => (raw ? ckpt.read(hf).data : encodeTensor(f32(hf), type)),
+        produce: () => (raw ? ckpt.read(hf).data : encode(f32(hf), type, cols)),
       });
     };
 
@@ -441,7 +449,7 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
               for (let c = 0; c < C; c++) kb[(h * C + c) * nope + n] = w[row + c];
             }
           }
-          return encodeTensor(kb, kvbType);
+          return encode(kb, kvbType, nope);
         },
       });
       const vbName = ggufName(`${p}.self_attn.v_b_proj.weight`);
@@ -452,7 +460,7 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
           const w = f32(kvb);
           const vb = new Float32Array(H * dv * C);
           for (let h = 0; h < H; h++) vb.set(w.subarray((h * (nope + dv) + nope) * C, (h * (nope + dv) + nope + dv) * C), h * dv * C);
-          return encodeTensor(vb, vbType);
+          return encode(vb, vbType, C);
         },
       });
       matrix(`${p}.self_attn.o_proj.weight`, D, H * dv);
@@ -481,7 +489,7 @@ export function convertToGguf(srcDir: string, outFile: string, opts: ConvertGguf
             spec: { name: gguf, shape: [E, rows, cols], type },
             produce: function* () {
               for (const n of names) {
-                yield dtypeOf(src, n) === type ? ckpt.read(n).data : encodeTensor(f32(n), type);
+                yield dtypeOf(src, n) === type ? ckpt.read(n).data : encode(f32(n), type, cols);
               }
             },
           });

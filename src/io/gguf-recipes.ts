@@ -2,6 +2,7 @@
 // name: used by `dsv3 convert --to gguf --type …` and by quantizing a model at load time, so that
 // both give the file llama.cpp's own quantizer would.
 
+import { DsError } from '../errors.ts';
 import { FORMATS } from '../tensor/dtypes.ts';
 import type { GgmlTypeName } from './gguf.ts';
 
@@ -15,6 +16,8 @@ export interface MatrixInfo {
   shape: number[];
   /** num_hidden_layers. */
   layers: number;
+  /** n_routed_experts (llama.cpp treats 8-expert models specially). */
+  experts: number;
   /** The file holds no output.weight (token_embd is also the output). */
   tied: boolean;
 }
@@ -27,9 +30,14 @@ export interface MatrixInfo {
  *   use_more_bits holds (the first and last eighth, and every third between), which are Q6_K.
  *   (Its other bump, of attention-v-like tensors, matches only attn_kv_b, which files written
  *   with the split attn_k_b / attn_v_b do not hold.)
+ * * q4_k_m with exactly 8 routed experts: attn_output is Q5_K.
  * * output.weight (and token_embd when it is also the output) is Q6_K unless the recipe is q8_0.
- * * Rows that are not whole blocks fall back: Q4_K → Q5_0, Q6_K → Q8_0, then F16 if still not whole.
+ * * Rows that are not whole blocks fall back: Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, then F16 if
+ *   still not whole.
  */
+/** llama-quantize's fallback for a 256-block type when rows are not whole blocks. */
+const FALLBACK: Partial<Record<GgmlTypeName, string>> = { Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
+
 export function recipeType(out: QuantRecipe, m: MatrixInfo, notes: string[]): GgmlTypeName {
   const cols = m.shape[m.shape.length - 1];
   let t: GgmlTypeName = out === 'q8_0' ? 'Q8_0' : out === 'q6_k' ? 'Q6_K' : 'Q4_K';
@@ -41,11 +49,16 @@ export function recipeType(out: QuantRecipe, m: MatrixInfo, notes: string[]): Gg
     const n = m.layers;
     const moreBits = layer < Math.floor(n / 8) || layer >= Math.floor((7 * n) / 8) || (layer - Math.floor(n / 8)) % 3 === 2;
     if (moreBits) t = 'Q6_K';
+  } else if (out === 'q4_k_m' && m.experts === 8 && m.name.endsWith('.attn_output.weight')) {
+    t = 'Q5_K';
   }
   const fits = (x: GgmlTypeName) => cols % FORMATS[x].blockElems === 0;
   if (!fits(t)) {
-    const fallback: GgmlTypeName = t === 'Q4_K' ? 'Q5_0' : t === 'Q6_K' ? 'Q8_0' : t;
-    const to = fits(fallback) ? fallback : 'F16';
+    const fallback = FALLBACK[t] ?? t;
+    if (!(fallback in FORMATS)) {
+      throw new DsError('BAD_DTYPE', `${m.name}: rows of ${cols} are not whole ${t} blocks and llama-quantize's fallback, ${fallback}, is not a format dsv3 has`);
+    }
+    const to = fits(fallback as GgmlTypeName) ? (fallback as GgmlTypeName) : 'F16';
     notes.push(`${m.name}: rows of ${cols} are not whole ${t} blocks, written as ${to} (llama-quantize's fallback)`);
     t = to;
   }

@@ -21,7 +21,7 @@ import { routeParams, type Routing } from './moe.ts';
 import { mtpBackward, mtpForward, type MtpOutput } from './mtp.ts';
 import { ropeFrequencies, softmaxScale } from './rope.ts';
 import { embeddingBackward, linearBackward, type BackwardContext, type Tape } from './tape.ts';
-import { gradientTree, joinKvB, loadGgufWeights, loadWeights, mapMatrices, widenMatrix, type ModelWeights } from './weights.ts';
+import { gradientTree, joinKvB, loadGgufWeights, loadWeights, tensorTable, mapMatrices, widenMatrix, type ModelWeights } from './weights.ts';
 
 export interface SeqInput {
   /** New tokens of this sequence; they take positions cache length … +len-1. */
@@ -69,6 +69,25 @@ export interface LoadOptions {
    */
   quantize?: QuantRecipe;
   onNote?: (note: string) => void;
+  /**
+   * Progress: tensors read ('load'; instant for mapped files) and matrices quantised
+   * ('quantize'), each out of `total`.
+   */
+  onProgress?: (stage: 'load' | 'quantize', done: number, total: number) => void;
+}
+
+/** Per-tensor progress callbacks for a load of `cfg` (counts from the name table). */
+function progress(cfg: DeepseekConfig, opts: LoadOptions, mtp: boolean) {
+  if (!opts.onProgress) return { onTensor: undefined, onMatrix: undefined };
+  const slots = tensorTable(cfg, { mtp });
+  const tensors = slots.length;
+  const matrices = slots.filter((s) => s.kind === 'matrix').length;
+  let t = 0;
+  let m = 0;
+  return {
+    onTensor: () => opts.onProgress!('load', ++t, tensors),
+    onMatrix: () => opts.onProgress!('quantize', Math.min(++m, matrices), matrices),
+  };
 }
 
 export class DeepseekV3 {
@@ -110,7 +129,9 @@ export class DeepseekV3 {
     try {
       // Mapped tensors are used in place; read ones go where the backend wants them.
       const alloc = ckpt.isMapped ? undefined : opts.kernels.weightAllocator?.();
-      return DeepseekV3.finish(cfg, loadWeights(ckpt, cfg, { mtp: opts.mtp ?? true, alloc }), opts);
+      const mtp = (opts.mtp ?? true) && cfg.num_nextn_predict_layers > 0;
+      const p = progress(cfg, opts, mtp);
+      return DeepseekV3.finish(cfg, loadWeights(ckpt, cfg, { mtp, alloc, onTensor: p.onTensor }), opts, p.onMatrix);
     } finally {
       ckpt.close();
     }
@@ -123,16 +144,17 @@ export class DeepseekV3 {
       const cfg = configFromGguf(file.metadata, (n) => file.has(n), embd.shape[0], path);
       // Mapped tensors are used in place; read ones go where the backend wants them.
       const alloc = file.isMapped ? undefined : opts.kernels.weightAllocator?.();
-      return DeepseekV3.finish(cfg, loadGgufWeights(file, cfg, { alloc }), opts);
+      const p = progress(cfg, opts, false);
+      return DeepseekV3.finish(cfg, loadGgufWeights(file, cfg, { alloc, onTensor: p.onTensor }), opts, p.onMatrix);
     } finally {
       file.close();
     }
   }
 
-  private static finish(cfg: DeepseekConfig, w: ModelWeights, opts: LoadOptions): DeepseekV3 {
+  private static finish(cfg: DeepseekConfig, w: ModelWeights, opts: LoadOptions, onMatrix?: () => void): DeepseekV3 {
     if (opts.quantize) {
       const notes: string[] = [];
-      w = quantizeWeights(opts.kernels, w, cfg, opts.quantize, { alloc: opts.kernels.weightAllocator?.(), notes });
+      w = quantizeWeights(opts.kernels, w, cfg, opts.quantize, { alloc: opts.kernels.weightAllocator?.(), notes, onMatrix });
       for (const n of notes) opts.onNote?.(n);
     }
     return new DeepseekV3(cfg, w, opts.kernels);

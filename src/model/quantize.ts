@@ -48,7 +48,7 @@ export function quantizeWeights(
   w: ModelWeights,
   cfg: DeepseekConfig,
   recipe: QuantRecipe,
-  opts: { alloc?: (bytes: number) => Uint8Array; notes?: string[] } = {},
+  opts: { alloc?: (bytes: number) => Uint8Array; notes?: string[]; onMatrix?: () => void } = {},
 ): ModelWeights {
   const notes = opts.notes ?? [];
   const tied = w.lm_head === w.embed_tokens;
@@ -59,6 +59,7 @@ export function quantizeWeights(
     const t = recipeType(recipe, { name, shape, layers: cfg.num_hidden_layers, experts: cfg.n_routed_experts, tied }, notes);
     const out = isBlockType(t) || t === 'F16' ? quantizeMatrix(K, m, t, opts.alloc) : m;
     done.set(m, out);
+    opts.onMatrix?.();
     return out;
   };
   const opt = (m: LinearWeight | null, hf: string) => (m ? q(m, ggufName(hf)) : null);

@@ -258,14 +258,20 @@ class Walker {
   constructor(
     readonly src: TensorSource,
     readonly cfg: DeepseekConfig,
+    /** Called after each tensor (load progress). */
+    readonly onTensor: () => void = () => {},
   ) {}
 
   linear(name: string, rows: number, cols: number): LinearWeight {
-    return this.src.linear(name, rows, cols);
+    const w = this.src.linear(name, rows, cols);
+    this.onTensor();
+    return w;
   }
 
   vector(name: string, shape: number[]): Float32Array {
-    return this.src.vector(name, shape);
+    const v = this.src.vector(name, shape);
+    this.onTensor();
+    return v;
   }
 
   mlp(prefix: string, inter: number): MlpWeights {
@@ -360,14 +366,14 @@ class Walker {
 export function loadWeights(
   ckpt: Checkpoint,
   cfg: DeepseekConfig,
-  opts: { mtp?: boolean; alloc?: Allocator } = {},
+  opts: { mtp?: boolean; alloc?: Allocator; onTensor?: () => void } = {},
 ): ModelWeights {
-  return walk(new CheckpointSource(ckpt, cfg, opts.alloc), cfg, opts.mtp ?? false);
+  return walk(new CheckpointSource(ckpt, cfg, opts.alloc), cfg, opts.mtp ?? false, opts.onTensor);
 }
 
 /** Load every weight of a deepseek2 GGUF file (which holds no MTP module). */
-export function loadGgufWeights(file: GgufFile, cfg: DeepseekConfig, opts: { alloc?: Allocator } = {}): ModelWeights {
-  return walk(new GgufSource(file, cfg, opts.alloc), cfg, false);
+export function loadGgufWeights(file: GgufFile, cfg: DeepseekConfig, opts: { alloc?: Allocator; onTensor?: () => void } = {}): ModelWeights {
+  return walk(new GgufSource(file, cfg, opts.alloc), cfg, false, opts.onTensor);
 }
 
 /** Every tensor a checkpoint of this config holds (FP8 scales not included), in load order. */
@@ -495,8 +501,8 @@ export function mapMatrices(w: ModelWeights, f: (m: LinearWeight) => LinearWeigh
   };
 }
 
-function walk(src: TensorSource, cfg: DeepseekConfig, mtp: boolean): ModelWeights {
-  const L = new Walker(src, cfg);
+function walk(src: TensorSource, cfg: DeepseekConfig, mtp: boolean, onTensor?: () => void): ModelWeights {
+  const L = new Walker(src, cfg, onTensor);
   const D = cfg.hidden_size;
   const embed = L.linear('model.embed_tokens.weight', cfg.vocab_size, D);
   const head =
