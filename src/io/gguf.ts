@@ -14,6 +14,7 @@
 
 import { closeSync, fstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { DsError } from '../errors.ts';
+import type { MapOptions, Mapping } from './safetensors.ts';
 import { F16_TABLE, FORMATS, f32ToBf16, formatOfGgml, rowBytes, type WeightDType } from '../tensor/dtypes.ts';
 import { f32ToF16 } from '../tensor/dtypes.ts';
 import { dequantizeQ8_0, quantizeBlocks, quantizeQ8_0 } from '../tensor/quants.ts';
@@ -517,18 +518,18 @@ export interface GgufTensor {
 }
 
 /**
- * An opened GGUF file. With `map` (a function returning the whole file as an ArrayBuffer over
- * a read-only-in-spirit mapping; see the native addon's mapFile), tensor data are views into
- * the mapping, never copied; otherwise each tensor is read into a buffer from `alloc`.
+ * An opened GGUF file. With `map` (Kernels.mapFile: the file mapped into memory), tensor data
+ * are views into the mapping, never copied; otherwise each tensor is read into a buffer from
+ * `alloc`.
  * Every tensor's extent is checked against the file size when the file is opened.
  */
 export class GgufFile {
   readonly header: GgufHeader;
   private readonly byName: Map<string, GgufTensorInfo>;
-  private mapped: ArrayBuffer | null;
+  private mapped: Mapping | null;
   private fd: number;
 
-  private constructor(readonly path: string, readonly size: number, fd: number, header: GgufHeader, mapped: ArrayBuffer | null) {
+  private constructor(readonly path: string, readonly size: number, fd: number, header: GgufHeader, mapped: Mapping | null) {
     this.fd = fd;
     this.header = header;
     this.mapped = mapped;
@@ -545,7 +546,7 @@ export class GgufFile {
     }
   }
 
-  static open(path: string, opts: { map?: (path: string) => ArrayBuffer } = {}): GgufFile {
+  static open(path: string, opts: MapOptions = {}): GgufFile {
     const fd = openGgufFd(path);
     try {
       const size = fstatSync(fd).size;
@@ -605,7 +606,7 @@ export class GgufFile {
     const n = this.byteLength(t, dtype);
     let data: Uint8Array;
     if (this.mapped) {
-      data = new Uint8Array(this.mapped, t.offset, n);
+      data = this.mapped.view(t.offset, n);
     } else {
       if (this.fd < 0) this.fd = openGgufFd(this.path);
       data = alloc(n);

@@ -25,9 +25,15 @@ import { DTYPE_BYTES, isDType, type DType } from '../tensor/dtypes.ts';
 
 /** One tensor as described by a header: where its bytes are, not the bytes themselves. */
 
-/** How to open checkpoint files: `map` gives a whole file as an ArrayBuffer over a memory mapping. */
+/** A file mapped into memory: `view` gives bytes of it without copying. */
+export interface Mapping {
+  readonly byteLength: number;
+  view(offset: number, length: number): Uint8Array;
+}
+
+/** How to open checkpoint files: `map` maps a whole file into memory (Kernels.mapFile). */
 export interface MapOptions {
-  map?: (path: string) => ArrayBuffer;
+  map?: (path: string) => Mapping;
 }
 
 /** Gives a zeroed buffer of `bytes` bytes for a tensor's data (at least 64-byte aligned). */
@@ -310,7 +316,7 @@ export class SafetensorsFile {
   private readonly size: number;
   private fd: number;
   /** The whole file over a memory mapping, when opened with `map`. */
-  private mapped: ArrayBuffer | null = null;
+  private mapped: Mapping | null = null;
 
   private constructor(path: string, fd: number, h: ParsedHeader) {
     this.path = path;
@@ -359,7 +365,7 @@ export class SafetensorsFile {
       );
     }
     if (this.mapped) {
-      return { name, dtype: e.dtype, shape: e.shape.slice(), data: new Uint8Array(this.mapped, e.offset, e.byteLength) };
+      return { name, dtype: e.dtype, shape: e.shape.slice(), data: this.mapped.view(e.offset, e.byteLength) };
     }
     if (this.fd < 0) {
       const fd = openForRead(this.path);

@@ -39,6 +39,12 @@ export interface FfnWeights {
   down_proj: LinearWeight;
 }
 
+/** A file mapped into memory (Kernels.mapFile); it stays mapped while any view is alive. */
+export interface MappedFile {
+  readonly byteLength: number;
+  view(offset: number, length: number): Uint8Array;
+}
+
 export interface Kernels {
   readonly name: string;
 
@@ -51,11 +57,11 @@ export interface Kernels {
   weightAllocator?(): (bytes: number) => Uint8Array;
 
   /**
-   * Optional: a whole checkpoint file as an ArrayBuffer over a private memory mapping, so that
-   * weights are used in place (pages shared with the page cache, loaded on first touch).
-   * Absent: checkpoints are read into memory.
+   * Optional: a checkpoint file mapped into memory (private, copy-on-write), so that weights
+   * are used in place (pages shared with the page cache, loaded on first touch); `view` gives
+   * bytes of it without copying. Absent: checkpoints are read into memory.
    */
-  mapFile?(path: string): ArrayBuffer;
+  mapFile?(path: string): MappedFile;
 
   /**
    * out[m, n] = Σ_k x[m, k] · W[r0 + n, k] for n < N. x is [M, W.cols], out is [M, N].

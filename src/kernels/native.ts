@@ -52,7 +52,9 @@ export interface NativeAddon {
   readBandwidth(bytes: number, reps: number): number;
   setWeightBytes(bytes: number): boolean;
   adviseHugePages(a: ArrayBufferView): boolean;
-  mapFile(path: string): ArrayBuffer;
+  mapFile(path: string): object;
+  mapSize(handle: object): number;
+  mapView(handle: object, offset: number, length: number): ArrayBuffer;
   quantize(out: Uint8Array, data: WData, dt: number, rows: number, cols: number,
     scale: F32 | null, b0: number, b1: number, type: number): void;
 }
@@ -140,6 +142,9 @@ export function adviseHugePages(a: ArrayBufferView): boolean {
   return n ? n.adviseHugePages(a) : false;
 }
 
+/** Mapped files are viewed through windows of 2 · MAP_STEP bytes starting every MAP_STEP. */
+const MAP_STEP = 2 ** 31;
+
 /** Arenas of this size hold the smaller weight matrices; bigger ones get their own buffer. */
 const ARENA_BYTES = 64 << 20;
 
@@ -191,11 +196,24 @@ function makeKernels(a: NativeAddon): Kernels {
     name: 'native',
     weightAllocator: () => hugePageAllocator(a),
     mapFile(path) {
-      const ab = a.mapFile(path);
+      const handle = a.mapFile(path);
+      const byteLength = a.mapSize(handle);
       // Mapped weights count toward the last-level-cache decision like allocated ones.
-      weightBytes += ab.byteLength;
+      weightBytes += byteLength;
       a.setWeightBytes(weightBytes);
-      return ab;
+      // Node caps one ArrayBuffer over outside memory at 4 GiB, and V8 counts each one's size
+      // toward its garbage-collection pressure when it is made: one per tensor made a 10 GB model
+      // load in seconds of collections. So views come from a few windows of 4 GiB that start
+      // every 2 GiB (each range of up to 2 GiB lies inside one), made on first use.
+      const windows = new Map<number, ArrayBuffer>();
+      const view = (offset: number, length: number): Uint8Array => {
+        if (length > MAP_STEP) return new Uint8Array(a.mapView(handle, offset, length));
+        const k = Math.floor(offset / MAP_STEP);
+        let w = windows.get(k);
+        if (!w) windows.set(k, (w = a.mapView(handle, k * MAP_STEP, Math.min(2 * MAP_STEP, byteLength - k * MAP_STEP))));
+        return new Uint8Array(w, offset - k * MAP_STEP, length);
+      };
+      return { byteLength, view };
     },
     matmul(out, x, M, w: LinearWeight, r0 = 0, N = w.rows - r0) {
       const b = w.block;
