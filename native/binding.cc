@@ -19,8 +19,10 @@
 using namespace dsv3;
 
 namespace dsv3 {
-/** mapFile(path) → ArrayBuffer over a private mapping of the file (mapfile.cc). */
+/** Files mapped into memory (mapfile.cc): mapFile(path) → handle, mapSize(handle), mapView(handle, offset, length). */
 napi_value MapFile(napi_env env, napi_callback_info info);
+napi_value MapSize(napi_env env, napi_callback_info info);
+napi_value MapView(napi_env env, napi_callback_info info);
 }  // namespace dsv3
 
 #ifndef NODE_GYP_MODULE_NAME
@@ -648,7 +650,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"scatterAddRows", ScatterAddRows}, {"argmax", Argmax}, {"f8NanFree", F8NanFree}, {"ffnExperts", FfnExperts}, {"setThreads", SetThreads}, {"getThreads", GetThreads},
       {"level", Level},           {"levels", Levels},         {"setLevel", SetLevel},
       {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth}, {"setWeightBytes", SetWeightBytes}, {"adviseHugePages", AdviseHugePages},
-      {"mapFile", MapFile},
+      {"mapFile", MapFile}, {"mapSize", MapSize}, {"mapView", MapView},
       {"quantize", Quantize},
   };
   for (auto& f : fns) {
