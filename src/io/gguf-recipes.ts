@@ -2,7 +2,6 @@
 // name: used by `dsv3 convert --to gguf --type …` and by quantizing a model at load time, so that
 // both give the file llama.cpp's own quantizer would.
 
-import { DsError } from '../errors.ts';
 import { FORMATS } from '../tensor/dtypes.ts';
 import type { GgmlTypeName } from './gguf.ts';
 
@@ -36,7 +35,7 @@ export interface MatrixInfo {
  *   still not whole.
  */
 /** llama-quantize's fallback for a 256-block type when rows are not whole blocks. */
-const FALLBACK: Partial<Record<GgmlTypeName, string>> = { Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
+const FALLBACK: Partial<Record<GgmlTypeName, GgmlTypeName>> = { Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
 
 export function recipeType(out: QuantRecipe, m: MatrixInfo, notes: string[]): GgmlTypeName {
   const cols = m.shape[m.shape.length - 1];
@@ -55,10 +54,7 @@ export function recipeType(out: QuantRecipe, m: MatrixInfo, notes: string[]): Gg
   const fits = (x: GgmlTypeName) => cols % FORMATS[x].blockElems === 0;
   if (!fits(t)) {
     const fallback = FALLBACK[t] ?? t;
-    if (!(fallback in FORMATS)) {
-      throw new DsError('BAD_DTYPE', `${m.name}: rows of ${cols} are not whole ${t} blocks and llama-quantize's fallback, ${fallback}, is not a format dsv3 has`);
-    }
-    const to = fits(fallback as GgmlTypeName) ? (fallback as GgmlTypeName) : 'F16';
+    const to = fits(fallback) ? fallback : 'F16';
     notes.push(`${m.name}: rows of ${cols} are not whole ${t} blocks, written as ${to} (llama-quantize's fallback)`);
     t = to;
   }

@@ -142,7 +142,7 @@ const DTYPES: DType[] = ['F32', 'BF16', 'F16', 'F8_E4M3'];
 const BLOCK_TYPES: BlockType[] = ['Q4_0', 'Q5_0', 'Q8_0', 'Q4_K', 'Q5_K', 'Q6_K'];
 /** Byte offsets of a block's f16 scales (d, and dmin for Q4_K/Q5_K). */
 const HALF_FIELDS: Record<BlockType, number[]> = {
-  Q4_0: [0], Q5_0: [0], Q8_0: [0], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208],
+  Q4_0: [0], Q5_0: [0], Q8_0: [0], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208], Q4_1: [0, 2], Q5_1: [0, 2],
 };
 /** Reduction lengths: multiples of the block size, and (for the 32-value blocks) odd multiples. */
 function blockKs(dtype: BlockType): number[] {

@@ -21,7 +21,7 @@ export function isDType(s: string): s is DType {
  * values, each stored in `blockBytes` bytes (scales and packed integers). Decoders and
  * quantisers live in quants.ts.
  */
-export type BlockType = 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q4_K' | 'Q5_K' | 'Q6_K';
+export type BlockType = 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K';
 
 /** Every dtype a weight matrix (LinearWeight) can be held in. */
 export type WeightDType = DType | BlockType;
@@ -52,6 +52,8 @@ export const FORMATS: Readonly<Record<WeightDType, FormatTraits>> = {
   Q4_K: { blockElems: 256, blockBytes: 144, ggml: 12, native: 13 },
   Q5_K: { blockElems: 256, blockBytes: 176, ggml: 13, native: 14 },
   Q6_K: { blockElems: 256, blockBytes: 210, ggml: 14, native: 15 },
+  Q4_1: { blockElems: 32, blockBytes: 20, ggml: 3, native: 16 },
+  Q5_1: { blockElems: 32, blockBytes: 24, ggml: 7, native: 17 },
 };
 
 export function isBlockType(s: string): s is BlockType {

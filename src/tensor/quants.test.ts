@@ -13,7 +13,7 @@ import { decodeBlocks, dequantizeQ8_0, quantizeBlocks, quantizeQ8_0 } from './qu
 import { f32Weight, type LinearWeight } from './weight.ts';
 import { decodeRow, refKernels } from '../kernels/ref/index.ts';
 
-const TYPES: readonly BlockType[] = ['Q8_0', 'Q4_0', 'Q5_0', 'Q4_K', 'Q5_K', 'Q6_K'];
+const TYPES: readonly BlockType[] = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'];
 const FIXTURES = join(import.meta.dirname, '../../test/fixtures/ggml-quants');
 
 function decode(t: BlockType, q: Uint8Array, n: number): Float32Array {
@@ -34,6 +34,8 @@ test('block sizes: FORMATS agrees with the ggml-common.h structs, and quantizeBl
     Q8_0: [32, 2 + 32], // d, qs[32]
     Q4_0: [32, 2 + 16], // d, qs[16]
     Q5_0: [32, 2 + 4 + 16], // d, qh[4], qs[16]
+    Q4_1: [32, 2 + 2 + 16], // d, m, qs[16]
+    Q5_1: [32, 2 + 2 + 4 + 16], // d, m, qh[4], qs[16]
     Q4_K: [256, 2 + 2 + 12 + 128], // d, dmin, scales[12], qs[128]
     Q5_K: [256, 2 + 2 + 12 + 32 + 128], // d, dmin, scales[12], qh[32], qs[128]
     Q6_K: [256, 128 + 64 + 16 + 2], // ql[128], qh[64], scales[16], d
@@ -74,6 +76,28 @@ test('Q5_0 hand-built block: bit j of the little-endian u32 qh is value j’s fi
   const y = decode('Q5_0', b, 32);
   const want = [...Array.from({ length: 16 }, (_, j) => j), ...Array.from({ length: 15 }, (_, j) => j - 16), 15];
   assert.deepEqual([...y], want);
+});
+
+test('Q4_1 hand-built block: f16 d, f16 m, then nibbles as in Q4_0, x = q · d + m', () => {
+  // d = 0x3800 = 0.5, m = 0xC000 = −2. Byte j = j | (15 − j) << 4, so value j has q = j →
+  // 0.5j − 2 and value j+16 has q = 15 − j → 0.5(15 − j) − 2. E.g. x[0] = −2, x[15] = 5.5,
+  // x[16] = 5.5, x[31] = −2.
+  const b = Uint8Array.from([...h16(0x3800), ...h16(0xc000), ...Array.from({ length: 16 }, (_, j) => j | ((15 - j) << 4))]);
+  const y = decode('Q4_1', b, 32);
+  const want = [...Array.from({ length: 16 }, (_, j) => 0.5 * j - 2), ...Array.from({ length: 16 }, (_, j) => 0.5 * (15 - j) - 2)];
+  assert.deepEqual([...y], want);
+  assert.deepEqual([y[0], y[15], y[16], y[31]], [-2, 5.5, 5.5, -2]);
+});
+
+test('Q5_1 hand-built block: f16 d, f16 m, u32 qh (bit j: value j’s fifth bit), nibbles, x = q · d + m', () => {
+  // d = 1, m = 0xB400 = −0.25. qh = 0x8000FFFF (bytes FF FF 00 80 at offset 4): values 0…15
+  // and 31 have the fifth bit. Byte j = j | j << 4. Value j < 16: q = j + 16 → j + 15.75.
+  // Value 16 + j: q = j → j − 0.25 for j < 15, and value 31: q = 31 → 30.75.
+  const b = Uint8Array.from([...h16(0x3c00), ...h16(0xb400), 0xff, 0xff, 0x00, 0x80, ...Array.from({ length: 16 }, (_, j) => j | (j << 4))]);
+  const y = decode('Q5_1', b, 32);
+  const want = [...Array.from({ length: 16 }, (_, j) => j + 15.75), ...Array.from({ length: 15 }, (_, j) => j - 0.25), 30.75];
+  assert.deepEqual([...y], want);
+  assert.deepEqual([y[0], y[15], y[16], y[31]], [15.75, 30.75, -0.25, 30.75]);
 });
 
 // The 6-bit (scale, min) pairs of the eight K-quant groups used by the Q4_K and Q5_K blocks:
@@ -276,8 +300,10 @@ function relRms(x: Float32Array, y: Float32Array): number {
 
 // RMS error / data RMS after quantize → decode, for weight-like rows (normal, σ = 0.02) and for
 // rows where every 101st value is a 20σ outlier. Measured on these data (seed 17):
-//   normal:   Q8_0 0.52%, Q6_K 1.77%, Q5_K 3.61%, Q5_0 4.22%, Q4_K 7.12%, Q4_0 8.47%
-//   outliers: Q8_0 1.15%, Q6_K 3.34%, Q5_K 4.89%, Q5_0 8.81%, Q4_K 9.89%, Q4_0 15.0%
+//   normal:   Q8_0 0.52%, Q6_K 1.77%, Q5_K 3.61%, Q5_1 3.76%, Q5_0 4.22%, Q4_K 7.12%, Q4_1 7.79%,
+//             Q4_0 8.47%
+//   outliers: Q8_0 1.15%, Q6_K 3.34%, Q5_K 4.89%, Q5_1 5.03%, Q5_0 8.81%, Q4_K 9.89%, Q4_1 10.8%,
+//             Q4_0 15.0%
 // (other seeds move these by a few percent of themselves). The bounds leave ~15–25% of margin.
 // For scale, a uniform quantiser with 2^b levels over ±amax (amax ≈ 2.1σ for 32 normals) has
 // RMS error amax / (2^(b−1)·√12): 0.48% at 8 bits, 7.6% at 4 bits.
@@ -285,8 +311,10 @@ const BOUNDS: Record<BlockType, { normal: number; outliers: number }> = {
   Q8_0: { normal: 0.0065, outliers: 0.014 },
   Q6_K: { normal: 0.021, outliers: 0.04 },
   Q5_K: { normal: 0.042, outliers: 0.058 },
+  Q5_1: { normal: 0.045, outliers: 0.06 },
   Q5_0: { normal: 0.05, outliers: 0.105 },
   Q4_K: { normal: 0.082, outliers: 0.115 },
+  Q4_1: { normal: 0.092, outliers: 0.13 },
   Q4_0: { normal: 0.098, outliers: 0.175 },
 };
 
@@ -326,9 +354,11 @@ for (const t of TYPES) {
   });
 }
 
-test('Q8_0, Q4_0 and Q5_0 are idempotent: re-quantising decoded values gives the same bytes', () => {
+test('the 32-value formats are idempotent: re-quantising decoded values gives the same bytes', () => {
+  // For Q4_1 / Q5_1 with d and m within f16's range, as here: the decoded block's extremes are
+  // m and 15·d + m (Q5_1: 31·d + m), from which the quantiser finds the same f16 d and m again.
   const x = normals(64 * 32, 5).map((v, i) => v * (i % 97 === 0 ? 30 : 1));
-  for (const t of ['Q8_0', 'Q4_0', 'Q5_0'] as const) {
+  for (const t of ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1'] as const) {
     const q = quantizeBlocks(t, x);
     assert.deepEqual(quantizeBlocks(t, decode(t, q, x.length)), q, t);
   }

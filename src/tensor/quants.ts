@@ -15,6 +15,8 @@
 //                     value j+16 in its high nibble.                   x = (q − 8)·d
 //   Q5_0  22 B / 32:  f16 d @0, u32 qh @2 (bit j: fifth bit of value j), nibbles @6 as in
 //                     Q4_0.                                            x = (q − 16)·d
+//   Q4_1  20 B / 32:  f16 d @0, f16 m @2, nibbles @4 as in Q4_0.       x = q·d + m
+//   Q5_1  24 B / 32:  f16 d @0, f16 m @2, u32 qh @4 as in Q5_0, nibbles @8.  x = q·d + m
 //   Q4_K 144 B / 256: f16 d @0, f16 dmin @2, 12 bytes of packed 6-bit (scale, min) pairs
 //                     for eight groups of 32 @4, 128 bytes of nibbles @16. Nibble bytes come
 //                     in four runs of 32, run c covering values 64c…64c+63: byte l holds
@@ -73,6 +75,10 @@ export function decodeBlocks(
       return decodeQ4_0(src, srcOffset, nb, dst, dstOffset);
     case 'Q5_0':
       return decodeQ5_0(src, srcOffset, nb, dst, dstOffset);
+    case 'Q4_1':
+      return decodeQ4_1(src, srcOffset, nb, dst, dstOffset);
+    case 'Q5_1':
+      return decodeQ5_1(src, srcOffset, nb, dst, dstOffset);
     case 'Q4_K':
       return decodeQ4_K(src, srcOffset, nb, dst, dstOffset);
     case 'Q5_K':
@@ -125,6 +131,36 @@ function decodeQ5_0(src: Uint8Array, so: number, nb: number, dst: Float32Array, 
       const hi = (q >> 4) | (((qh >>> (j + 16)) & 1) << 4);
       dst[o + j] = (lo - 16) * d;
       dst[o + j + 16] = (hi - 16) * d;
+    }
+  }
+}
+
+// The "_1" formats: q·d, then + m, each a float32 operation. (q·d is in fact exact: a 5-bit
+// integer times an f16 needs at most 16 significant bits. So only the sum rounds, and a fused
+// multiply-add would give the same value.)
+function decodeQ4_1(src: Uint8Array, so: number, nb: number, dst: Float32Array, o: number): void {
+  for (let b = 0; b < nb; b++, so += 20, o += 32) {
+    const d = half(src, so);
+    const m = half(src, so + 2);
+    for (let j = 0; j < 16; j++) {
+      const q = src[so + 4 + j];
+      dst[o + j] = f((q & 15) * d) + m;
+      dst[o + j + 16] = f((q >> 4) * d) + m;
+    }
+  }
+}
+
+function decodeQ5_1(src: Uint8Array, so: number, nb: number, dst: Float32Array, o: number): void {
+  for (let b = 0; b < nb; b++, so += 24, o += 32) {
+    const d = half(src, so);
+    const m = half(src, so + 2);
+    const qh = src[so + 4] | (src[so + 5] << 8) | (src[so + 6] << 16) | (src[so + 7] << 24);
+    for (let j = 0; j < 16; j++) {
+      const q = src[so + 8 + j];
+      const lo = (q & 15) | (((qh >>> j) & 1) << 4);
+      const hi = (q >> 4) | (((qh >>> (j + 16)) & 1) << 4);
+      dst[o + j] = f(lo * d) + m;
+      dst[o + j + 16] = f(hi * d) + m;
     }
   }
 }
@@ -221,6 +257,12 @@ export function quantizeBlocks(dtype: BlockType, x: Float32Array): Uint8Array {
       break;
     case 'Q5_0':
       quantizeQ5_0Into(x, nb, out);
+      break;
+    case 'Q4_1':
+      quantizeQ4_1Into(x, nb, out);
+      break;
+    case 'Q5_1':
+      quantizeQ5_1Into(x, nb, out);
       break;
     case 'Q4_K':
     case 'Q5_K':
@@ -338,16 +380,70 @@ function quantizeQ5_0Into(x: Float32Array, nb: number, out: Uint8Array): void {
   for (let b = 0; b < nb; b++) {
     const o = b * 22;
     signedLevels(x, b * 32, 5, out, o, L);
-    let qh = 0;
-    for (let j = 0; j < 16; j++) {
-      out[o + 6 + j] = (L[j] & 15) | ((L[j + 16] & 15) << 4);
-      qh |= ((L[j] >> 4) & 1) << j;
-      qh |= ((L[j + 16] >> 4) & 1) << (j + 16);
-    }
-    out[o + 2] = qh & 0xff;
-    out[o + 3] = (qh >>> 8) & 0xff;
-    out[o + 4] = (qh >>> 16) & 0xff;
-    out[o + 5] = qh >>> 24;
+    packFiveBits(L, out, o + 2, o + 6);
+  }
+}
+
+/**
+ * Five-bit levels L[0…31] as Q5_0 and Q5_1 store them: the low four bits as Q4_0's nibbles at
+ * `qs`, and the fifth bit of value j as bit j of the little-endian u32 at `qhAt`.
+ */
+function packFiveBits(L: Uint8Array, out: Uint8Array, qhAt: number, qs: number): void {
+  let qh = 0;
+  for (let j = 0; j < 16; j++) {
+    out[qs + j] = (L[j] & 15) | ((L[j + 16] & 15) << 4);
+    qh |= ((L[j] >> 4) & 1) << j;
+    qh |= ((L[j + 16] >> 4) & 1) << (j + 16);
+  }
+  out[qhAt] = qh & 0xff;
+  out[qhAt + 1] = (qh >>> 8) & 0xff;
+  out[qhAt + 2] = (qh >>> 16) & 0xff;
+  out[qhAt + 3] = qh >>> 24;
+}
+
+/** FLT_MAX, where ggml's Q4_1 / Q5_1 quantisers start their search for the block's range. */
+const FLT_MAX = 3.4028234663852886e38;
+
+/**
+ * The shared part of Q4_1 and Q5_1: the block's range [min, max] in 2^bits − 1 equal steps,
+ * d = (max − min) / (2^bits − 1), written as f16 at `o` and min as f16 at o + 2; each level
+ * int((x − min)·(1/d) + 0.5), truncated, from the float32 d and min (not their f16 roundings).
+ * Q4_1 caps the level at 15 after an int8 conversion; Q5_1 converts straight to uint8 with no
+ * cap. Levels land in `levels` (32 entries, kept to their low byte as C's uint8_t keeps them).
+ */
+function affineLevels(x: Float32Array, xo: number, bits: 4 | 5, out: Uint8Array, o: number, levels: Uint8Array): void {
+  let min = FLT_MAX;
+  let max = -FLT_MAX;
+  for (let j = 0; j < 32; j++) {
+    const v = x[xo + j];
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  const d = f(f(max - min) / ((1 << bits) - 1));
+  const id = d !== 0 ? f(1 / d) : 0;
+  putHalf(out, o, d);
+  putHalf(out, o + 2, min);
+  for (let j = 0; j < 32; j++) {
+    const t = truncToI8(f(f(f(x[xo + j] - min) * id) + 0.5));
+    levels[j] = bits === 4 ? Math.min(15, t) : t;
+  }
+}
+
+function quantizeQ4_1Into(x: Float32Array, nb: number, out: Uint8Array): void {
+  const L = new Uint8Array(32);
+  for (let b = 0; b < nb; b++) {
+    const o = b * 20;
+    affineLevels(x, b * 32, 4, out, o, L);
+    for (let j = 0; j < 16; j++) out[o + 4 + j] = L[j] | (L[j + 16] << 4);
+  }
+}
+
+function quantizeQ5_1Into(x: Float32Array, nb: number, out: Uint8Array): void {
+  const L = new Uint8Array(32);
+  for (let b = 0; b < nb; b++) {
+    const o = b * 24;
+    affineLevels(x, b * 32, 5, out, o, L);
+    packFiveBits(L, out, o + 4, o + 8);
   }
 }
 
