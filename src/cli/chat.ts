@@ -7,7 +7,7 @@ import { Scheduler } from '../engine/scheduler.ts';
 import { startCompletion, type Completion } from '../pipeline/completion.ts';
 import type { ChatMessage } from '../text/chat-template.ts';
 import { MODEL_OPTIONS, intOption, loadModel, parse } from './args.ts';
-import { SAMPLING_OPTIONS, chatPrompt, loadTokenizer, modelDir, samplingParams } from './text.ts';
+import { SAMPLING_OPTIONS, chatPrompt, loadTokenizer, modelDir, samplingParams, checkVocab } from './text.ts';
 import { SPECULATIVE_OPTIONS, decodeStats, printStats, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 chat [--model DIR] [--system TEXT] [sampling options as for generate]
@@ -29,6 +29,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
   const tok = loadTokenizer(dir);
   const speculative = speculativeOption(values);
   const model = loadModel(dir, { ...values, mtp: speculative !== undefined });
+  checkVocab(model, tok);
   const sched = new Scheduler(model, { maxBatch: 1, speculative });
   const sampling = samplingParams(values);
   const maxTokens = intOption(values['max-new-tokens'], 'max-new-tokens', 512);

@@ -6,7 +6,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { DsError } from '../errors.ts';
 import { evalWindows, evaluate } from '../train/eval.ts';
 import { MODEL_OPTIONS, UsageError, intOption, loadModel, parse } from './args.ts';
-import { loadTokenizer, modelDir } from './text.ts';
+import { loadTokenizer, modelDir, checkVocab } from './text.ts';
 
 const HELP = `usage: dsv3 eval [--model DIR] --file F [--seq-len N] [--json]
   perplexity = exp(mean next-token cross-entropy); bits per byte = total nats / ln 2 / UTF-8 bytes`;
@@ -29,6 +29,7 @@ export function evalCommand(argv: string[]): number {
   const dir = modelDir(values.model);
   const tok = loadTokenizer(dir);
   const model = loadModel(dir, { ...values, mtp: false });
+  checkVocab(model, tok);
   const seqLen = intOption(values['seq-len'], 'seq-len', Math.min(512, model.cfg.max_position_embeddings), 2);
   if (seqLen > model.cfg.max_position_embeddings) {
     throw new UsageError(`--seq-len ${seqLen} exceeds max_position_embeddings ${model.cfg.max_position_embeddings}`);

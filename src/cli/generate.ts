@@ -12,7 +12,7 @@ import { Scheduler } from '../engine/scheduler.ts';
 import { startCompletion, type CompletionResult } from '../pipeline/completion.ts';
 import { DsError } from '../errors.ts';
 import { MODEL_OPTIONS, UsageError, attnOption, idsOption, intOption, loadModel, parse } from './args.ts';
-import { SAMPLING_OPTIONS, chatPrompt, loadTokenizer, modelDir, samplingParams } from './text.ts';
+import { SAMPLING_OPTIONS, chatPrompt, loadTokenizer, modelDir, samplingParams, checkVocab } from './text.ts';
 import { Sampler } from '../engine/sampler.ts';
 import type { SeqResult } from '../engine/scheduler.ts';
 import { SPECULATIVE_OPTIONS, decodeStats, printStats, speculativeOption } from './speculative.ts';
@@ -104,6 +104,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       : tok.encode(p, { addSpecialTokens: true }),
   );
   const model = loadModel(dir, { ...values, mtp: spec !== undefined });
+  checkVocab(model, tok);
   const max = model.cfg.max_position_embeddings;
   promptIds.forEach((ids, i) => {
     if (ids.length >= max) {

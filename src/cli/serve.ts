@@ -7,7 +7,7 @@ import { serve } from '@hono/node-server';
 import { Scheduler } from '../engine/scheduler.ts';
 import { createApp } from '../server/app.ts';
 import { MODEL_OPTIONS, UsageError, intOption, loadModel, parse } from './args.ts';
-import { loadTokenizer, modelDir } from './text.ts';
+import { loadTokenizer, modelDir, checkVocab } from './text.ts';
 import { SPECULATIVE_OPTIONS, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
@@ -46,6 +46,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const tokenizer = loadTokenizer(dir);
   const speculative = speculativeOption(values);
   const model = loadModel(dir, { ...values, mtp: speculative !== undefined });
+  checkVocab(model, tokenizer);
   const scheduler = new Scheduler(model, { maxBatch, maxQueue, speculative, prefillChunk });
   const app = createApp({
     model,

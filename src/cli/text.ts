@@ -9,6 +9,7 @@ import type { SamplingParams } from '../engine/sampler.ts';
 import { renderChat, validateMessages, type ChatMessage } from '../text/chat-template.ts';
 import { Tokenizer } from '../text/tokenizer.ts';
 import { isGgufPath, readGgufHeader } from '../io/gguf.ts';
+import type { DeepseekV3 } from '../model/deepseek-v3.ts';
 import { floatOption, intOption, UsageError } from './args.ts';
 
 /** The small model that ships with dsv3, used when --model is not given. */
@@ -30,6 +31,21 @@ export function loadTokenizer(dir: string): Tokenizer {
     throw new DsError('MISSING_FILE', `${resolve(dir, 'tokenizer.json')}: not found (the model folder has no tokenizer)`);
   }
   return Tokenizer.fromDir(dir);
+}
+
+/**
+ * The model's vocabulary against its tokenizer's: a tokenizer id the embedding lacks is an
+ * error; embedding rows past the tokenizer (padding: DeepSeek-V3 has 129,280 rows for 128,815
+ * tokens) are reported once and never sampled (the pipeline limits its samplers).
+ */
+export function checkVocab(model: DeepseekV3, tok: Tokenizer): void {
+  const rows = model.cfg.vocab_size;
+  if (tok.vocabSize > rows) {
+    throw new DsError('BAD_CONFIG', `the tokenizer has ${tok.vocabSize} tokens but the model's embedding only ${rows} rows`);
+  }
+  if (tok.vocabSize < rows) {
+    process.stderr.write(`dsv3: the model has ${rows} token rows, the tokenizer ${tok.vocabSize} tokens: ids from ${tok.vocabSize} on are padding and are never sampled\n`);
+  }
 }
 
 /** Flags every sampling command accepts. */

@@ -218,3 +218,21 @@ test('bad parameters are BAD_INPUT naming the field', () => {
       e instanceof DsError && e.code === 'BAD_INPUT' && e.message.startsWith(field));
   }
 });
+
+test('limitVocab: ids past the tokenizer are never picked, greedy or sampled, and get no probability', () => {
+  // The padding rows (ids 3 and 4) hold the largest logits.
+  const logits = Float32Array.from([0.5, 1.0, 0.2, 9.0, 8.0]);
+  for (const params of [{ temperature: 0 }, { temperature: 0, repetitionPenalty: 1.2 }, { temperature: 1, seed: 3 }, { temperature: 2, topP: 0.9, seed: 4 }] as SamplingParams[]) {
+    const s = new Sampler(params);
+    s.limitVocab(3);
+    for (let i = 0; i < 200; i++) assert.ok(s.sample(logits, [0]) < 3, JSON.stringify(params));
+    const p = s.distribution(logits, [0]);
+    assert.equal(p[3], 0);
+    assert.equal(p[4], 0);
+    assert.ok(Math.abs(p[0]! + p[1]! + p[2]! - 1) < 1e-12);
+  }
+  const greedy = new Sampler({ temperature: 0 });
+  greedy.limitVocab(3);
+  assert.equal(greedy.sample(logits), 1);
+  assert.throws(() => greedy.limitVocab(0), (e: unknown) => e instanceof DsError && e.code === 'BAD_INPUT');
+});

@@ -90,6 +90,19 @@ export class Sampler {
     this.rng = new Rng(params.seed);
   }
 
+  /** Ids from here on are never picked (limitVocab). */
+  private vocab = Infinity;
+
+  /**
+   * Never pick an id at or past `n`: a model's embedding often has more rows than its
+   * tokenizer has tokens (DeepSeek-V3: 129,280 against 128,815; GGUF files pad the vocabulary
+   * too), and a padding id has no text.
+   */
+  limitVocab(n: number): void {
+    if (!Number.isInteger(n) || n < 1) bad(`limitVocab: ${n} is not a vocabulary size`);
+    this.vocab = n;
+  }
+
   /** Take greedy decoding's argmax from a kernel backend (the same index, faster). */
   useKernels(K: Kernels): void {
     this.pick = K.argmax;
@@ -106,7 +119,8 @@ export class Sampler {
    */
   sample(logits: Float32Array, history: ArrayLike<number> = []): number {
     if (this.temperature === 0 && this.rep === 1 && this.freq === 0 && this.pres === 0) {
-      return picked(this.pick(logits), logits); // plain greedy: no copy of the logits needed
+      // plain greedy: no copy of the logits needed
+      return picked(this.pick(logits.length > this.vocab ? logits.subarray(0, this.vocab) : logits), logits);
     }
     const { p, total, best } = this.weights(logits, history);
     if (total === 0) return best;
@@ -181,7 +195,7 @@ export class Sampler {
     const x = new Float64Array(n);
     for (let i = 0; i < n; i++) {
       const v = logits[i]!;
-      x[i] = Number.isNaN(v) ? -Infinity : v;
+      x[i] = Number.isNaN(v) || i >= this.vocab ? -Infinity : v;
     }
     if (this.rep === 1 && this.freq === 0 && this.pres === 0) return x;
     const counts = new Map<number, number>();

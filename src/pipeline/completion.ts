@@ -60,7 +60,8 @@ export interface Completion {
 
 function topK(lp: Float32Array, k: number, tok: Tokenizer): TopLogprob[] {
   const idx: number[] = [];
-  for (let i = 0; i < lp.length; i++) {
+  // Ids past the tokenizer's vocabulary (padding rows of the embedding) have no text.
+  for (let i = 0; i < Math.min(lp.length, tok.vocabSize); i++) {
     if (idx.length < k || lp[i] > lp[idx[idx.length - 1]]) {
       idx.push(i);
       idx.sort((a, b) => lp[b] - lp[a] || a - b);
@@ -78,6 +79,7 @@ export function startCompletion(
   opts: CompletionOptions,
 ): Completion {
   const sampler = new Sampler(opts.sampling ?? {});
+  sampler.limitVocab(tok.vocabSize);
   const detok = new StreamingDetokenizer(tok, { skipSpecialTokens: true });
   const stops = new StopMatcher(opts.stop ?? []);
   const ids: number[] = [];
