@@ -551,7 +551,7 @@ export class GgufFile {
     try {
       const size = fstatSync(fd).size;
       const header = readHeaderFd(path, fd, size);
-      const mapped = opts.map ? opts.map(path) : null;
+      const mapped = opts.map?.(path) ?? null;
       if (mapped && mapped.byteLength !== size) throw new DsError('BAD_INPUT', `${path}: changed size while being opened`);
       return new GgufFile(path, size, fd, header, mapped);
     } catch (e) {

@@ -31,9 +31,9 @@ export interface Mapping {
   view(offset: number, length: number): Uint8Array;
 }
 
-/** How to open checkpoint files: `map` maps a whole file into memory (Kernels.mapFile). */
+/** How to open checkpoint files: `map` maps a whole file into memory (Kernels.mapFile), or returns null to have it read. */
 export interface MapOptions {
-  map?: (path: string) => Mapping;
+  map?: (path: string) => Mapping | null;
 }
 
 /** Gives a zeroed buffer of `bytes` bytes for a tensor's data (at least 64-byte aligned). */
@@ -335,10 +335,8 @@ export class SafetensorsFile {
     const fd = openForRead(path);
     try {
       const f = new SafetensorsFile(path, fd, parseHeader(path, fd));
-      if (opts.map) {
-        f.mapped = opts.map(path);
-        if (f.mapped.byteLength !== f.size) bad(path, 'changed size while being opened');
-      }
+      f.mapped = opts.map?.(path) ?? null;
+      if (f.mapped && f.mapped.byteLength !== f.size) bad(path, 'changed size while being opened');
       return f;
     } catch (e) {
       closeSync(fd);

@@ -59,9 +59,10 @@ export interface Kernels {
   /**
    * Optional: a checkpoint file mapped into memory (private, copy-on-write), so that weights
    * are used in place (pages shared with the page cache, loaded on first touch); `view` gives
-   * bytes of it without copying. Absent: checkpoints are read into memory.
+   * bytes of it without copying. Null, or absent: the file is read into memory
+   * (weightAllocator), which a backend may prefer for small files.
    */
-  mapFile?(path: string): MappedFile;
+  mapFile?(path: string): MappedFile | null;
 
   /**
    * out[m, n] = Σ_k x[m, k] · W[r0 + n, k] for n < N. x is [M, W.cols], out is [M, N].

@@ -3,10 +3,10 @@
 // addon reads and writes the TypedArrays' own memory; nothing is copied here.
 
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FfnWeights, Kernels, RouteParams } from './kernels.ts';
+import type { FfnWeights, Kernels, MappedFile, RouteParams } from './kernels.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 import { FORMATS } from '../tensor/dtypes.ts';
 
@@ -142,6 +142,9 @@ export function adviseHugePages(a: ArrayBufferView): boolean {
   return n ? n.adviseHugePages(a) : false;
 }
 
+/** Checkpoint files up to this size are read into memory rather than mapped (see mapFile). */
+const READ_MAX_BYTES = 64 << 20;
+
 /** Mapped files are viewed through windows of 2 · MAP_STEP bytes starting every MAP_STEP. */
 const MAP_STEP = 2 ** 31;
 
@@ -180,6 +183,34 @@ function hugePageAllocator(a: NativeAddon): (bytes: number) => Uint8Array {
   };
 }
 
+/** A file mapped into memory, whatever its size (Kernels.mapFile decides when to map). */
+function mapInPlace(a: NativeAddon, path: string): MappedFile {
+  const handle = a.mapFile(path);
+  const byteLength = a.mapSize(handle);
+  // Mapped weights count toward the last-level-cache decision like allocated ones.
+  weightBytes += byteLength;
+  a.setWeightBytes(weightBytes);
+  // Node caps one ArrayBuffer over outside memory at 4 GiB, and V8 counts each one's size
+  // toward its garbage-collection pressure when it is made: one per tensor made a 10 GB model
+  // load in seconds of collections. So views come from a few windows of 4 GiB that start
+  // every 2 GiB (each range of up to 2 GiB lies inside one), made on first use.
+  const windows = new Map<number, ArrayBuffer>();
+  const view = (offset: number, length: number): Uint8Array => {
+    if (length > MAP_STEP) return new Uint8Array(a.mapView(handle, offset, length));
+    const k = Math.floor(offset / MAP_STEP);
+    let w = windows.get(k);
+    if (!w) windows.set(k, (w = a.mapView(handle, k * MAP_STEP, Math.min(2 * MAP_STEP, byteLength - k * MAP_STEP))));
+    return new Uint8Array(w, offset - k * MAP_STEP, length);
+  };
+  return { byteLength, view };
+}
+
+/** `path` mapped into memory through the addon (for tests of the mapped path); null without it. */
+export function mapFileInPlace(path: string): MappedFile | null {
+  const a = nativeAddon();
+  return a ? mapInPlace(a, path) : null;
+}
+
 function makeKernels(a: NativeAddon): Kernels {
   // FP8 matrices found once to hold no NaN code (0x7F, 0xFF) go to the addon as code 4, and
   // its kernels skip their per-block look for NaN codes (about 20% of an FP8 GEMV). Loaded
@@ -196,24 +227,12 @@ function makeKernels(a: NativeAddon): Kernels {
     name: 'native',
     weightAllocator: () => hugePageAllocator(a),
     mapFile(path) {
-      const handle = a.mapFile(path);
-      const byteLength = a.mapSize(handle);
-      // Mapped weights count toward the last-level-cache decision like allocated ones.
-      weightBytes += byteLength;
-      a.setWeightBytes(weightBytes);
-      // Node caps one ArrayBuffer over outside memory at 4 GiB, and V8 counts each one's size
-      // toward its garbage-collection pressure when it is made: one per tensor made a 10 GB model
-      // load in seconds of collections. So views come from a few windows of 4 GiB that start
-      // every 2 GiB (each range of up to 2 GiB lies inside one), made on first use.
-      const windows = new Map<number, ArrayBuffer>();
-      const view = (offset: number, length: number): Uint8Array => {
-        if (length > MAP_STEP) return new Uint8Array(a.mapView(handle, offset, length));
-        const k = Math.floor(offset / MAP_STEP);
-        let w = windows.get(k);
-        if (!w) windows.set(k, (w = a.mapView(handle, k * MAP_STEP, Math.min(2 * MAP_STEP, byteLength - k * MAP_STEP))));
-        return new Uint8Array(w, offset - k * MAP_STEP, length);
-      };
-      return { byteLength, view };
+      // Files that fit the last-level cache are read into the 2 MiB-page arenas instead: copying
+      // them costs nothing, and decode then runs ~15-25% faster (no TLB misses over 4 KiB file
+      // pages; measured on the shipped 18 MB model). Larger ones are used in place: bench-m's
+      // 4.4 GB loads in 0.02 s instead of 4-10 s at the same decode speed, and a 16B model
+      // shares the page cache instead of doubling it.
+      return statSync(path).size <= READ_MAX_BYTES ? null : mapInPlace(a, path);
     },
     matmul(out, x, M, w: LinearWeight, r0 = 0, N = w.rows - r0) {
       const b = w.block;

@@ -7,7 +7,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { convertToGguf } from '../../src/io/convert-gguf.ts';
 import { GgufFile, GgufType, writeGguf, type GgufKV, type GgufScalarType, type GgufTensorSpec, type GgmlTypeName } from '../../src/io/gguf.ts';
@@ -17,6 +17,7 @@ import { DeepseekV3 } from '../../src/model/deepseek-v3.ts';
 import { quantizeMatrix } from '../../src/model/quantize.ts';
 import { mapMatrices } from '../../src/model/weights.ts';
 import { refKernels } from '../../src/kernels/ref/index.ts';
+import { loadNative, mapFileInPlace, nativeLoadError } from '../../src/kernels/native.ts';
 import { DsError } from '../../src/errors.ts';
 import { tempDir } from '../helpers/fixtures.ts';
 import { GOLDEN_MISSING, goldenModelDir, goldenModels, logitTolerance, maxAbs, maxAbsDiff, readJson } from '../helpers/golden.ts';
@@ -104,6 +105,30 @@ describe('GGUF layouts', { skip: GOLDEN_MISSING }, () => {
       }
       // The same f16 weights; only the absorbed attention's order differs (split attn_k_b).
       assert.ok(d <= 1e-5 * (1 + m), `prompt of ${c.prompt.length}: max |Δ| ${d}`);
+    }
+  });
+
+  it('weights used in place from a mapped file give the numbers of weights read into memory (bitwise)', (t) => {
+    const dir = goldenModelDir('v3-tiny-bf16');
+    const file = join(tempDir('dsv3-map-'), 'm.gguf');
+    convertToGguf(dir, file, { type: 'auto' });
+    if (!mapFileInPlace(file)) return t.skip(`native addon not loaded (${nativeLoadError()}): no mapping`);
+    const K = loadNative() ?? refKernels;
+    const mapped = { ...K, mapFile: mapFileInPlace };
+    const read = { ...K, mapFile: undefined };
+    const g = readJson<Golden>(join(dir, 'golden.json'));
+    for (const path of [dir, file]) {
+      const a = DeepseekV3.load(path, { kernels: mapped });
+      const b = DeepseekV3.load(path, { kernels: read });
+      // Mapped: every matrix is a view into the one mapping of its file, not a copy.
+      const w = a.weights.layers[1].moe!.experts[3].down_proj.data;
+      assert.equal(w.buffer.byteLength, statSync(path === dir ? join(dir, 'model.safetensors') : file).size, `${path}: a view of the mapping`);
+      assert.notEqual(b.weights.layers[1].moe!.experts[3].down_proj.data.buffer.byteLength, w.buffer.byteLength);
+      for (const c of g.cases) {
+        const la = a.forward([{ ids: c.prompt, cache: a.newCache() }], { logits: 'all' }).logits;
+        const lb = b.forward([{ ids: c.prompt, cache: b.newCache() }], { logits: 'all' }).logits;
+        assert.deepEqual(la, lb, `${path}, prompt of ${c.prompt.length}`);
+      }
     }
   });
 
