@@ -42,7 +42,6 @@ import { recipeType, type MatrixInfo } from './gguf-recipes.ts';
 import {
   encodeTensor,
   kv,
-  QK8_0,
   writeGguf,
   type GgmlTypeName,
   type GgufKV,

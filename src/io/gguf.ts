@@ -15,8 +15,7 @@
 import { closeSync, fstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { DsError } from '../errors.ts';
 import type { MapOptions, Mapping } from './safetensors.ts';
-import { F16_TABLE, FORMATS, f32ToBf16, formatOfGgml, rowBytes, type WeightDType } from '../tensor/dtypes.ts';
-import { f32ToF16 } from '../tensor/dtypes.ts';
+import { FORMATS, f32ToBf16, f32ToF16, formatOfGgml, rowBytes, type WeightDType } from '../tensor/dtypes.ts';
 import { dequantizeQ8_0, quantizeBlocks, quantizeQ8_0 } from '../tensor/quants.ts';
 
 // The f16 rounding and the Q8_0 codec live with the other formats in tensor/; the GGUF writer's
@@ -52,8 +51,6 @@ export type GgmlTypeName = Exclude<WeightDType, 'F8_E4M3'>;
 export const GGML_TYPE = Object.fromEntries(
   (Object.keys(FORMATS) as WeightDType[]).filter((k) => FORMATS[k].ggml !== null).map((k) => [k, FORMATS[k].ggml!]),
 ) as Readonly<Record<GgmlTypeName, number>>;
-
-export const QK8_0 = 32;
 
 /** One metadata entry. Arrays hold scalars of one type (nested arrays are not needed here). */
 export type GgufKV =
