@@ -7,7 +7,7 @@ import { Scheduler } from '../engine/scheduler.ts';
 import { startCompletion, type Completion } from '../pipeline/completion.ts';
 import type { ChatMessage } from '../text/chat-template.ts';
 import { MODEL_OPTIONS, intOption, loadModel, parse } from './args.ts';
-import { SAMPLING_OPTIONS, chatPrompt, loadTokenizer, modelDir, samplingParams, checkVocab } from './text.ts';
+import { SAMPLING_OPTIONS, chatIds, loadTokenizer, modelDir, samplingParams, checkVocab } from './text.ts';
 import { SPECULATIVE_OPTIONS, decodeStats, printStats, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 chat [--model DIR] [--system TEXT] [sampling options as for generate]
@@ -62,7 +62,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
       continue;
     }
     history.push({ role: 'user', content: text });
-    const ids = tok.encode(chatPrompt(tok, history, true));
+    const ids = chatIds(tok, history, true);
     if (ids.length >= model.cfg.max_position_embeddings) {
       process.stdout.write(`(the conversation is too long for this model's ${model.cfg.max_position_embeddings}-token context; /clear to start over)\n`);
       history.pop();

@@ -12,7 +12,7 @@ import { Scheduler } from '../engine/scheduler.ts';
 import { startCompletion, type CompletionResult } from '../pipeline/completion.ts';
 import { DsError } from '../errors.ts';
 import { MODEL_OPTIONS, UsageError, attnOption, idsOption, intOption, loadModel, parse } from './args.ts';
-import { SAMPLING_OPTIONS, chatPrompt, loadTokenizer, modelDir, samplingParams, checkVocab } from './text.ts';
+import { SAMPLING_OPTIONS, chatIds, loadTokenizer, modelDir, samplingParams, checkVocab } from './text.ts';
 import { Sampler } from '../engine/sampler.ts';
 import type { SeqResult } from '../engine/scheduler.ts';
 import { SPECULATIVE_OPTIONS, decodeStats, printStats, speculativeOption } from './speculative.ts';
@@ -100,7 +100,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const tok = loadTokenizer(dir);
   const promptIds = prompts.map((p) =>
     values.chat
-      ? tok.encode(chatPrompt(tok, [{ role: 'user', content: p }], true))
+      ? chatIds(tok, [{ role: 'user', content: p }], true)
       : tok.encode(p, { addSpecialTokens: true }),
   );
   const model = loadModel(dir, { ...values, mtp: spec !== undefined });

@@ -1,6 +1,6 @@
 // `dsv3 serve`: the OpenAI-compatible server (server/app.ts) on Node's HTTP stack, with a web
 // chat page at /. It loads the model once, shares one Scheduler among all requests, and shuts
-// down cleanly on SIGINT/SIGTERM.
+// down cleanly on SIGINT/SIGTERM: open streams end with an error event and [DONE].
 
 import { basename, resolve } from 'node:path';
 import { serve } from '@hono/node-server';
@@ -17,7 +17,7 @@ const HELP = `usage: dsv3 serve [--model DIR] [--host 127.0.0.1] [--port 8000] [
   [--speculative mtp [--draft-tokens K]]   draft with the MTP module, verify in one pass
   [--draft-vocab N]                        draft from the first N token ids (default max(1024, vocab/8))
   routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET / (web chat)
-  --api-key (or DSV3_API_KEY) makes /v1/* require "Authorization: Bearer KEY"`;
+  --api-key (or DSV3_API_KEY) makes /v1/* require "Authorization: Bearer KEY"; an empty key is an error`;
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
@@ -36,6 +36,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
     process.stdout.write(HELP + '\n');
     return 0;
   }
+  const apiKey = values['api-key'] ?? process.env.DSV3_API_KEY;
+  if (apiKey !== undefined && apiKey.trim() === '') {
+    const what = values['api-key'] !== undefined ? '--api-key' : 'DSV3_API_KEY';
+    throw new UsageError(`${what} is empty: give a key, or leave it out to serve without authentication`);
+  }
   const host = values.host ?? '127.0.0.1';
   const port = intOption(values.port, 'port', 8000, 0);
   if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
@@ -48,13 +53,15 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const model = loadModel(dir, { ...values, mtp: speculative !== undefined });
   checkVocab(model, tokenizer);
   const scheduler = new Scheduler(model, { maxBatch, maxQueue, speculative, prefillChunk });
+  const shutdown = new AbortController();
   const app = createApp({
     model,
     tokenizer,
     scheduler,
     modelName: values['model-name'] ?? basename(resolve(dir)),
-    apiKey: values['api-key'] ?? process.env.DSV3_API_KEY,
+    apiKey,
     log: values.quiet ? null : undefined,
+    shutdown: shutdown.signal,
   });
 
   const server = serve({ fetch: app.fetch, hostname: host, port });
@@ -70,9 +77,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
   await new Promise<void>((done) => {
     const stop = () => {
       process.stderr.write('dsv3 serve: shutting down\n');
+      shutdown.abort(); // each open stream gets an error event and [DONE], and ends
       server.close(() => done());
-      // Open streams would hold close() forever: end them after a grace period.
-      const http = server as unknown as { closeAllConnections?: () => void };
+      // Their connections close once that is written; anything left is cut after a grace period.
+      const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
+      setTimeout(() => http.closeIdleConnections?.(), 100).unref();
       setTimeout(() => http.closeAllConnections?.(), 2000).unref();
     };
     process.once('SIGINT', stop);

@@ -1,12 +1,12 @@
 // Text-side helpers shared by the CLI commands: the default model's location, loading a
-// tokenizer with the model, sampling flags, and turning one user message into a chat prompt.
+// tokenizer with the model, sampling flags, and turning a conversation into a chat prompt.
 
 import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DsError } from '../errors.ts';
 import type { SamplingParams } from '../engine/sampler.ts';
-import { renderChat, validateMessages, type ChatMessage } from '../text/chat-template.ts';
+import { renderChat, renderChatParts, validateMessages, type ChatMessage } from '../text/chat-template.ts';
 import { Tokenizer } from '../text/tokenizer.ts';
 import { isGgufPath, readGgufHeader } from '../io/gguf.ts';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
@@ -88,4 +88,18 @@ export function chatPrompt(tok: Tokenizer, messages: unknown, addGenerationPromp
     bosToken: tok.bosToken,
     eosToken: tok.eosToken,
   });
+}
+
+/**
+ * A conversation's prompt ids: the chat template's own tokens, and the messages as plain text
+ * (special-token text a user types is not a control token).
+ */
+export function chatIds(tok: Tokenizer, messages: unknown, addGenerationPrompt: boolean): number[] {
+  validateMessages(messages);
+  if (!tok.chatTemplate) throw new DsError('BAD_CONFIG', 'the tokenizer has no chat_template');
+  return tok.encodeParts(renderChatParts(tok.chatTemplate, messages, {
+    addGenerationPrompt,
+    bosToken: tok.bosToken,
+    eosToken: tok.eosToken,
+  }, tok));
 }

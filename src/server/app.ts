@@ -1,7 +1,8 @@
 // The OpenAI-compatible HTTP app: routes, API-key check, error shape, request logs and the web
 // chat page, on web-standard Request/Response (Hono). It runs on any runtime's adapter; the
 // Node one is wired in cli/serve.ts. Generation goes through the Scheduler it is given, so
-// concurrent requests share decode steps.
+// concurrent requests share decode steps. Aborting `shutdown` ends the open streams, each with
+// an error event and [DONE], and turns new API requests away with 503.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { bodyLimit } from 'hono/body-limit';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
 import type { Scheduler } from '../engine/scheduler.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
+import { DsError } from '../errors.ts';
 import { ApiError, errorResponse, toApiError } from './errors.ts';
 import type { ServerContext } from './generation.ts';
 import { RequestRecord, type LogSink } from './log.ts';
@@ -23,12 +25,14 @@ export interface AppOptions {
   scheduler: Scheduler;
   /** The name clients pass as `model` (and /v1/models lists). */
   modelName: string;
-  /** When set, /v1/* requires `Authorization: Bearer <apiKey>`. */
+  /** When set, /v1/* requires `Authorization: Bearer <apiKey>`; it may not be empty. */
   apiKey?: string;
   /** Where request log lines go; default stderr, null for none. */
   log?: LogSink;
   /** Largest request body accepted (default 4 MiB). */
   maxBodyBytes?: number;
+  /** Abort it when the server shuts down (see above). */
+  shutdown?: AbortSignal;
 }
 
 const WEB_PAGE = new URL('./web/index.html', import.meta.url);
@@ -39,14 +43,21 @@ type Env = { Variables: { rec: RequestRecord } };
 
 /** The app; serve it with any Hono adapter, or call `app.fetch(request)` directly. */
 export function createApp(opts: AppOptions): Hono<Env> {
+  if (opts.apiKey !== undefined && opts.apiKey.trim() === '') {
+    throw new DsError('BAD_INPUT', 'the API key is empty: give a key, or none to serve without one');
+  }
   const ctx: ServerContext = {
     model: opts.model,
     tokenizer: opts.tokenizer,
     scheduler: opts.scheduler,
     modelName: opts.modelName,
+    shutdown: opts.shutdown,
+    streams: new Set(),
   };
+  opts.shutdown?.addEventListener('abort', () => [...ctx.streams].forEach((end) => end()), { once: true });
   const sink: LogSink = opts.log === undefined ? (line) => process.stderr.write(line + '\n') : opts.log;
-  const keyDigest = opts.apiKey ? digest(opts.apiKey) : null;
+  const keyDigest = opts.apiKey !== undefined ? digest(opts.apiKey) : null;
+  const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
   const page = readFileSync(WEB_PAGE, 'utf8');
   const app = new Hono<Env>();
 
@@ -58,6 +69,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
   });
 
   app.use('/v1/*', async (c, next) => {
+    if (ctx.shutdown?.aborted) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'server_shutdown');
     if (!keyDigest) return next();
     const m = /^Bearer\s+(.+)$/i.exec(c.req.header('authorization') ?? '');
     // Compare digests so the comparison takes the same time whatever the key's length.
@@ -69,9 +81,10 @@ export function createApp(opts: AppOptions): Hono<Env> {
   });
 
   app.use('/v1/*', bodyLimit({
-    maxSize: opts.maxBodyBytes ?? 4 * 1024 * 1024,
+    maxSize: maxBody,
     onError: () => {
-      throw new ApiError(413, 'the request body is too large', 'invalid_request_error', null, 'body_too_large');
+      throw new ApiError(413, `the request body is larger than this server's limit of ${maxBody} bytes`,
+        'invalid_request_error', null, 'body_too_large');
     },
   }));
 
@@ -109,6 +122,20 @@ export function createApp(opts: AppOptions): Hono<Env> {
 
   app.get('/health', (c) => c.json({ status: 'ok', model: ctx.modelName, ...ctx.scheduler.load }));
   app.get('/', (c) => c.html(page));
+
+  // A known route asked with the wrong method: 405 naming the right ones (GET serves HEAD too).
+  const allowed: [string, string][] = [
+    ['/v1/chat/completions', 'POST'], ['/v1/completions', 'POST'], ['/v1/models', 'GET, HEAD'],
+    ['/v1/models/:id', 'GET, HEAD'], ['/health', 'GET, HEAD'],
+  ];
+  for (const [path, allow] of allowed) {
+    app.all(path, (c) => {
+      const err = new ApiError(405, `Method ${c.req.method} is not allowed on ${c.req.path}; use ${allow.split(',')[0]}`,
+        'invalid_request_error', null, 'method_not_allowed');
+      c.get('rec').note = `${err.code}: ${err.message}`;
+      return errorResponse(err, { allow });
+    });
+  }
 
   app.notFound((c) => {
     const where = `${c.req.method} ${c.req.path}`;

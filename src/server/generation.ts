@@ -2,11 +2,12 @@
 // the scheduler's batch, with its own seed (seed + choice index, so n choices differ but a seed
 // still reproduces them). A request is all or nothing: if the queue refuses one sequence, the
 // ones already queued are cancelled and the request gets 429. Cancelling (client gone) frees
-// every sequence's cache at once.
+// every sequence's cache at once. Prompts are tokenized here too, a slice at a time and no
+// further than the context allows, and open streams are ended here when the server shuts down.
 
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
 import type { Scheduler } from '../engine/scheduler.ts';
-import type { Tokenizer } from '../text/tokenizer.ts';
+import type { TextPart, Tokenizer } from '../text/tokenizer.ts';
 import {
   startCompletion,
   type Completion,
@@ -23,6 +24,10 @@ export interface ServerContext {
   tokenizer: Tokenizer;
   scheduler: Scheduler;
   modelName: string;
+  /** Aborted when the server shuts down. */
+  shutdown?: AbortSignal;
+  /** The open streams, each by what ends it when the server shuts down. */
+  streams: Set<() => void>;
 }
 
 /** The running choices of one request, in index order. */
@@ -47,19 +52,24 @@ async function refused(c: Completion): Promise<unknown> {
   }
 }
 
-/** Rejects a prompt (or prompt + max_tokens) the context cannot hold, as OpenAI does. */
+/**
+ * Rejects a prompt (or prompt + max_tokens) the context cannot hold, as OpenAI does. With
+ * `atLeast`, `promptTokens` is a lower bound (the prompt was not tokenized to its end).
+ */
 export function checkContext(
   ctx: ServerContext,
   promptTokens: number,
   maxTokens: number | undefined,
   param: string,
+  atLeast = false,
 ): void {
   const max = ctx.model.cfg.max_position_embeddings;
   const want = promptTokens + (maxTokens ?? 1);
   if (promptTokens < max && want <= max) return;
+  const n = atLeast ? 'at least ' : '';
   const what = maxTokens === undefined
-    ? `the prompt has ${promptTokens} tokens`
-    : `you requested ${want} tokens (${promptTokens} in the prompt, ${maxTokens} in the completion)`;
+    ? `the prompt has ${n}${promptTokens} tokens`
+    : `you requested ${n}${want} tokens (${n}${promptTokens} in the prompt, ${maxTokens} in the completion)`;
   throw new ApiError(
     400,
     `This model's maximum context length is ${max} tokens. However, ${what}. ` +
@@ -68,6 +78,44 @@ export function checkContext(
     param,
     'context_length_exceeded',
   );
+}
+
+/**
+ * A prompt's token ids, or a 400 as soon as it is known not to fit the context: first from its
+ * length in characters alone (a token stands for at most tokenizer.maxTokenChars of them),
+ * then while tokenizing, which stops once past the context. It tokenizes a slice at a time,
+ * so the other streams and /health keep going while a long prompt is read.
+ */
+export async function encodePrompt(
+  ctx: ServerContext,
+  parts: TextPart[],
+  req: GenerationRequest,
+  param: string,
+  addSpecialTokens = false,
+): Promise<number[]> {
+  const max = ctx.model.cfg.max_position_embeddings;
+  const least = Math.ceil(parts.reduce((n, p) => n + p.text.length, 0) / ctx.tokenizer.maxTokenChars);
+  if (least >= max) checkContext(ctx, least, req.maxTokens, param, true);
+  const ids = await ctx.tokenizer.encodePartsAsync(parts, { addSpecialTokens, limit: max - 1 });
+  checkContext(ctx, ids.length, req.maxTokens, param, ids.length >= max);
+  return ids;
+}
+
+/** The error an open stream ends with when the server shuts down. */
+export const shuttingDown = () =>
+  new ApiError(503, 'the server is shutting down; the response is incomplete', 'server_error', null, 'server_shutdown');
+
+/**
+ * Registers `end` to run if the server shuts down while a stream is open (at once if it
+ * already has); returns what unregisters it.
+ */
+export function onShutdown(ctx: ServerContext, end: () => void): () => void {
+  if (ctx.shutdown?.aborted) {
+    end();
+    return () => {};
+  }
+  ctx.streams.add(end);
+  return () => ctx.streams.delete(end);
 }
 
 /**

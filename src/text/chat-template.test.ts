@@ -5,10 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { renderChat, type ChatMessage } from './chat-template.ts';
+import { renderChat, renderChatParts, type ChatMessage } from './chat-template.ts';
 import { Tokenizer } from './tokenizer.ts';
 import { DsError } from '../errors.ts';
-import { DEEPSEEK_TOKENIZER_DIR, GOLDEN_TOKENIZER_DIR, TOKENIZER_GOLDEN_MISSING } from '../../test/helpers/golden.ts';
+import { DEEPSEEK_TOKENIZER_DIR, DEEPSEEK_TOKENIZER_MISSING, GOLDEN_TOKENIZER_DIR, TOKENIZER_GOLDEN_MISSING } from '../../test/helpers/golden.ts';
 
 
 interface ChatCase {
@@ -101,4 +101,42 @@ test('valid messages render; raise_exception and tojson behave as in transformer
 test('a template that does not parse is BAD_CONFIG', () => {
   assert.throws(() => renderChat('{% for %}', [], OPTS),
     (e: unknown) => e instanceof DsError && e.code === 'BAD_CONFIG');
+});
+
+test('renderChatParts + encodeParts: the golden ids of every case (no special-token text in them)', { skip: TOKENIZER_GOLDEN_MISSING }, () => {
+  const g: ChatGolden = JSON.parse(readFileSync(join(GOLDEN_TOKENIZER_DIR, 'chat.json'), 'utf8'));
+  const t = tok();
+  for (const c of g.cases) {
+    const parts = renderChatParts(t.chatTemplate!, c.messages, {
+      addGenerationPrompt: c.add_generation_prompt, bosToken: t.bosToken, eosToken: t.eosToken,
+    }, t);
+    assert.deepEqual(parts, [{ text: c.rendered }], c.name);
+    assert.deepEqual(t.encodeParts(parts), c.ids, c.name);
+  }
+});
+
+test('renderChatParts: special-token text in messages comes back as plain parts, in place', { skip: DEEPSEEK_TOKENIZER_MISSING }, () => {
+  const t = tok();
+  const opts = { addGenerationPrompt: true, bosToken: t.bosToken, eosToken: t.eosToken };
+  // Private-use characters in the messages must not be taken for the stand-ins.
+  const messages: ChatMessage[] = [
+    { role: 'system', content: '\uE000 sys <｜User｜>' },
+    { role: 'user', content: `a${t.eosToken}\uE001<｜Assistant｜>b` },
+    { role: 'assistant', content: null, tool_calls: [{ type: 'function', function: { name: 'f<｜tool▁sep｜>', arguments: '{"x": "<｜tool▁call▁end｜>"}' } }] },
+  ];
+  const parts = renderChatParts(t.chatTemplate!, messages, opts, t);
+  assert.equal(parts.map((p) => p.text).join(''), renderChat(t.chatTemplate!, messages, opts));
+  assert.deepEqual(parts.filter((p) => p.plain).map((p) => p.text),
+    ['<｜User｜>', t.eosToken, '<｜Assistant｜>', '<｜tool▁sep｜>', '<｜tool▁call▁end｜>']);
+  const ids = t.encodeParts(parts);
+  const special = (s: string) => t.tokenToId(s)!;
+  assert.deepEqual(ids.filter((id) => id >= 128000 || id <= 2), [
+    t.bosId, special('<｜User｜>'), special('<｜Assistant｜>'), special('<｜tool▁calls▁begin｜>'), special('<｜tool▁call▁begin｜>'),
+    special('<｜tool▁sep｜>'), special('<｜tool▁call▁end｜>'), special('<｜Assistant｜>'),
+  ]);
+  assert.equal(t.decode(ids), renderChat(t.chatTemplate!, messages, opts));
+  // Tools given to the template are covered too.
+  const withTools = renderChatParts('{{ tools | tojson }}{{ messages[0].content }}', [{ role: 'user', content: 'x' }],
+    { ...opts, tools: [{ name: `t${t.eosToken}` }] }, t);
+  assert.deepEqual(withTools.filter((p) => p.plain).map((p) => p.text), [t.eosToken]);
 });

@@ -1,10 +1,12 @@
 // Chat messages -> prompt text, by rendering tokenizer_config.json's Jinja chat_template the way
 // transformers' apply_chat_template does (trim_blocks, lstrip_blocks, raise_exception, tojson
 // with ensure_ascii=False), via @huggingface/jinja. It validates messages first; it does not
-// tokenize the result (tokenizer.ts) nor parse tool calls out of model output.
+// tokenize the result (tokenizer.ts) nor parse tool calls out of model output. renderChatParts
+// renders for Tokenizer.encodeParts, keeping the messages' text plain text.
 
 import { Template } from '@huggingface/jinja';
 import { DsError } from '../errors.ts';
+import type { TextPart } from './tokenizer.ts';
 
 /** A role the DeepSeek-V3 template understands. */
 export type ChatRole = 'system' | 'user' | 'assistant' | 'tool';
@@ -129,4 +131,87 @@ export function renderChat(
     // us replace): report it as bad input, with the template's own words.
     throw new DsError('BAD_INPUT', `chat template rejected the messages: ${(e as Error).message}`);
   }
+}
+
+/** What renderChatParts needs of the tokenizer: where its added tokens are in a text. */
+export interface AddedTokenMatcher {
+  replaceAddedTokens(text: string, fn: (token: string) => string): string;
+}
+
+// Private-use characters stand in for added-token text while the template renders.
+const PRIVATE_USE = /[\uE000-\uF8FF]/g;
+
+// Every string in a JSON-like value, keys aside, through `fn`.
+function mapStrings(v: unknown, fn: (s: string) => string): unknown {
+  if (typeof v === 'string') return fn(v);
+  if (Array.isArray(v)) return v.map((x) => mapStrings(x, fn));
+  if (isObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, mapStrings(x, fn)]));
+  return v;
+}
+
+// The message strings a user writes: contents, and tool calls' names and arguments.
+function mapMessageText(messages: ChatMessage[], fn: (s: string) => string): ChatMessage[] {
+  return messages.map((m) => {
+    const out: ChatMessage = { ...m, content: m.content === null ? null : fn(m.content) };
+    if (m.tool_calls) {
+      out.tool_calls = m.tool_calls.map((c) => ({
+        ...c,
+        function: { ...c.function, name: fn(c.function.name), arguments: fn(c.function.arguments) },
+      }));
+    }
+    return out;
+  });
+}
+
+/**
+ * renderChat's text as parts for Tokenizer.encodeParts, so that added-token text inside the
+ * messages (a user writing `<｜end▁of▁sentence｜>` or `<｜User｜>`) is encoded as the
+ * characters it is, while the template's own tokens stay tokens: a message cannot end the
+ * sequence or forge a turn. Such text is swapped for private-use characters while the template
+ * renders and comes back as plain parts. Without any, the one part is renderChat's text.
+ */
+export function renderChatParts(
+  template: string,
+  messages: ChatMessage[],
+  opts: RenderChatOptions,
+  tok: AddedTokenMatcher,
+): TextPart[] {
+  validateMessages(messages);
+  const found = new Set<string>();
+  const strings: string[] = [];
+  const scan = (s: string) => {
+    strings.push(s);
+    tok.replaceAddedTokens(s, (t) => (found.add(t), t));
+    return s;
+  };
+  mapMessageText(messages, scan);
+  mapStrings(opts.tools, scan);
+  if (found.size === 0) return [{ text: renderChat(template, messages, opts) }];
+
+  const used = new Set<string>();
+  for (const s of [template, ...strings, ...found]) for (const c of s.match(PRIVATE_USE) ?? []) used.add(c);
+  const marker = new Map<string, string>();
+  const back = new Map<string, string>();
+  let code = 0xe000;
+  for (const t of found) {
+    while (used.has(String.fromCharCode(code))) code++;
+    if (code > 0xf8ff) bad('messages: too many distinct special-token texts');
+    const c = String.fromCharCode(code++);
+    marker.set(t, c);
+    back.set(c, t);
+  }
+  const escape = (s: string) => tok.replaceAddedTokens(s, (t) => marker.get(t) ?? t);
+  const text = renderChat(template, mapMessageText(messages, escape), {
+    ...opts,
+    tools: opts.tools === undefined ? undefined : mapStrings(opts.tools, escape) as unknown[],
+  });
+  const parts: TextPart[] = [];
+  let at = 0;
+  for (const m of text.matchAll(new RegExp(`[${[...back.keys()].join('')}]`, 'g'))) {
+    if (m.index > at) parts.push({ text: text.slice(at, m.index) });
+    parts.push({ text: back.get(m[0])!, plain: true });
+    at = m.index + 1;
+  }
+  if (at < text.length) parts.push({ text: text.slice(at) });
+  return parts;
 }

@@ -37,6 +37,8 @@ test('GGUF tokenizer: golden encodings, decodings and chat renderings', { skip: 
   for (const c of enc) {
     assert.deepEqual(tok.encode(c.text), c.ids, `${c.name}: ids`);
     assert.deepEqual(tok.encode(c.text, { addSpecialTokens: true }), c.ids_with_special, `${c.name}: ids with special tokens`);
+    assert.deepEqual(tok.encodeParts([{ text: c.text }], { addSpecialTokens: true, sliceChars: 7 }), c.ids_with_special,
+      `${c.name}: encodeParts`);
     assert.equal(tok.decode(c.ids), c.decoded, `${c.name}: decoded`);
     // GGUF marks every added "<｜…｜>" token as a control token (convert_hf_to_gguf's
     // does_token_look_special), also the few tokenizer.json leaves non-special (<｜User｜>,

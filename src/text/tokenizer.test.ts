@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { Tokenizer } from './tokenizer.ts';
 import { DsError } from '../errors.ts';
-import { DEEPSEEK_TOKENIZER_DIR, GOLDEN_TOKENIZER_DIR, TOKENIZER_GOLDEN_MISSING } from '../../test/helpers/golden.ts';
+import { DEEPSEEK_TOKENIZER_DIR, DEEPSEEK_TOKENIZER_MISSING, GOLDEN_TOKENIZER_DIR, TOKENIZER_GOLDEN_MISSING } from '../../test/helpers/golden.ts';
 
 
 interface EncodeCase {
@@ -129,4 +129,115 @@ test('fromDir on a folder without tokenizer.json: MISSING_FILE naming the path',
   } finally {
     rmSync(dir, { recursive: true });
   }
+});
+
+// encodeParts: the same ids as encode for ordinary parts, a slice at a time, with plain parts
+// whose added-token text is just text, and a limit.
+
+const readTokenizerFiles = () => ({
+  tj: JSON.parse(readFileSync(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer.json'), 'utf8')),
+  tc: JSON.parse(readFileSync(join(DEEPSEEK_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8')),
+});
+
+test('encodeParts: encode\'s ids on every golden case, whole and in slices down to one character', { skip: TOKENIZER_GOLDEN_MISSING }, async () => {
+  const t = tok();
+  for (const c of golden<EncodeCase>('encode.json').cases) {
+    for (const sliceChars of [undefined, 16, 1]) {
+      assert.deepEqual(t.encodeParts([{ text: c.text }], { sliceChars }), c.ids, `${c.name}, slices of ${sliceChars}`);
+      assert.deepEqual(t.encodeParts([{ text: c.text }], { sliceChars, addSpecialTokens: true }), c.ids_with_special,
+        `${c.name}, slices of ${sliceChars}, with BOS`);
+    }
+    assert.deepEqual(await t.encodePartsAsync([{ text: c.text }], { sliceChars: 16 }), c.ids, `${c.name}, async`);
+  }
+  const all = golden<EncodeCase>('encode.json').cases.map((c) => c.text).join('\n').repeat(3);
+  assert.deepEqual(await t.encodePartsAsync([{ text: all }]), t.encode(all));
+});
+
+// Random text from pieces that stress pre-tokenizer boundaries: whitespace runs, digit groups,
+// CJK runs, punctuation before letters, marks, surrogates, added tokens.
+const PIECES = ['a', 'b', 'Z', ' ', '  ', '\n', '\r\n', '\t', '1', '23', '4567', '中', '文', 'の', 'カ', '。', '!', '.',
+  "'", '"', 'é', '\u0301', 'д', '😀', '\uD800', '<', '｜', '<｜User｜>', '<｜end▁of▁sentence｜>', '<think>', '$', '_',
+  ' a', ' 1', ' .', '\u00a0', 'ß', '\u3000', 'Ġ'];
+
+function randomTexts(n: number, seed: number): string[] {
+  let x = seed;
+  const rand = (k: number) => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) % k;
+  return Array.from({ length: n }, () => Array.from({ length: 1 + rand(100) }, () => PIECES[rand(PIECES.length)]).join(''));
+}
+
+test('encodeParts: encode\'s ids on random text in slices of 1 to 20 characters', { skip: DEEPSEEK_TOKENIZER_MISSING }, () => {
+  const t = tok();
+  for (const text of randomTexts(1000, 99)) {
+    const want = t.encode(text);
+    for (const sliceChars of [1, 3, 20]) {
+      assert.deepEqual(t.encodeParts([{ text }], { sliceChars }), want, `${JSON.stringify(text)} in slices of ${sliceChars}`);
+    }
+  }
+});
+
+test('encodeParts: plain parts are text, added-token text included; the rest matches tokens', { skip: DEEPSEEK_TOKENIZER_MISSING }, () => {
+  const t = tok();
+  const { tj } = readTokenizerFiles();
+  // The oracle: the same tokenizer with no added tokens at all.
+  const bpeOnly = new HfTokenizer({ ...tj, added_tokens: [] }, {});
+  const plain = (s: string): number[] => bpeOnly.encode(s, { add_special_tokens: false }).ids;
+  const added = (ids: number[]) => ids.filter((id) => id >= 128000);
+  for (const a of tj.added_tokens as { content: string }[]) {
+    for (const text of [a.content, `x${a.content}y`, ` ${a.content}\n`]) {
+      const ids = t.encodeParts([{ text, plain: true }]);
+      assert.deepEqual(ids, plain(text), JSON.stringify(text));
+      assert.deepEqual(added(ids), [], JSON.stringify(text));
+      assert.equal(t.decode(ids), text);
+    }
+  }
+  // A plain part joins the text around it into one piece of text, as if the token were not one.
+  const u = t.tokenToId('<｜User｜>')!;
+  assert.deepEqual(t.encodeParts([{ text: '<｜User｜>Hi ' }, { text: '<｜User｜>', plain: true }, { text: 'there<｜User｜>' }]),
+    [u, ...plain('Hi <｜User｜>there'), u]);
+  assert.deepEqual(t.encodeParts([{ text: 'Hi ' }, { text: 'there' }]), t.encode('Hi there'));
+  assert.deepEqual(t.encodeParts([]), []);
+  assert.deepEqual(t.encodeParts([], { addSpecialTokens: true }), [t.bosId]);
+  for (const text of randomTexts(100, 5)) {
+    const ids = t.encodeParts([{ text, plain: true }]);
+    assert.deepEqual(added(ids), []);
+    assert.equal(t.decode(ids), Buffer.from(text, 'utf8').toString('utf8')); // lone surrogates: U+FFFD
+  }
+});
+
+test('encodeParts: BOS/EOS from a post-processor, as encode adds them', { skip: DEEPSEEK_TOKENIZER_MISSING }, () => {
+  const { tj, tc } = readTokenizerFiles();
+  const bos = { id: '<｜begin▁of▁sentence｜>', type_id: 0 };
+  const eos = { id: '<｜end▁of▁sentence｜>', type_id: 0 };
+  const t = Tokenizer.fromFiles({
+    ...tj,
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: bos }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: eos }],
+      pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { [bos.id]: { id: bos.id, ids: [0], tokens: [bos.id] }, [eos.id]: { id: eos.id, ids: [1], tokens: [eos.id] } },
+    },
+  }, { ...tc, add_bos_token: undefined, add_eos_token: undefined });
+  for (const text of ['Hello there', '<｜User｜>x', '']) {
+    const opts = { addSpecialTokens: true };
+    assert.deepEqual(t.encodeParts([{ text }], opts), t.encode(text, opts), JSON.stringify(text));
+  }
+  assert.deepEqual(t.encode('Hello', { addSpecialTokens: true }), [0, ...tok().encode('Hello'), 1]);
+});
+
+test('encodeParts: a limit stops soon after it, with a prefix of the ids; maxTokenChars bounds the count', { skip: DEEPSEEK_TOKENIZER_MISSING }, async () => {
+  const t = tok();
+  const text = randomTexts(400, 3).join(' ').repeat(5);
+  const all = t.encode(text);
+  for (const limit of [0, 10, 1000, 5000]) {
+    const some = await t.encodePartsAsync([{ text }], { limit });
+    assert.ok(some.length > limit && some.length < limit + 2048, `${some.length} ids for limit ${limit}`);
+    assert.deepEqual(some, all.slice(0, some.length));
+    assert.deepEqual(t.encodeParts([{ text }], { limit }), some);
+  }
+  assert.deepEqual(t.encodeParts([{ text }], { limit: all.length }), all);
+  // No token stands for more characters than maxTokenChars, so n characters are at least
+  // n / maxTokenChars tokens.
+  assert.equal(t.maxTokenChars, 128);
+  for (let id = 0; id < t.vocabSize; id++) assert.ok(t.decode([id]).length <= t.maxTokenChars, `token ${id}`);
+  assert.ok(all.length >= text.length / t.maxTokenChars);
 });

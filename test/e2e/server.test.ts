@@ -251,7 +251,7 @@ describe('errors', () => {
     assert.equal(r.status, 404);
     shape(r, 'not_found_error', 'unknown_url');
     const g = await fetch(`${srv.url}/v1/chat/completions`);
-    assert.equal(g.status, 404);
+    assert.equal(g.status, 405);
     const big = await chat(JSON.stringify({ messages: [{ role: 'user', content: 'x'.repeat(5 * 1024 * 1024) }] }));
     assert.equal(big.status, 413);
     shape(big, 'invalid_request_error', 'body_too_large');

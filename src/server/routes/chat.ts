@@ -4,10 +4,13 @@
 
 import { randomBytes } from 'node:crypto';
 import type { CompletionResult, TextDelta, TokenLogprob } from '../../pipeline/completion.ts';
-import { renderChat, type ChatMessage } from '../../text/chat-template.ts';
+import { renderChatParts, type ChatMessage } from '../../text/chat-template.ts';
+import type { TextPart } from '../../text/tokenizer.ts';
 import { DsError } from '../../errors.ts';
 import { toApiError, ApiError } from '../errors.ts';
-import { finishedChoices, startChoices, usage, type ServerContext } from '../generation.ts';
+import {
+  encodePrompt, finishedChoices, onShutdown, shuttingDown, startChoices, usage, type ServerContext,
+} from '../generation.ts';
 import { chatLogprobs } from '../logprobs.ts';
 import { OutputParser, collectEvents, type OutputEvent, type ParsedOutput } from '../parsers.ts';
 import type { ChatRequest, ToolDef } from '../request.ts';
@@ -24,8 +27,11 @@ export function toolsSystemPrompt(tools: ToolDef[]): string {
   return lines.join('\n');
 }
 
-/** The prompt text for a chat request, with tools shown to the model. */
-export function renderPrompt(ctx: ServerContext, req: ChatRequest): string {
+/**
+ * The prompt for a chat request, with tools shown to the model, as parts to tokenize: the
+ * template's tokens, and the messages as plain text (renderChatParts).
+ */
+export function renderPrompt(ctx: ServerContext, req: ChatRequest): TextPart[] {
   const template = ctx.tokenizer.chatTemplate;
   if (!template) {
     throw new ApiError(400, 'this model has no chat template; use /v1/completions', 'invalid_request_error', 'messages');
@@ -35,12 +41,12 @@ export function renderPrompt(ctx: ServerContext, req: ChatRequest): string {
     messages = [...messages, { role: 'system', content: toolsSystemPrompt(req.tools) }];
   }
   try {
-    return renderChat(template, messages, {
+    return renderChatParts(template, messages, {
       addGenerationPrompt: true,
       bosToken: ctx.tokenizer.bosToken,
       eosToken: ctx.tokenizer.eosToken,
       tools: req.tools,
-    });
+    }, ctx.tokenizer);
   } catch (e) {
     if (e instanceof DsError) throw toApiError(e, 'messages');
     throw e;
@@ -91,7 +97,9 @@ export async function chatCompletion(
   rec: RequestRecord,
   signal: AbortSignal,
 ): Promise<Response> {
-  const prompt = ctx.tokenizer.encode(renderPrompt(ctx, req)); // the template writes BOS
+  // The body (up to 4 MB) was just parsed: let other work run before rendering it.
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  const prompt = await encodePrompt(ctx, renderPrompt(ctx, req), req, 'messages'); // the template writes BOS
   const id = `chatcmpl-${rec.id}`;
   const created = Math.floor(Date.now() / 1000);
   const head = (object: string) => ({ id, object, created, model: ctx.modelName, system_fingerprint: null });
@@ -153,16 +161,20 @@ export async function chatCompletion(
   const onAbort = () => choices.cancel();
   signal.addEventListener('abort', onAbort, { once: true });
   rec.stream = true;
+  let release = () => {};
   return sseResponse((s) => {
     sink = s;
     for (let i = 0; i < req.n; i++) chunk(i, { role: 'assistant', content: '' });
     // Each choice finishes on its own; the usage chunk and [DONE] follow the last one. A
-    // failure here ends the stream with an error event rather than leaving it open.
+    // failure, or the server shutting down, ends the stream with an error event rather than
+    // leaving it open.
     const fail = (e: unknown) => {
+      release();
       choices.cancel();
       s.send(toApiError(e));
       s.done();
     };
+    release = onShutdown(ctx, () => fail(shuttingDown()));
     let left = req.n;
     choices.each.forEach((p, index) => void p.then((r) => {
       emit(index, parsers[index].flush());
@@ -170,6 +182,7 @@ export async function chatCompletion(
       else if (r.finish !== 'cancelled') chunk(index, {}, finishReason(r, hasCalls[index]));
       if (--left > 0) return;
       void choices.done.then((results) => {
+        release();
         signal.removeEventListener('abort', onAbort);
         rec.done(results, choices.promptTokens);
         if (req.includeUsage) {
@@ -179,5 +192,8 @@ export async function chatCompletion(
         s.done();
       }).catch(fail);
     }).catch(fail));
-  }, onAbort, { 'x-request-id': rec.id });
+  }, () => {
+    release();
+    onAbort();
+  }, { 'x-request-id': rec.id });
 }

@@ -4,7 +4,9 @@
 
 import type { CompletionResult, TextDelta, TokenLogprob } from '../../pipeline/completion.ts';
 import { toApiError } from '../errors.ts';
-import { finishedChoices, startChoices, usage, type ServerContext } from '../generation.ts';
+import {
+  encodePrompt, finishedChoices, onShutdown, shuttingDown, startChoices, usage, type ServerContext,
+} from '../generation.ts';
 import type { RequestRecord } from '../log.ts';
 import { completionLogprobs } from '../logprobs.ts';
 import type { CompletionRequest } from '../request.ts';
@@ -20,8 +22,10 @@ export async function textCompletion(
   rec: RequestRecord,
   signal: AbortSignal,
 ): Promise<Response> {
-  const prompts = req.prompts.map((p) =>
-    typeof p === 'string' ? ctx.tokenizer.encode(p, { addSpecialTokens: true }) : p);
+  const prompts: number[][] = [];
+  for (const p of req.prompts) {
+    prompts.push(typeof p === 'string' ? await encodePrompt(ctx, [{ text: p }], req, 'prompt', true) : p);
+  }
   const created = Math.floor(Date.now() / 1000);
   const base = { id: `cmpl-${rec.id}`, object: 'text_completion', created, model: ctx.modelName };
   const total = prompts.length * req.n;
@@ -54,13 +58,16 @@ export async function textCompletion(
   const onAbort = () => choices.cancel();
   signal.addEventListener('abort', onAbort, { once: true });
   rec.stream = true;
+  let release = () => {};
   return sseResponse((s) => {
     send = s.send;
     const fail = (e: unknown) => {
+      release();
       choices.cancel();
       s.send(toApiError(e));
       s.done();
     };
+    release = onShutdown(ctx, () => fail(shuttingDown()));
     let left = total;
     choices.each.forEach((p, index) => void p.then((r) => {
       if (r.finish === 'error') s.send(toApiError(r.error ?? new Error('generation failed')));
@@ -69,11 +76,15 @@ export async function textCompletion(
       }
       if (--left > 0) return;
       void choices.done.then((results) => {
+        release();
         signal.removeEventListener('abort', onAbort);
         rec.done(results, choices.promptTokens);
         if (req.includeUsage) s.send({ ...base, choices: [], usage: usage(choices.promptTokens, results, req.n) });
         s.done();
       }).catch(fail);
     }).catch(fail));
-  }, onAbort, { 'x-request-id': rec.id });
+  }, () => {
+    release();
+    onAbort();
+  }, { 'x-request-id': rec.id });
 }
