@@ -53,6 +53,21 @@ struct WView {
   int nanfree;  // F8 only: known to hold no NaN code (0x7F, 0xFF), so kernels skip the check
 };
 
+/**
+ * Activations quantised for a block-format weight (llama.cpp's arithmetic, see qdot_impl.h):
+ * each row of x as the weight's vec_dot type. Row m starts at rows + m·rowBytes and holds
+ * int8 q[K], then per block (nb = K / blockElems of the weight) float d[nb], then for Q8_0
+ * (Q4_0, Q5_0, Q8_0 weights) int32 s[nb] (each block's Σq), for Q8_K (K-quant weights)
+ * int16 bsums[16·nb]. Levels with a packed (prefill) kernel also lay the rows out in tiles
+ * of tileRows rows (tileBytes each, a level's own layout), when tiles is set.
+ */
+struct XQ {
+  std::uint8_t* rows;
+  i64 rowBytes;
+  std::uint8_t* tiles;
+  i64 tileBytes;
+};
+
 /** out[m*ldo + n] = sum_k x[m*ldx + k] * W[r0 + n][k], k < K = w.cols, n < N. */
 struct GemmNT {
   const float* x;
@@ -64,6 +79,7 @@ struct GemmNT {
   i64 ldo;
   int f8slow;  // F8: some |scale| >= 256 or non-finite (use two multiplies per element)
   int resident = 0;  // W is likely cache-resident: decode interleaves rows (see nt_direct_t)
+  const XQ* xq = nullptr;  // block formats: x quantised (rows of x, as M rows of XQ)
 };
 
 /** out[m*ldo + c] = sum_r x[m*ldx + r] * W[r0 + r][c], r < R, c < C = w.cols. */
@@ -117,6 +133,19 @@ struct KernelTable {
   void (*attention)(const AttentionArgs* a, i64 h, i64 t0, i64 t1);
   /** Row `row` of a block-format weight dequantised to dst[0 .. cols) (embedding). */
   void (*decode_row)(const WView* w, i64 row, float* dst);
+  /**
+   * Block formats: rows of a tile of the packed path's x layout (0: the level has no packed
+   * kernel for block formats and runs every M through gemm_nt), and its bytes for weight
+   * dtype dt and K values.
+   */
+  int xqTileRows;
+  i64 (*xq_tile_bytes)(int dt, i64 K);
+  /**
+   * Quantise rows [m0, m1) of x (ldx) to q for weight dtype dt (K values a row); with
+   * q->tiles, m0 is a multiple of xqTileRows and the tiles of these rows are written too
+   * (rows past m1 in the last tile as zeros when m1 is the end).
+   */
+  void (*quantize_x)(int dt, const float* x, i64 ldx, i64 K, i64 m0, i64 m1, i64 M, const XQ* q);
 };
 
 const KernelTable* generic_table();

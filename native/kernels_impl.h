@@ -15,8 +15,10 @@
 // then reduced by the fixed tree of vhsum. The decode path, the packed prefill path and
 // the attention kernels all follow exactly this order. One output of gemm_nn (matmulT,
 // attention's P·V) is a single FMA chain over r in increasing order. Block-format weights
-// (ggml Q4_0 … Q6_K) are dequantised exactly as ggml's dequantize_row_* computes each value
-// and then enter the same orders, so they keep all of these properties.
+// (ggml Q4_0 … Q6_K) take llama.cpp's integer arithmetic in gemm_nt (qdot_impl.h, its own
+// contract, equally batch invariant); in gemm_nn (matmulT) and decode_row (embedding) they
+// are dequantised exactly as ggml's dequantize_row_* computes each value (QDec) and then
+// enter the orders above.
 
 #if defined(__GNUC__) && !defined(__clang__)
 // The direct path passes accio = nullptr together with last = true, so the accumulator
@@ -562,89 +564,17 @@ static void nt_direct_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
   else nt_direct_nr<D, NT_NR>(g, m0, m1, n0, n1);
 }
 
-// =====================================================================================
-// Block formats, direct path: MR rows of x by NR rows of W, each 32-value sub-block of a
-// W row dequantised in registers (QDec::dec32) and used at once by the MR rows, in the
-// gemm_nt order (the vectors of a sub-block are consecutive in k).
-#if defined(__GNUC__)
-#define DSV3_UNROLL8 _Pragma("GCC unroll 8")
-#else
-#define DSV3_UNROLL8
-#endif
-template <class Q, int MR, int NR>
-static void ntq_tile(const float* x, I ldx, const std::uint8_t* const* w, I K, float* out, I ldo, int nv) {
-  V acc[MR][NR];
-  for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NR; j++) acc[i][j] = vzero();
-  for (I kb = 0; kb < K; kb += Q::BE) {
-    const I boff = kb / Q::BE * Q::BB;
-    typename Q::St st[NR];
-    for (int j = 0; j < NR; j++) Q::prep(w[j] + boff, st[j]);
-    // Unrolled, so that each sub-block's shifts and nibble choice are constants.
-    DSV3_UNROLL8
-    for (int s = 0; s < Q::BE / 32; s++) {
-      const float* xk = x + kb + s * 32;
-      for (int j = 0; j < NR; j++) {
-        V wv[32 / L];
-        Q::dec32(w[j] + boff, st[j], s, wv);
-        for (int i = 0; i < MR; i++)
-          for (int v = 0; v < 32 / L; v++) acc[i][j] = vfma(vload(xk + i * ldx + v * L), wv[v], acc[i][j]);
-      }
-    }
-  }
-  nt_reduce<MR, NR>(acc, out, ldo, nv);
-}
-
-template <class Q, int NR>
-static void ntq_direct_nr(const GemmNT* g, I m0, I m1, I n0, I n1) {
-  const WView& w = g->w;
-  const std::uint8_t* base = static_cast<const std::uint8_t*>(w.data);
-  for (I nt = n0; nt < n1; nt += NR) {
-    const int nv = (int)imin(NR, n1 - nt);
-    const std::uint8_t* wp[NR];
-    for (int j = 0; j < NR; j++) wp[j] = base + (g->r0 + nt + (j < nv ? j : nv - 1)) * w.ld;
-    for (I mi = m0; mi < m1; mi += NT_MR) {
-      const int mr = (int)imin(NT_MR, m1 - mi);
-      const float* x = g->x + mi * g->ldx;
-      float* out = g->out + mi * g->ldo + nt;
-      switch (mr) {
-#define DSV3_CASE(R)                                                                                         \
-  case R:                                                                                                    \
-    if (R <= NT_MR) ntq_tile<Q, (R <= NT_MR ? R : 1), NR>(x, g->ldx, wp, w.cols, out, g->ldo, nv); \
-    break;
-        DSV3_CASE(1)
-        DSV3_CASE(2)
-        DSV3_CASE(3)
-        DSV3_CASE(4)
-        DSV3_CASE(5)
-        DSV3_CASE(6)
-#undef DSV3_CASE
-      }
-    }
-  }
-}
-
-/** W rows per direct tile: MR·NR accumulators and one sub-block's vectors in registers. */
-static const int QNT_NR = NT_MR * NT_NR + 32 / L + 1 <= (L == 16 ? 32 : 16) ? NT_NR : NT_NR - 1;
-#ifndef DSV3_QDECODE_NR
-#define DSV3_QDECODE_NR 2
-#endif
-
-template <class Q>
-static void ntq_direct_t(const GemmNT* g, I m0, I m1, I n0, I n1) {
-  // As for the other dtypes (one_row_at_a_time): streamed W goes one row at a time (two
-  // rows side by side break the prefetchers' streams at every row: measured 2x slower for
-  // rows of a few KiB); cache-resident W interleaves a few rows, whose FMA chains overlap.
-  const I m = m1 - m0;
-  if (!g->resident && (m == 1 || (m <= NT_MR && g->w.ld <= SHORT_ROW_BYTES))) ntq_direct_nr<Q, 1>(g, m0, m1, n0, n1);
-  else if (m == 1) ntq_direct_nr<Q, DSV3_QDECODE_NR>(g, m0, m1, n0, n1);
-  else ntq_direct_nr<Q, QNT_NR>(g, m0, m1, n0, n1);
-}
+// Block formats take the integer path of qdot_impl.h (activations quantised as llama.cpp
+// does), both for decode (gemm_nt_direct) and prefill (gemm_nt_packed).
+template <int DT>
+static void qgemm_direct(const GemmNT* g, I m0, I m1, I n0, I n1);
+template <int DT>
+static void qgemm_packed(const GemmNT* g, I m0, I m1, I n0, I n1);
 
 static void gemm_nt_direct(const GemmNT* g, I m0, I m1, I n0, I n1) {
   switch (g->w.dtype) {
 #define DSV3_Q(DT) \
-  case DT: ntq_direct_t<QDec<DT>>(g, m0, m1, n0, n1); break;
+  case DT: qgemm_direct<DT>(g, m0, m1, n0, n1); break;
     DSV3_BLOCK_FORMATS(DSV3_Q)
 #undef DSV3_Q
     case DT_F32: nt_direct_t<Dec<DT_F32, false>>(g, m0, m1, n0, n1); break;
@@ -771,7 +701,7 @@ static_assert(PK_KC % 256 == 0, "K chunks of the packed path hold whole blocks")
 static void gemm_nt_packed(const GemmNT* g, I m0, I m1, I n0, I n1) {
   switch (g->w.dtype) {
 #define DSV3_Q(DT) \
-  case DT: nt_packed_t<QDec<DT>>(g, m0, m1, n0, n1); break;
+  case DT: qgemm_packed<DT>(g, m0, m1, n0, n1); break;
     DSV3_BLOCK_FORMATS(DSV3_Q)
 #undef DSV3_Q
     case DT_F32: nt_packed_t<Dec<DT_F32, false>>(g, m0, m1, n0, n1); break;

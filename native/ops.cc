@@ -67,14 +67,17 @@ Cpu detect() {
   cpuid(7, 0, r);
   const unsigned b = r[1];
   const bool avx2 = (b >> 5) & 1, f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+  const bool vnni = (r[2] >> 11) & 1;
   unsigned r1[4];
   cpuid(7, 1, r1);
   c.bf16 = zmm && ((r1[0] >> 5) & 1);
   c.avx2 = ymm && avx2 && fma && f16c;
-  c.avx512 = c.avx2 && zmm && f && dq && bw && vl;
-  const char* names[] = {"fma", "f16c", "avx2", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16"};
-  const bool has[] = {fma, f16c, avx2 && ymm, f && zmm, dq && zmm, bw && zmm, vl && zmm, c.bf16};
-  for (int i = 0; i < 8; i++)
+  // The avx512 level also uses VNNI (vpdpbusd) for the block formats: CPUs with AVX-512 but
+  // without it (Skylake-SP/X) run the avx2 level.
+  c.avx512 = c.avx2 && zmm && f && dq && bw && vl && vnni;
+  const char* names[] = {"fma", "f16c", "avx2", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"};
+  const bool has[] = {fma, f16c, avx2 && ymm, f && zmm, dq && zmm, bw && zmm, vl && zmm, vnni && zmm, c.bf16};
+  for (int i = 0; i < 9; i++)
     if (has[i]) c.features += (c.features.empty() ? "" : " ") + std::string(names[i]);
 #endif
   return c;
@@ -296,6 +299,71 @@ GemmNT make_gemm(const float* x, i64 M, const WView& w, float* out) {
   return make_gemm(x, M, w, out, 0, w.rows, w.cols, w.rows);
 }
 
+/**
+ * Block-format GEMMs: quantise each one's rows of x to its weight's vec_dot type (XQ in
+ * common.h; the packed path's tiles too when it runs packed on a level that has them), into
+ * the calling thread's scratch, and point g[e].xq at it. GEMMs of the same dtype over the
+ * same x (an expert's gate and up) share one. The rows are split over the pool; the bytes do
+ * not depend on how.
+ */
+void quantize_gemms(const KernelTable* t, GemmNT* g, i64 n) {
+  static thread_local std::vector<XQ> xqs;
+  static thread_local std::vector<std::uint8_t> arena;
+  struct Plan {
+    i64 rowBytes, tileBytes, ntiles, off, src;  // src: the GEMM whose XQ this one shares, or -1
+  };
+  std::vector<Plan> plan((std::size_t)n);
+  i64 total = 0;
+  double work = 0;
+  for (i64 e = 0; e < n; e++) {
+    Plan& p = plan[(std::size_t)e];
+    p = {0, 0, 0, 0, -1};
+    const int dt = g[e].w.dtype;
+    if (!is_block(dt) || g[e].M <= 0) continue;
+    for (i64 f = 0; f < e && p.src < 0; f++)
+      if (plan[(std::size_t)f].src < 0 && is_block(g[f].w.dtype) && g[f].w.dtype == dt && g[f].x == g[e].x &&
+          g[f].ldx == g[e].ldx && g[f].M == g[e].M && g[f].K == g[e].K)
+        p.src = f;
+    if (p.src >= 0) continue;
+    const i64 K = g[e].K, nb = K / FORMATS[dt].blockElems;
+    p.rowBytes = rup(K + 4 * nb + (FORMATS[dt].blockElems == 256 ? 32 * nb : 4 * nb), 64);
+    if (t->xqTileRows > 0 && packed(t, g[e].M, dt)) {
+      p.tileBytes = rup(t->xq_tile_bytes(dt, K), 64);
+      p.ntiles = cdiv(g[e].M, t->xqTileRows);
+    }
+    p.off = total;
+    total += g[e].M * p.rowBytes + p.ntiles * p.tileBytes;
+    work += (double)g[e].M * K * 8;
+  }
+  if (total == 0) return;
+  if ((i64)arena.size() < total + 128) arena.resize((std::size_t)(total + 128));
+  std::uint8_t* base = arena.data() + ((64 - (reinterpret_cast<std::uintptr_t>(arena.data()) & 63)) & 63);
+  xqs.resize((std::size_t)n);
+  for (i64 e = 0; e < n; e++) {
+    const Plan& p = plan[(std::size_t)e];
+    if (p.rowBytes == 0) continue;
+    XQ& q = xqs[(std::size_t)e];
+    q.rows = base + p.off;
+    q.rowBytes = p.rowBytes;
+    q.tiles = p.ntiles ? q.rows + g[e].M * p.rowBytes : nullptr;
+    q.tileBytes = p.tileBytes;
+    g[e].xq = &q;
+  }
+  for (i64 e = 0; e < n; e++)
+    if (plan[(std::size_t)e].src >= 0) g[e].xq = g[plan[(std::size_t)e].src].xq;
+  // Jobs: (GEMM, chunk of rows), chunks a multiple of the tile rows.
+  const i64 chunk = std::max<i64>(16, t->xqTileRows);
+  std::vector<std::pair<i64, i64>> jobs;
+  for (i64 e = 0; e < n; e++)
+    if (plan[(std::size_t)e].rowBytes > 0)
+      for (i64 m = 0; m < g[e].M; m += chunk) jobs.push_back({e, m});
+  run_jobs((i64)jobs.size(), threads_for(work), [&](i64 j) {
+    const GemmNT& ge = g[jobs[(std::size_t)j].first];
+    const i64 m0 = jobs[(std::size_t)j].second;
+    t->quantize_x(ge.w.dtype, ge.x, ge.ldx, ge.K, m0, std::min(ge.M, m0 + chunk), ge.M, ge.xq);
+  });
+}
+
 /** Run the GEMMs g[0..n) as blocks over the pool. */
 void run_gemms(const KernelTable* t, const GemmNT* g, i64 n, double work) {
   const int nt = threads_for(work);
@@ -318,6 +386,7 @@ void op_matmul_heads(float* out, const float* x, i64 M, i64 H, const WView& w, i
   const i64 K = w.cols;
   std::vector<GemmNT> g((std::size_t)H);
   for (i64 h = 0; h < H; h++) g[(std::size_t)h] = make_gemm(x + h * K, M, w, out + h * N, r0 + h * step, N, H * K, H * N);
+  if (is_block(w.dtype)) quantize_gemms(lv(), g.data(), H);
   run_gemms(lv(), g.data(), H, (double)H * M * N * (K + 16));
 }
 
@@ -605,6 +674,18 @@ void op_ffn_experts(float* y, const float* x, i64 D, const FfnNet* nets, i64 cou
     work1 += 2.0 * (double)f.n * f.gate.rows * (D + 16);
     work2 += (double)f.n * D * (f.gate.rows + 16);
   }
+  // Block formats: each net's gathered x is quantised once for gate and up (phase 1), and the
+  // gate outputs for down after phase 1.
+  std::vector<GemmNT> g1((std::size_t)count * 2);
+  for (i64 e = 0; e < count; e++) {
+    g1[(std::size_t)(2 * e)] = gg[e];
+    g1[(std::size_t)(2 * e + 1)] = gu[e];
+  }
+  quantize_gemms(t, g1.data(), count * 2);
+  for (i64 e = 0; e < count; e++) {
+    gg[e].xq = g1[(std::size_t)(2 * e)].xq;
+    gu[e].xq = g1[(std::size_t)(2 * e + 1)].xq;
+  }
   std::vector<GemmBlock> blocks;
   // Phase 1: gate and up over the same block, then silu(gate) * up in place of the gate.
   int nt = threads_for(work1);
@@ -619,6 +700,7 @@ void op_ffn_experts(float* y, const float* x, i64 D, const FfnNet* nets, i64 cou
     for (i64 m = b.m0; m < b.m1; m++) t->silu_mul(g + m * I, g + m * I, u + m * I, b.n0, b.n1);
   });
   // Phase 2: down.
+  quantize_gemms(t, gd.data(), count);
   run_gemms(t, gd.data(), count, work2);
   // Scatter in net order (op_scatter_add_rows' arithmetic), split over columns.
   const float* ys = sy.data();  // thread_local: take the caller's pointer, not the worker's

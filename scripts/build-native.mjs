@@ -115,7 +115,7 @@ async function buildDirect(nodedir) {
   ];
   if (x86) {
     units.push(['native/arch/x86/avx2.cc', ['-mavx2', '-mfma', '-mf16c']]);
-    units.push(['native/arch/x86/avx512.cc', ['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mavx2', '-mfma', '-mf16c']]);
+    units.push(['native/arch/x86/avx512.cc', ['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mavx512vnni', '-mavx2', '-mfma', '-mf16c']]);
   }
   log(`building native kernels with ${cxx} directly …`);
   const objs = units.map(([src]) => join(objDir, src.replace(/[/\\]/g, '_') + '.o'));

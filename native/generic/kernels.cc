@@ -195,10 +195,11 @@ static inline float h2f(std::uint16_t h) { return f16_to_f32(h); }
 static const std::int64_t SHORT_ROW_BYTES = DSV3_SHORT_ROW;  // decode rows up to this long go one at a time
 
 #include "../kernels_impl.h"
+#include "../qdot_impl.h"
 
 const KernelTable table = {
     "generic", L, 8, gemm_nt_direct, gemm_nt_packed, gemm_nn, softmax_rows, silu_mul, attn_latent, attention,
-    decode_row,
+    decode_row, XQ_TILE_ROWS, xq_tile_bytes, quantize_x,
 };
 
 }  // namespace

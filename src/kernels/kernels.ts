@@ -66,7 +66,9 @@ export interface Kernels {
 
   /**
    * out[m, n] = Σ_k x[m, k] · W[r0 + n, k] for n < N. x is [M, W.cols], out is [M, N].
-   * r0 defaults to 0 and N to W.rows - r0. The weight is widened to f32 inside the kernel.
+   * r0 defaults to 0 and N to W.rows - r0. The weight is widened to f32 inside the kernel;
+   * except for block-format (ggml) weights, where x is quantised to the type's vec_dot type and
+   * the dot products are llama.cpp's integer block sums (ref/qdot.ts defines the numbers).
    */
   matmul(out: Float32Array, x: Float32Array, M: number, w: LinearWeight, r0?: number, N?: number): void;
 

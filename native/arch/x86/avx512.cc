@@ -1,5 +1,6 @@
-// AVX-512 level (F, BW, VL, DQ + FMA, F16C): 16 float lanes. Compiled with -mavx512*
-// flags in its own static library; only reached after the CPU check in dispatch.cc.
+// AVX-512 level (F, BW, VL, DQ, VNNI + FMA, F16C): 16 float lanes. Compiled with -mavx512*
+// flags in its own static library; only reached after the CPU check in ops.cc (which
+// requires VNNI too: the block formats' integer dot products use vpdpbusd).
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12 reports its own _mm512_undefined_* placeholders as maybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "../../common.h"
 
@@ -192,10 +194,13 @@ static inline V viota() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 static const std::int64_t SHORT_ROW_BYTES = DSV3_SHORT_ROW;  // decode rows up to this long go one at a time
 
 #include "../../kernels_impl.h"
+#define DSV3_VNNI 1
+#define DSV3_QDOT_HEADER "arch/x86/qdot_x86.h"
+#include "../../qdot_impl.h"
 
 const KernelTable table = {
     "avx512", L, 16, gemm_nt_direct, gemm_nt_packed, gemm_nn, softmax_rows, silu_mul, attn_latent, attention,
-    decode_row,
+    decode_row, XQ_TILE_ROWS, xq_tile_bytes, quantize_x,
 };
 
 }  // namespace

@@ -1,11 +1,16 @@
 // The pure-TypeScript Kernels: the executable definition of every op and the oracle the
 // native backend is tested against. Clarity first: plain loops, one row at a time, sums
 // accumulated in float64 (JS numbers) and rounded to float32 on store. Each row's result is
-// computed by itself, so it never depends on the other rows of the call.
+// computed by itself, so it never depends on the other rows of the call. The exception is a
+// matmul with block-format (ggml) weights, and so matmulHeads and ffnExperts, which are built
+// on it: those follow llama.cpp's arithmetic, activations quantised to 8 bits and integer
+// block sums combined in float32 in a fixed order (qdot.ts). matmulT and embedding widen
+// block weights to float32 exactly (decodeRow) like the plain dtypes.
 
 import type { FfnWeights, Kernels, RouteParams } from '../kernels.ts';
 import type { LinearWeight } from '../../tensor/weight.ts';
-import { E4M3_TABLE, F16_TABLE, FORMATS, rowBytes, type BlockType } from '../../tensor/dtypes.ts';
+import { E4M3_TABLE, F16_TABLE, FORMATS, isBlockType, rowBytes, type BlockType } from '../../tensor/dtypes.ts';
+import { blockDot, quantizeActivations, VEC_DOT_TYPE, weightRowInts } from './qdot.ts';
 import { decodeBlocks, quantizeBlocks } from '../../tensor/quants.ts';
 import { copyBlock } from '../../tensor/layout.ts';
 
@@ -45,6 +50,12 @@ export function decodeRow(w: LinearWeight, r: number, dst: Float32Array): void {
   }
 }
 
+/**
+ * matmul. Plain dtypes: each weight row widened to float32 (decodeRow), the dot product summed
+ * in float64 and rounded once. Block types: llama.cpp's arithmetic (qdot.ts): every row of x
+ * quantised to the type's vec_dot type, then per output the exact integer block sums combined
+ * in float32 block by block (blockDot).
+ */
 function matmul(
   out: Float32Array,
   x: Float32Array,
@@ -54,6 +65,16 @@ function matmul(
   N = w.rows - r0,
 ): void {
   const K = w.cols;
+  if (isBlockType(w.dtype)) {
+    const dtype = w.dtype;
+    const xq = Array.from({ length: M }, (_, m) => quantizeActivations(VEC_DOT_TYPE[dtype], x, m * K, K));
+    const rb = rowBytes(dtype, K);
+    for (let n = 0; n < N; n++) {
+      const wi = weightRowInts(dtype, w.data as Uint8Array, (r0 + n) * rb, K);
+      for (let m = 0; m < M; m++) out[m * N + n] = blockDot(dtype, wi, xq[m]);
+    }
+    return;
+  }
   const row = new Float32Array(K);
   for (let n = 0; n < N; n++) {
     decodeRow(w, r0 + n, row);
