@@ -31,6 +31,25 @@ napi_value MapView(napi_env env, napi_callback_info info);
 
 namespace {
 
+/**
+ * A weight as the ops see it: one descriptor made (and validated) once per matrix by weight(),
+ * holding references to its arrays so they outlive it. Ops take it instead of the matrix's
+ * arrays and numbers.
+ */
+struct WeightHandle {
+  WView w;
+  napi_ref data = nullptr;
+  napi_ref scale = nullptr;
+};
+const napi_type_tag kWeightTag = {0x64737633574d6174ULL, 0x7269782068616e64ULL};
+
+void finalizeWeight(napi_env env, void* p, void*) {
+  WeightHandle* h = static_cast<WeightHandle*>(p);
+  if (h->data) napi_delete_reference(env, h->data);
+  if (h->scale) napi_delete_reference(env, h->scale);
+  delete h;
+}
+
 struct Args {
   napi_env env;
   napi_value v[16];
@@ -184,6 +203,27 @@ struct Args {
     }
     return w;
   }
+  /** The weight a handle from weight() describes, at argument i (validated when it was made). */
+  WView handle(size_t i) {
+    if (i >= n) {
+      fail("argument " + std::to_string(i) + " must be a weight handle (from weight())");
+      return WView{};
+    }
+    return handleOf(v[i], "argument " + std::to_string(i));
+  }
+  WView handleOf(napi_value val, const std::string& what) {
+    WView w;
+    std::memset(&w, 0, sizeof w);
+    bool tagged = false;
+    void* p = nullptr;
+    if (!ok) return w;
+    if (napi_check_object_type_tag(env, val, &kWeightTag, &tagged) != napi_ok || !tagged ||
+        napi_get_value_external(env, val, &p) != napi_ok || !p) {
+      fail(what + " must be a weight handle (from weight())");
+      return w;
+    }
+    return static_cast<const WeightHandle*>(p)->w;
+  }
 };
 
 napi_value undef(napi_env env) {
@@ -192,15 +232,35 @@ napi_value undef(napi_env env) {
   return u;
 }
 
-// matmul(out, x, M, data, dtype, rows, cols, scale, b0, b1, r0, N)
+// weight(data, dtype, rows, cols, scale | null, b0, b1) → handle: see WeightHandle. Code 4 is
+// F8 the caller has checked holds no NaN code (kernels then skip the check).
+napi_value Weight(napi_env env, napi_callback_info info) {
+  Args a(env, info, "weight");
+  const WView w = a.weight(0);
+  if (!a.ok) return nullptr;
+  WeightHandle* h = new WeightHandle();
+  h->w = w;
+  napi_create_reference(env, a.v[0], 1, &h->data);
+  if (w.scale) napi_create_reference(env, a.v[4], 1, &h->scale);
+  napi_value ext;
+  if (napi_create_external(env, h, finalizeWeight, nullptr, &ext) != napi_ok ||
+      napi_type_tag_object(env, ext, &kWeightTag) != napi_ok) {
+    finalizeWeight(env, h, nullptr);
+    a.fail("cannot create the handle");
+    return nullptr;
+  }
+  return ext;
+}
+
+// matmul(out, x, M, w, r0, N)
 napi_value Matmul(napi_env env, napi_callback_info info) {
   Args a(env, info, "matmul");
   size_t lo, lx;
   float* out = a.f32(0, &lo, "out");
   const float* x = a.f32(1, &lx, "x");
   const i64 M = a.count(2, "M");
-  const WView w = a.weight(3);
-  const i64 r0 = a.count(10, "r0"), N = a.count(11, "N");
+  const WView w = a.handle(3);
+  const i64 r0 = a.count(4, "r0"), N = a.count(5, "N");
   if (a.ok && r0 + N > w.rows) a.fail("r0 + N exceeds the weight's rows", true);
   a.need(lx, (double)M * w.cols, "x");
   a.need(lo, (double)M * N, "out");
@@ -208,15 +268,15 @@ napi_value Matmul(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// matmulT(out, x, M, data, dtype, rows, cols, scale, b0, b1, r0, R)
+// matmulT(out, x, M, w, r0, R)
 napi_value MatmulT(napi_env env, napi_callback_info info) {
   Args a(env, info, "matmulT");
   size_t lo, lx;
   float* out = a.f32(0, &lo, "out");
   const float* x = a.f32(1, &lx, "x");
   const i64 M = a.count(2, "M");
-  const WView w = a.weight(3);
-  const i64 r0 = a.count(10, "r0"), R = a.count(11, "R");
+  const WView w = a.handle(3);
+  const i64 r0 = a.count(4, "r0"), R = a.count(5, "R");
   if (a.ok && r0 + R > w.rows) a.fail("r0 + R exceeds the weight's rows", true);
   a.need(lx, (double)M * R, "x");
   a.need(lo, (double)M * w.cols, "out");
@@ -224,15 +284,15 @@ napi_value MatmulT(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// matmulHeads(out, x, M, H, data, dtype, rows, cols, scale, b0, b1, r0, step, N)
+// matmulHeads(out, x, M, H, w, r0, step, N)
 napi_value MatmulHeads(napi_env env, napi_callback_info info) {
   Args a(env, info, "matmulHeads");
   size_t lo, lx;
   float* out = a.f32(0, &lo, "out");
   const float* x = a.f32(1, &lx, "x");
   const i64 M = a.count(2, "M"), H = a.count(3, "H");
-  const WView w = a.weight(4);
-  const i64 r0 = a.count(11, "r0"), step = a.count(12, "step"), N = a.count(13, "N");
+  const WView w = a.handle(4);
+  const i64 r0 = a.count(5, "r0"), step = a.count(6, "step"), N = a.count(7, "N");
   if (a.ok && H > 0 && (double)r0 + (double)(H - 1) * step + N > (double)w.rows) a.fail("the last head's rows exceed the weight", true);
   a.need(lx, (double)M * H * w.cols, "x");
   a.need(lo, (double)M * H * N, "out");
@@ -240,15 +300,15 @@ napi_value MatmulHeads(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// matmulTHeads(out, x, M, H, xs, data, dtype, rows, cols, scale, b0, b1, r0, step, R)
+// matmulTHeads(out, x, M, H, xs, w, r0, step, R)
 napi_value MatmulTHeads(napi_env env, napi_callback_info info) {
   Args a(env, info, "matmulTHeads");
   size_t lo, lx;
   float* out = a.f32(0, &lo, "out");
   const float* x = a.f32(1, &lx, "x");
   const i64 M = a.count(2, "M"), H = a.count(3, "H"), xs = a.count(4, "xs");
-  const WView w = a.weight(5);
-  const i64 r0 = a.count(12, "r0"), step = a.count(13, "step"), R = a.count(14, "R");
+  const WView w = a.handle(5);
+  const i64 r0 = a.count(6, "r0"), step = a.count(7, "step"), R = a.count(8, "R");
   if (a.ok && R > xs) a.fail("R exceeds the head stride xs", true);
   if (a.ok && H > 0 && (double)r0 + (double)(H - 1) * step + R > (double)w.rows) a.fail("the last head's rows exceed the weight", true);
   a.need(lx, (double)M * H * xs, "x");
@@ -257,13 +317,13 @@ napi_value MatmulTHeads(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// embedding(out, data, dtype, rows, cols, scale, b0, b1, ids)
+// embedding(out, w, ids)
 napi_value Embedding(napi_env env, napi_callback_info info) {
   Args a(env, info, "embedding");
   size_t lo, li;
   float* out = a.f32(0, &lo, "out");
-  const WView w = a.weight(1);
-  const std::int32_t* ids = a.i32(8, &li, "ids");
+  const WView w = a.handle(1);
+  const std::int32_t* ids = a.i32(2, &li, "ids");
   a.need(lo, (double)li * w.cols, "out");
   for (size_t t = 0; a.ok && t < li; t++)
     if (ids[t] < 0 || ids[t] >= w.rows)
@@ -432,27 +492,25 @@ napi_value GatherRows(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// ffnExperts(y, x, D, arrays, meta, offsets, rows, weights): net e has weights
-// arrays[6e..6e+5] = gate data, gate scale | null, up data, up scale, down data, down scale,
-// and meta[15e..15e+14] = (dtype, rows, cols, b0, b1) of gate, up and down.
+// ffnExperts(y, x, D, handles, offsets, rows, weights): net e's gate, up and down are the weight
+// handles handles[3e], handles[3e+1], handles[3e+2].
 napi_value FfnExperts(napi_env env, napi_callback_info info) {
   Args a(env, info, "ffnExperts");
-  size_t ly, lx, lm, lo, lr, lw;
+  size_t ly, lx, lo, lr, lw;
   float* y = a.f32(0, &ly, "y");
   const float* x = a.f32(1, &lx, "x");
   const i64 D = a.count(2, "D");
-  const double* meta = static_cast<const double*>(a.typed(4, napi_float64_array, &lm, "meta"));
-  const std::int32_t* off = a.i32(5, &lo, "offsets");
-  const std::int32_t* rows = a.i32(6, &lr, "rows");
-  const float* wts = a.f32(7, &lw, "weights");
+  const std::int32_t* off = a.i32(4, &lo, "offsets");
+  const std::int32_t* rows = a.i32(5, &lr, "rows");
+  const float* wts = a.f32(6, &lw, "weights");
   if (!a.ok) return nullptr;
   bool isArr = false;
   napi_is_array(env, a.v[3], &isArr);
   uint32_t na = 0;
   if (isArr) napi_get_array_length(env, a.v[3], &na);
   const i64 count = lo > 0 ? (i64)lo - 1 : 0;
-  if (!isArr || na != (uint32_t)(6 * count) || lm != (size_t)(15 * count)) {
-    a.fail("arrays must hold 6 and meta 15 entries per net (offsets has nets + 1)", true);
+  if (!isArr || na != (uint32_t)(3 * count)) {
+    a.fail("handles must hold 3 weights per net (offsets has nets + 1)", true);
     return nullptr;
   }
   if (lw < lr) a.fail("weights is shorter than rows", true);
@@ -460,14 +518,13 @@ napi_value FfnExperts(napi_env env, napi_callback_info info) {
   if (a.ok) a.need(ly, T * (double)D, "y");
   std::vector<FfnNet> nets((std::size_t)count);
   for (i64 e = 0; a.ok && e < count; e++) {
-    napi_value el[6];
-    for (uint32_t k = 0; k < 6; k++) napi_get_element(env, a.v[3], (uint32_t)(6 * e) + k, &el[k]);
-    const double* m = meta + 15 * e;
-    auto scaleOf = [&](napi_value v) -> napi_value { return a.nullish(v) ? nullptr : v; };
+    napi_value el[3];
+    for (uint32_t k = 0; k < 3; k++) napi_get_element(env, a.v[3], (uint32_t)(3 * e) + k, &el[k]);
     FfnNet& f = nets[(std::size_t)e];
-    f.gate = a.weightOf(el[0], m[0], m[1], m[2], scaleOf(el[1]), m[3], m[4]);
-    f.up = a.weightOf(el[2], m[5], m[6], m[7], scaleOf(el[3]), m[8], m[9]);
-    f.down = a.weightOf(el[4], m[10], m[11], m[12], scaleOf(el[5]), m[13], m[14]);
+    const std::string net = "net " + std::to_string(e);
+    f.gate = a.handleOf(el[0], net + " gate");
+    f.up = a.handleOf(el[1], net + " up");
+    f.down = a.handleOf(el[2], net + " down");
     if (!a.ok) break;
     if (f.gate.cols != D || f.up.cols != D || f.up.rows != f.gate.rows || f.down.rows != D || f.down.cols != f.gate.rows)
       a.fail("net " + std::to_string(e) + ": gate/up must be [I, D] and down [D, I]", true);
@@ -618,14 +675,14 @@ napi_value AdviseHugePages(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// quantize(out, data, dtype, rows, cols, scale, b0, b1, type): every row of the weight
+// quantize(out, w, type): every row of the weight
 // quantised to the block dtype code `type`, row after row into out (Uint8Array).
 napi_value Quantize(napi_env env, napi_callback_info info) {
   Args a(env, info, "quantize");
   size_t lo;
   std::uint8_t* out = static_cast<std::uint8_t*>(a.typed(0, napi_uint8_array, &lo, "out"));
-  const WView w = a.weight(1);
-  const i64 type = a.count(8, "type");
+  const WView w = a.handle(1);
+  const i64 type = a.count(2, "type");
   if (a.ok && (type >= DT_COUNT || FORMATS[type].blockElems <= 1))
     a.fail("type " + std::to_string(type) + " is not a block format code", true);
   if (a.ok && w.cols % FORMATS[type].blockElems != 0)
@@ -651,7 +708,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"level", Level},           {"levels", Levels},         {"setLevel", SetLevel},
       {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth}, {"setWeightBytes", SetWeightBytes}, {"adviseHugePages", AdviseHugePages},
       {"mapFile", MapFile}, {"mapSize", MapSize}, {"mapView", MapView},
-      {"quantize", Quantize},
+      {"quantize", Quantize}, {"weight", Weight},
   };
   for (auto& f : fns) {
     napi_value fn;

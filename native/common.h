@@ -18,6 +18,7 @@ typedef std::int64_t i64;
 enum DType : int {
   DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2, DT_F8 = 3,
   DT_Q4_0 = 10, DT_Q5_0 = 11, DT_Q8_0 = 12, DT_Q4_K = 13, DT_Q5_K = 14, DT_Q6_K = 15,
+  DT_Q4_1 = 16, DT_Q5_1 = 17,
 };
 
 /**
@@ -32,12 +33,12 @@ struct FormatTraits {
   int blockElems;  // values per block
   int blockBytes;  // bytes per block
 };
-constexpr int DT_COUNT = 16;
+constexpr int DT_COUNT = 18;
 constexpr FormatTraits FORMATS[DT_COUNT] = {
     {"F32", 1, 4},     {"BF16", 1, 2},    {"F16", 1, 2},    {"F8_E4M3", 1, 1}, {nullptr, 0, 0},
     {nullptr, 0, 0},   {nullptr, 0, 0},   {nullptr, 0, 0},  {nullptr, 0, 0},   {nullptr, 0, 0},
     {"Q4_0", 32, 18},  {"Q5_0", 32, 22},  {"Q8_0", 32, 34}, {"Q4_K", 256, 144}, {"Q5_K", 256, 176},
-    {"Q6_K", 256, 210},
+    {"Q6_K", 256, 210}, {"Q4_1", 32, 20},  {"Q5_1", 32, 24},
 };
 
 /** A weight matrix in its stored dtype (see src/tensor/weight.ts). */
@@ -58,8 +59,10 @@ struct WView {
  * each row of x as the weight's vec_dot type. Row m starts at rows + m·rowBytes and holds
  * int8 q[K], then per block (nb = K / blockElems of the weight) float d[nb], then for Q8_0
  * (Q4_0, Q5_0, Q8_0 weights) int32 s[nb] (each block's Σq), for Q8_K (K-quant weights)
- * int16 bsums[16·nb]. Levels with a packed (prefill) kernel also lay the rows out in tiles
- * of tileRows rows (tileBytes each, a level's own layout), when tiles is set.
+ * int16 bsums[16·nb]; for Q8_1 (Q4_1, Q5_1 weights) s[nb] then float s1[nb] (Q8_1's stored
+ * f16 s = d·Σq, widened) and 32 bytes of padding. Levels with a packed (prefill) kernel also
+ * lay the rows out in tiles of tileRows rows (tileBytes each, a level's own layout), when
+ * tiles is set (never for Q4_1 / Q5_1).
  */
 struct XQ {
   std::uint8_t* rows;

@@ -216,6 +216,61 @@ struct QDec<DT_Q5_0> : QBase<DT_Q5_0> {
     }
   }
 };
+// Q4_1 / Q5_1: f16 d, f16 m, then (Q5_1) the 32-bit word of fifth bits, then the nibbles as in
+// Q4_0; w = q·d + m (q·d exact, so one rounding, the addition's).
+struct QSt1 {
+  V d, m;
+#if defined(DSV3_QLUT)
+  V t0, t1;
+#endif
+};
+template <>
+struct QDec<DT_Q4_1> : QBase<DT_Q4_1> {
+  typedef QSt1 St;
+  static inline void prep(const std::uint8_t* b, St& st) {
+    st.d = vset1(h2f(rd16(b)));
+    st.m = vset1(h2f(rd16(b + 2)));
+#if defined(DSV3_QLUT)
+    st.t0 = vadd(vmul(viota(), st.d), st.m);
+#endif
+  }
+  static inline void dec32(const std::uint8_t* b, const St& st, int, V* out) {
+#if defined(DSV3_QLUT)
+    const VI q = vi_u8(b + 4);
+    out[0] = vlut16(st.t0, q);
+    out[1] = vlut16(st.t0, vi_srli(q, 4));
+#else
+    for (int v = 0; v < 32 / L; v++) {
+      const int j = v * L;
+      out[v] = vadd(vmul(vi_cvt(nibbles(b + 4 + (j & 15), j >= 16)), st.d), st.m);
+    }
+#endif
+  }
+};
+template <>
+struct QDec<DT_Q5_1> : QBase<DT_Q5_1> {
+  typedef QSt1 St;
+  static inline void prep(const std::uint8_t* b, St& st) {
+    st.d = vset1(h2f(rd16(b)));
+    st.m = vset1(h2f(rd16(b + 2)));
+#if defined(DSV3_QLUT)
+    st.t0 = vadd(vmul(viota(), st.d), st.m);
+    st.t1 = vadd(vmul(vadd(viota(), vset1(16.0f)), st.d), st.m);
+#endif
+  }
+  static inline void dec32(const std::uint8_t* b, const St& st, int, V* out) {
+    const std::uint32_t qh = rd32(b + 4);
+    for (int v = 0; v < 32 / L; v++) {
+      const int j = v * L;
+      const VI q = vi_or(nibbles(b + 8 + (j & 15), j >= 16), vi_bit16(qh >> j));
+#if defined(DSV3_QLUT)
+      out[v] = vlut32(st.t0, st.t1, q);
+#else
+      out[v] = vadd(vmul(vi_cvt(q), st.d), st.m);
+#endif
+    }
+  }
+};
 /**
  * Q4_K/Q5_K: f16 d, f16 dmin, then 12 bytes packing a 6-bit scale sc and min m for each of
  * the 8 sub-blocks (sub-block j < 4: the low 6 bits of bytes j and j + 4; j >= 4: the low
@@ -308,7 +363,8 @@ struct QDec<DT_Q6_K> : QBase<DT_Q6_K> {
   }
 };
 /** X(code) for every block format. */
-#define DSV3_BLOCK_FORMATS(X) X(DT_Q4_0) X(DT_Q5_0) X(DT_Q8_0) X(DT_Q4_K) X(DT_Q5_K) X(DT_Q6_K)
+#define DSV3_BLOCK_FORMATS(X) \
+  X(DT_Q4_0) X(DT_Q5_0) X(DT_Q8_0) X(DT_Q4_1) X(DT_Q5_1) X(DT_Q4_K) X(DT_Q5_K) X(DT_Q6_K)
 
 // ---- thread-local scratch (grown on demand, kept for the thread's life) ----
 struct Scratch {

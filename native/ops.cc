@@ -326,10 +326,11 @@ void quantize_gemms(const KernelTable* t, GemmNT* g, i64 n) {
         p.src = f;
     if (p.src >= 0) continue;
     const i64 K = g[e].K, nb = K / FORMATS[dt].blockElems;
-    p.rowBytes = rup(K + 4 * nb + (FORMATS[dt].blockElems == 256 ? 32 * nb : 4 * nb), 64);
+    const bool q81 = dt == DT_Q4_1 || dt == DT_Q5_1;  // Q8_1: also the float s, and padding
+    p.rowBytes = rup(K + 4 * nb + (FORMATS[dt].blockElems == 256 ? 32 * nb : 4 * nb) + (q81 ? 4 * nb + 32 : 0), 64);
     if (t->xqTileRows > 0 && packed(t, g[e].M, dt)) {
-      p.tileBytes = rup(t->xq_tile_bytes(dt, K), 64);
-      p.ntiles = cdiv(g[e].M, t->xqTileRows);
+      p.tileBytes = rup(t->xq_tile_bytes(dt, K), 64);  // 0: no packed kernel for dt
+      p.ntiles = p.tileBytes > 0 ? cdiv(g[e].M, t->xqTileRows) : 0;
     }
     p.off = total;
     total += g[e].M * p.rowBytes + p.ntiles * p.tileBytes;

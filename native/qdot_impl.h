@@ -5,6 +5,7 @@
 // definition, native/README.md states it; every level gives its float32 bits exactly:
 //
 //   Q4_0  v = (S·dw)·dx        Q5_0  v = (dw·dx)·S        Q8_0  v = S·(dw·dx)     o += v
+//   Q4_1, Q5_1 (x as Q8_1, s its f16 d·Σq, m the weight's min)  v = (dw·dx)·S + m·s   o += v
 //   Q4_K, Q5_K  A += (dw·dx)·S;  B −= (dmin·dx)·Mn;  out = B + A
 //   Q6_K        A += (dw·dx)·S;  out = 0 + A
 //
@@ -31,6 +32,7 @@ struct XRow {
   const float* d;          // block scales, from block b
   const std::int32_t* s;   // Q8_0: Σq per block, from block b
   const std::int16_t* bs;  // Q8_K: 16 bsums per block, from block b
+  const float* s1;         // Q8_1: the stored f16 s = d·Σq widened, from block b
 };
 
 static inline XRow xq_row(const XQ* q, I K, I nb, bool kq, I m, I b) {
@@ -41,6 +43,7 @@ static inline XRow xq_row(const XQ* q, I K, I nb, bool kq, I m, I b) {
   x.d = reinterpret_cast<const float*>(r + K) + b;
   x.s = kq ? nullptr : reinterpret_cast<const std::int32_t*>(r + K + 4 * nb) + b;
   x.bs = kq ? reinterpret_cast<const std::int16_t*>(r + K + 4 * nb) + 16 * b : nullptr;
+  x.s1 = kq ? nullptr : reinterpret_cast<const float*>(r + K + 8 * nb) + b;  // read for Q4_1 / Q5_1 only
   return x;
 }
 
@@ -109,6 +112,29 @@ static inline int qnearest_int(float f) {
   }
 }
 
+/** One row of K values to Q8_1 blocks (quantize_row_q8_1_ref): q, d, s (Σq) and s1 (f16(Σq·d) widened). */
+[[maybe_unused]] static void quant_row_q8_1(const float* x, I K, std::int8_t* q, float* d, std::int32_t* s, float* s1) {
+  for (I b = 0; b < K / 32; b++) {
+    const float* xb = x + 32 * b;
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++) {
+      const float a = std::fabs(xb[j]);
+      amax = amax > a ? amax : a;
+    }
+    const float dd = amax / 127.0f;
+    const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+    d[b] = h2f(qf32_to_f16(dd));
+    std::int32_t sum = 0;
+    for (int j = 0; j < 32; j++) {
+      const std::int8_t v = qtrunc_i8(std::roundf(xb[j] * id));
+      q[32 * b + j] = v;
+      sum += v;
+    }
+    s[b] = sum;
+    s1[b] = h2f(qf32_to_f16((float)sum * dd));
+  }
+}
+
 /** One row of K values to Q8_K blocks: q, d, bsums. */
 [[maybe_unused]] static void quant_row_q8_k(const float* x, I K, std::int8_t* q, float* d, std::int16_t* bs) {
   for (I b = 0; b < K / 256; b++) {
@@ -143,6 +169,8 @@ static inline int qnearest_int(float f) {
 }
 
 static inline bool qis_k(int dt) { return FORMATS[dt].blockElems == 256; }
+/** Q4_1 / Q5_1: activations as Q8_1, v = (dw·dx)·S + m·s. */
+static constexpr bool qis_1(int dt) { return dt == DT_Q4_1 || dt == DT_Q5_1; }
 
 // ---------------------------------------------------------------------------------------
 // The integers of a weight block (portable; the SIMD levels have their own isums).
@@ -162,6 +190,13 @@ static inline void qk_scales(const std::uint8_t* s, int* sc, int* mn) {
 
 // ---------------------------------------------------------------------------------------
 // The float32 combination (the same scalar operations on every path).
+
+/** One Q4_1 / Q5_1 block's value: (dw·dx)·S + m·s1 (m: the weight's min, s1: Q8_1's s). */
+static inline float qblock32_1(std::int32_t S, float dw, float dx, float m, float s1) {
+  const float a = (dw * dx) * (float)S;
+  const float b = m * s1;
+  return a + b;
+}
 
 /** One Q4_0 / Q5_0 / Q8_0 block's value from its integer sum S and the two scales. */
 template <int DT>
@@ -208,11 +243,17 @@ static inline void q32_codes(const std::uint8_t* b, int* c) {
       c[j] = (b[2 + j] & 15) - 8;
       c[j + 16] = (b[2 + j] >> 4) - 8;
     }
-  } else {
-    const std::uint32_t qh = rd32(b + 2);
+  } else if (DT == DT_Q4_1) {
     for (int j = 0; j < 16; j++) {
-      c[j] = ((b[6 + j] & 15) | (((qh >> j) & 1) << 4)) - 16;
-      c[j + 16] = ((b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16;
+      c[j] = b[4 + j] & 15;
+      c[j + 16] = b[4 + j] >> 4;
+    }
+  } else {
+    const int o = DT == DT_Q5_1 ? 4 : 2, off = DT == DT_Q5_1 ? 0 : 16;
+    const std::uint32_t qh = rd32(b + o);
+    for (int j = 0; j < 16; j++) {
+      c[j] = ((b[o + 4 + j] & 15) | (((qh >> j) & 1) << 4)) - off;
+      c[j + 16] = ((b[o + 4 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - off;
     }
   }
 }
@@ -292,18 +333,23 @@ static void qrow(const std::uint8_t* w, I nb, const XRow* x0, int mr, float* o) 
     alignas(64) std::int32_t S[QMR][QCH];
     for (I b0 = 0; b0 < nb; b0 += QCH) {
       const int cnt = (int)imin(QCH, nb - b0);
-      for (int m = 0; m < mr; m++) xr[m] = {x0[m].q + 32 * b0, x0[m].d + b0, x0[m].s + b0, nullptr};
+      for (int m = 0; m < mr; m++) xr[m] = {x0[m].q + 32 * b0, x0[m].d + b0, x0[m].s + b0, nullptr, x0[m].s1 + b0};
       isums32<DT>(w + b0 * BB, cnt, xr, mr, S);
       for (int i = 0; i < cnt; i++) {
         const float dw = h2f(rd16(w + (b0 + i) * BB));
-        for (int m = 0; m < mr; m++) B[m] = B[m] + qblock32<DT>(S[m][i], dw, xr[m].d[i]);
+        if (qis_1(DT)) {
+          const float mw = h2f(rd16(w + (b0 + i) * BB + 2));
+          for (int m = 0; m < mr; m++) B[m] = B[m] + qblock32_1(S[m][i], dw, xr[m].d[i], mw, xr[m].s1[i]);
+        } else {
+          for (int m = 0; m < mr; m++) B[m] = B[m] + qblock32<DT>(S[m][i], dw, xr[m].d[i]);
+        }
       }
     }
     for (int m = 0; m < mr; m++) o[m] = B[m];
   } else {
     std::int32_t S[QMR], Mn[QMR];
     for (I b = 0; b < nb; b++) {
-      for (int m = 0; m < mr; m++) xr[m] = {x0[m].q + 256 * b, x0[m].d + b, nullptr, x0[m].bs + 16 * b};
+      for (int m = 0; m < mr; m++) xr[m] = {x0[m].q + 256 * b, x0[m].d + b, nullptr, x0[m].bs + 16 * b, nullptr};
       isumsK<DT>(w + b * BB, xr, mr, S, Mn);
       for (int m = 0; m < mr; m++) qblockK<DT>(w + b * BB, xr[m].d[0], S[m], Mn[m], A[m], B[m]);
     }
@@ -320,6 +366,11 @@ static void quantize_x(int dt, const float* x, I ldx, I K, I m0, I m1, I M, cons
     std::uint8_t* r = q->rows + m * q->rowBytes;
     std::int8_t* qs = reinterpret_cast<std::int8_t*>(r);
     float* d = reinterpret_cast<float*>(r + K);
+    if (qis_1(dt)) {
+      quant_row_q8_1(x + m * ldx, K, qs, d, reinterpret_cast<std::int32_t*>(r + K + 4 * nb),
+                     reinterpret_cast<float*>(r + K + 8 * nb));
+      continue;
+    }
 #if defined(DSV3_QQUANT_SIMD)
     if (kq) qquant_row_q8_k(x + m * ldx, K, qs, d, reinterpret_cast<std::int16_t*>(r + K + 4 * nb));
     else qquant_row_q8_0(x + m * ldx, K, qs, d, reinterpret_cast<std::int32_t*>(r + K + 4 * nb));
@@ -365,9 +416,11 @@ static void qgemm_direct(const GemmNT* g, I m0, I m1, I n0, I n1) {
 template <int DT>
 static void qgemm_packed(const GemmNT* g, I m0, I m1, I n0, I n1) {
 #if defined(DSV3_QPACKED)
-  if (g->xq->tiles) {
-    qpacked<DT>(g, m0, m1, n0, n1);
-    return;
+  if constexpr (!qis_1(DT)) {  // Q4_1 / Q5_1: no packed kernel (xq_tile_bytes 0, no tiles)
+    if (g->xq->tiles) {
+      qpacked<DT>(g, m0, m1, n0, n1);
+      return;
+    }
   }
 #endif
   qgemm_rows<DT>(g, m0, m1, n0, n1);
@@ -377,7 +430,7 @@ static I xq_tile_bytes(int dt, I K) {
 #if defined(DSV3_QPACKED)
   switch (dt) {
 #define DSV3_Q(DT) \
-  case DT: return xq_tile_bytes_t<DT>(K);
+  case DT: return qis_1(DT) ? 0 : xq_tile_bytes_t<DT>(K);
     DSV3_BLOCK_FORMATS(DSV3_Q)
 #undef DSV3_Q
   }

@@ -246,6 +246,54 @@ void quant_q5_0(const float* x, i64 nb, u8* y) {
   }
 }
 
+/**
+ * Q4_1 (bits 4) and Q5_1 (bits 5): the block's [min, max] from ±FLT_MAX, d = (max − min) /
+ * (2^bits − 1) and min written as f16 at y, y + 2; levels int8((x − min)·(1/d) + ½) from the
+ * float32 d and min, Q4_1's capped at 15, Q5_1's kept to their low byte (C's uint8_t).
+ */
+void affine_levels(const float* x, int bits, u8* y, u8* lv) {
+  float min = 3.40282346638528859812e+38f, max = -3.40282346638528859812e+38f;
+  for (int j = 0; j < 32; j++) {
+    const float v = x[j];
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  const float d = (max - min) / (float)((1 << bits) - 1);
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  put_half(y, d);
+  put_half(y + 2, min);
+  for (int j = 0; j < 32; j++) {
+    const float t = (x[j] - min) * id;
+    const int q = to_i8(t + 0.5f);
+    lv[j] = (u8)(bits == 4 ? std::min(15, q) : q);
+  }
+}
+
+void quant_q4_1(const float* x, i64 nb, u8* y) {
+  u8 lv[32];
+  for (i64 b = 0; b < nb; b++, x += 32, y += 20) {
+    affine_levels(x, 4, y, lv);
+    for (int j = 0; j < 16; j++) y[4 + j] = (u8)(lv[j] | (lv[j + 16] << 4));
+  }
+}
+
+void quant_q5_1(const float* x, i64 nb, u8* y) {
+  u8 lv[32];
+  for (i64 b = 0; b < nb; b++, x += 32, y += 24) {
+    affine_levels(x, 5, y, lv);
+    std::uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+      y[8 + j] = (u8)((lv[j] & 15) | ((lv[j + 16] & 15) << 4));
+      qh |= (std::uint32_t)((lv[j] >> 4) & 1) << j;
+      qh |= (std::uint32_t)((lv[j + 16] >> 4) & 1) << (j + 16);
+    }
+    y[4] = (u8)(qh & 0xff);
+    y[5] = (u8)((qh >> 8) & 0xff);
+    y[6] = (u8)((qh >> 16) & 0xff);
+    y[7] = (u8)(qh >> 24);
+  }
+}
+
 // ---- Q4_K / Q5_K ---------------------------------------------------------------------------
 
 /**
@@ -570,6 +618,24 @@ void decode_blocks(int dt, const u8* p, i64 nb, float* o) {
         }
       }
       break;
+    case DT_Q4_1:
+    case DT_Q5_1: {
+      const bool five = dt == DT_Q5_1;
+      for (i64 b = 0; b < nb; b++, p += five ? 24 : 20, o += 32) {
+        const float d = half_at(p), m = half_at(p + 2);
+        const std::uint32_t qh = five ? ((std::uint32_t)p[4] | ((std::uint32_t)p[5] << 8) |
+                                         ((std::uint32_t)p[6] << 16) | ((std::uint32_t)p[7] << 24))
+                                      : 0u;
+        const u8* q = p + (five ? 8 : 4);
+        for (int j = 0; j < 16; j++) {
+          const int lo = (q[j] & 15) | (int)(((qh >> j) & 1) << 4);
+          const int hi = (q[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+          o[j] = (float)lo * d + m;
+          o[j + 16] = (float)hi * d + m;
+        }
+      }
+      break;
+    }
     case DT_Q4_K:
     case DT_Q5_K: {
       const bool five = dt == DT_Q5_K;
@@ -658,6 +724,8 @@ void quantize_blocks(int type, const float* x, i64 nb, u8* y) {
     case DT_Q8_0: quant_q8_0(x, nb, y); break;
     case DT_Q4_0: quant_q4_0(x, nb, y); break;
     case DT_Q5_0: quant_q5_0(x, nb, y); break;
+    case DT_Q4_1: quant_q4_1(x, nb, y); break;
+    case DT_Q5_1: quant_q5_1(x, nb, y); break;
     case DT_Q4_K: quant_q45_k(false, x, nb, y); break;
     case DT_Q5_K: quant_q45_k(true, x, nb, y); break;
     case DT_Q6_K: quant_q6_k(x, nb, y); break;

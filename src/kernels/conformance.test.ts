@@ -147,7 +147,7 @@ function bitwise(got: Float32Array, want: Float32Array, what: string): void {
 const DTYPES: DType[] = ['F32', 'BF16', 'F16', 'F8_E4M3'];
 
 // ---- ggml block formats ----
-const BLOCK_TYPES: BlockType[] = ['Q4_0', 'Q5_0', 'Q8_0', 'Q4_K', 'Q5_K', 'Q6_K'];
+const BLOCK_TYPES: BlockType[] = ['Q4_0', 'Q5_0', 'Q8_0', 'Q4_1', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'];
 /** Byte offsets of a block's f16 scales (d, and dmin for Q4_K/Q5_K). */
 const HALF_FIELDS: Record<BlockType, number[]> = {
   Q4_0: [0], Q5_0: [0], Q8_0: [0], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208], Q4_1: [0, 2], Q5_1: [0, 2],
@@ -901,8 +901,8 @@ for (const be of backends) {
           const x = randArray(M * 300, 86 + M);
           const checked = new Float32Array(M * 90);
           const skipped = new Float32Array(M * 90);
-          a.matmul(checked, x, M, d, 3, 90, 300, w.scale!, b[0], b[1], 0, 90);
-          a.matmul(skipped, x, M, d, 4, 90, 300, w.scale!, b[0], b[1], 0, 90);
+          a.matmul(checked, x, M, a.weight(d, 3, 90, 300, w.scale!, b[0], b[1]), 0, 90);
+          a.matmul(skipped, x, M, a.weight(d, 4, 90, 300, w.scale!, b[0], b[1]), 0, 90);
           bitwise(skipped, checked, `M=${M}`);
         }
         d[5] = 0xff;
@@ -938,15 +938,19 @@ for (const be of backends) {
         assert.throws(() => K.ffnExperts(new Float32Array(8), new Float32Array(8), 8, [net], Int32Array.of(0, 1), Int32Array.of(1), one), RangeError);
         assert.throws(() => K.ffnExperts(new Float32Array(8), new Float32Array(8), 8, [net], Int32Array.of(0, 2), Int32Array.of(0), one), RangeError);
         assert.throws(() => K.ffnExperts(new Float32Array(8), new Float32Array(8), 8, [{ ...net, down_proj: net.gate_proj }], Int32Array.of(0, 1), Int32Array.of(0), one), RangeError);
-        // Block formats: whole blocks per row, the exact byte length, raw bytes.
+        // Block formats: whole blocks per row, the exact byte length, raw bytes; checked once, when
+        // the weight's descriptor is made.
         const q = makeBlockWeight('Q4_K', 4, 256, 5);
         const a = nativeAddon()!;
         const out4 = new Float32Array(4), x256 = new Float32Array(256);
-        assert.throws(() => a.matmul(out4, x256, 1, q.data, 13, 4, 255, null, 0, 0, 0, 4), /multiple/);
-        assert.throws(() => a.matmul(out4, x256, 1, (q.data as Uint8Array).subarray(1), 13, 4, 256, null, 0, 0, 0, 4), RangeError);
-        assert.throws(() => a.matmul(out4, x256, 1, new Uint16Array(288), 13, 4, 256, null, 0, 0, 0, 4), TypeError);
-        assert.throws(() => a.matmul(out4, x256, 1, q.data, 9, 4, 256, null, 0, 0, 0, 4), /unknown dtype/);
-        a.matmul(out4, x256, 1, q.data, 13, 4, 256, null, 0, 0, 0, 4);
+        assert.throws(() => a.weight(q.data, 13, 4, 255, null, 0, 0), /multiple/);
+        assert.throws(() => a.weight((q.data as Uint8Array).subarray(1), 13, 4, 256, null, 0, 0), RangeError);
+        assert.throws(() => a.weight(new Uint16Array(288), 13, 4, 256, null, 0, 0), TypeError);
+        assert.throws(() => a.weight(q.data, 9, 4, 256, null, 0, 0), /unknown dtype/);
+        a.matmul(out4, x256, 1, a.weight(q.data, 13, 4, 256, null, 0, 0), 0, 4);
+        // Ops take only descriptors.
+        assert.throws(() => a.matmul(out4, x256, 1, {} as never, 0, 4), /weight handle/);
+        assert.throws(() => a.matmul(out4, x256, 1, q.data as never, 0, 4), /weight handle/);
       });
     }
   });

@@ -14,17 +14,18 @@ type F32 = Float32Array;
 type WData = Float32Array | Uint16Array | Uint8Array;
 
 /** The addon's exports (see native/binding.cc). */
+/** A weight as the addon's ops take it: see weight() in native/binding.cc. */
+export type WeightHandle = object & { readonly __weight: unique symbol };
+
+/** The addon's exports (see native/binding.cc). */
 export interface NativeAddon {
-  matmul(out: F32, x: F32, M: number, data: WData, dt: number, rows: number, cols: number,
-    scale: F32 | null, b0: number, b1: number, r0: number, N: number): void;
-  matmulT(out: F32, x: F32, M: number, data: WData, dt: number, rows: number, cols: number,
-    scale: F32 | null, b0: number, b1: number, r0: number, R: number): void;
-  matmulHeads(out: F32, x: F32, M: number, H: number, data: WData, dt: number, rows: number, cols: number,
-    scale: F32 | null, b0: number, b1: number, r0: number, step: number, N: number): void;
-  matmulTHeads(out: F32, x: F32, M: number, H: number, xs: number, data: WData, dt: number, rows: number,
-    cols: number, scale: F32 | null, b0: number, b1: number, r0: number, step: number, R: number): void;
-  embedding(out: F32, data: WData, dt: number, rows: number, cols: number,
-    scale: F32 | null, b0: number, b1: number, ids: Int32Array): void;
+  /** One descriptor per matrix, validated once: (data, dtype code, rows, cols, scale, block). */
+  weight(data: WData, dt: number, rows: number, cols: number, scale: F32 | null, b0: number, b1: number): WeightHandle;
+  matmul(out: F32, x: F32, M: number, w: WeightHandle, r0: number, N: number): void;
+  matmulT(out: F32, x: F32, M: number, w: WeightHandle, r0: number, R: number): void;
+  matmulHeads(out: F32, x: F32, M: number, H: number, w: WeightHandle, r0: number, step: number, N: number): void;
+  matmulTHeads(out: F32, x: F32, M: number, H: number, xs: number, w: WeightHandle, r0: number, step: number, R: number): void;
+  embedding(out: F32, w: WeightHandle, ids: Int32Array): void;
   rmsNorm(out: F32, x: F32, weight: F32, M: number, eps: number): void;
   rope(x: F32, T: number, H: number, stride: number, offset: number, pos: Int32Array, freqs: F32): void;
   softmax(x: F32, rows: number, cols: number): void;
@@ -41,8 +42,7 @@ export interface NativeAddon {
   scatterAddRows(out: F32, src: F32, rows: Int32Array, weights: F32, D: number): void;
   argmax(x: F32): number;
   f8NanFree(codes: Uint8Array): boolean;
-  ffnExperts(y: F32, x: F32, D: number, arrays: (WData | F32 | null)[], meta: Float64Array,
-    offsets: Int32Array, rows: Int32Array, weights: F32): void;
+  ffnExperts(y: F32, x: F32, D: number, handles: WeightHandle[], offsets: Int32Array, rows: Int32Array, weights: F32): void;
   setThreads(n: number): void;
   getThreads(): number;
   level(): string;
@@ -55,8 +55,7 @@ export interface NativeAddon {
   mapFile(path: string): object;
   mapSize(handle: object): number;
   mapView(handle: object, offset: number, length: number): ArrayBuffer;
-  quantize(out: Uint8Array, data: WData, dt: number, rows: number, cols: number,
-    scale: F32 | null, b0: number, b1: number, type: number): void;
+  quantize(out: Uint8Array, w: WeightHandle, type: number): void;
 }
 
 
@@ -223,6 +222,18 @@ function makeKernels(a: NativeAddon): Kernels {
     if (free === undefined) nanFree.set(d, (free = a.f8NanFree(d)));
     return free ? 4 : FORMATS.F8_E4M3.native;
   };
+  // Each matrix crosses into the addon as one descriptor, made on its first use and kept while
+  // the matrix lives (a matrix's arrays and numbers are never changed after it is made).
+  const handles = new WeakMap<LinearWeight, WeightHandle>();
+  const h = (w: LinearWeight): WeightHandle => {
+    let x = handles.get(w);
+    if (!x) {
+      const b = w.block;
+      x = a.weight(w.data, code(w), w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0);
+      handles.set(w, x);
+    }
+    return x;
+  };
   return {
     name: 'native',
     weightAllocator: () => hugePageAllocator(a),
@@ -234,29 +245,11 @@ function makeKernels(a: NativeAddon): Kernels {
       // shares the page cache instead of doubling it.
       return statSync(path).size <= READ_MAX_BYTES ? null : mapInPlace(a, path);
     },
-    matmul(out, x, M, w: LinearWeight, r0 = 0, N = w.rows - r0) {
-      const b = w.block;
-      a.matmul(out, x, M, w.data, code(w), w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0, r0, N);
-    },
-    matmulT(out, x, M, w: LinearWeight, r0, R) {
-      const b = w.block;
-      a.matmulT(out, x, M, w.data, FORMATS[w.dtype].native, w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0, r0, R);
-    },
-    matmulHeads(out, x, M, H, w: LinearWeight, r0, step, N) {
-      const b = w.block;
-      a.matmulHeads(out, x, M, H, w.data, code(w), w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0,
-        r0, step, N);
-    },
-    matmulTHeads(out, x, M, H, xs, w: LinearWeight, r0, step, R) {
-      const b = w.block;
-      a.matmulTHeads(out, x, M, H, xs, w.data, FORMATS[w.dtype].native, w.rows, w.cols, w.scale ?? null, b ? b[0] : 0,
-        b ? b[1] : 0, r0, step, R);
-    },
-    embedding(out, table: LinearWeight, ids) {
-      const b = table.block;
-      a.embedding(out, table.data, FORMATS[table.dtype].native, table.rows, table.cols, table.scale ?? null,
-        b ? b[0] : 0, b ? b[1] : 0, ids);
-    },
+    matmul: (out, x, M, w: LinearWeight, r0 = 0, N = w.rows - r0) => a.matmul(out, x, M, h(w), r0, N),
+    matmulT: (out, x, M, w: LinearWeight, r0, R) => a.matmulT(out, x, M, h(w), r0, R),
+    matmulHeads: (out, x, M, H, w: LinearWeight, r0, step, N) => a.matmulHeads(out, x, M, H, h(w), r0, step, N),
+    matmulTHeads: (out, x, M, H, xs, w: LinearWeight, r0, step, R) => a.matmulTHeads(out, x, M, H, xs, h(w), r0, step, R),
+    embedding: (out, table: LinearWeight, ids) => a.embedding(out, h(table), ids),
     rmsNorm: (out, x, weight, M, eps) => a.rmsNorm(out, x, weight, M, eps),
     rope: (x, T, H, stride, offset, pos, freqs) => a.rope(x, T, H, stride, offset, pos, freqs),
     softmax: (x, rows, cols) => a.softmax(x, rows, cols),
@@ -273,22 +266,9 @@ function makeKernels(a: NativeAddon): Kernels {
     scatterAddRows: (out, src, rows, weights, D) => a.scatterAddRows(out, src, rows, weights, D),
     argmax: (x) => a.argmax(x),
     ffnExperts(y, x, D, nets: readonly FfnWeights[], offsets, rows, weights) {
-      const arrays: (WData | F32 | null)[] = [];
-      const meta = new Float64Array(nets.length * 15);
-      nets.forEach((n, e) => {
-        [n.gate_proj, n.up_proj, n.down_proj].forEach((w, j) => {
-          arrays.push(w.data, w.scale ?? null);
-          const b = w.block;
-          meta.set([code(w), w.rows, w.cols, b ? b[0] : 0, b ? b[1] : 0], e * 15 + j * 5);
-        });
-      });
-      a.ffnExperts(y, x, D, arrays, meta, offsets, rows, weights);
+      a.ffnExperts(y, x, D, nets.flatMap((n) => [h(n.gate_proj), h(n.up_proj), h(n.down_proj)]), offsets, rows, weights);
     },
-    quantize(out, w: LinearWeight, type) {
-      const b = w.block;
-      a.quantize(out, w.data, FORMATS[w.dtype].native, w.rows, w.cols, w.scale ?? null, b ? b[0] : 0, b ? b[1] : 0,
-        FORMATS[type].native);
-    },
+    quantize: (out, w: LinearWeight, type) => a.quantize(out, h(w), FORMATS[type].native),
   };
 }
 

@@ -14,7 +14,7 @@ import { quantizeMatrix } from '../model/quantize.ts';
 import { decodeRow, refKernels } from './ref/index.ts';
 import type { Kernels } from './kernels.ts';
 
-const TYPES: readonly BlockType[] = ['Q8_0', 'Q4_0', 'Q5_0', 'Q4_K', 'Q5_K', 'Q6_K'];
+const TYPES: readonly BlockType[] = ['Q8_0', 'Q4_0', 'Q5_0', 'Q4_1', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'];
 const FIXTURES = join(import.meta.dirname, '../../test/fixtures/ggml-quants');
 const fixture = (name: string) => new Uint8Array(readFileSync(join(FIXTURES, name)));
 

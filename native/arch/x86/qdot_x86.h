@@ -185,11 +185,12 @@ static inline __m128i qnib_mask() { return _mm_set1_epi8(15); }
 template <int DT>
 static inline QB q32_codes(const std::uint8_t* b) {
   if (DT == DT_Q8_0) return qld(b + 2);
-  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + (DT == DT_Q5_0 ? 6 : 2)));
+  constexpr int qo = DT == DT_Q5_0 ? 6 : DT == DT_Q4_1 ? 4 : DT == DT_Q5_1 ? 8 : 2;  // the nibbles
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + qo));
   const __m128i m4 = qnib_mask();
   const QB c = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(t, 4), m4), _mm_and_si128(t, m4));
-  if (DT == DT_Q4_0) return c;
-  return _mm256_or_si256(c, qbits16(rd32(b + 2)));
+  if (DT == DT_Q4_0 || DT == DT_Q4_1) return c;
+  return _mm256_or_si256(c, qbits16(rd32(b + qo - 4)));
 }
 
 /** The f16 scales (first two bytes) of cnt <= 8 blocks of BB bytes, as eight halves. */
@@ -246,6 +247,7 @@ static inline void qchunk32(const std::uint8_t* wb, int cnt, const XRow* x0, I b
     }
   }
   const __m256 dw = _mm256_cvtph_ps(qdw8<BB>(wb, cnt));
+  const __m256 mw = qis_1(DT) ? _mm256_cvtph_ps(qdw8<BB>(wb + 2, cnt)) : _mm256_setzero_ps();  // Q4_1 / Q5_1: m
   alignas(32) float t[QMR][8];
   for (int m = 0; m < mr; m++) {
     const std::int8_t* xq = x0[m].q + 32 * b0;
@@ -259,12 +261,14 @@ static inline void qchunk32(const std::uint8_t* wb, int cnt, const XRow* x0, I b
       p[i] = DT == DT_Q8_0 && !flip ? qdot4(qzero(), a[i], _mm256_sign_epi8(x, c[i])) : qdot4(qzero(), c[i], x);
     }
     QB r = qhsum8x8(p);
-    if (DT != DT_Q8_0 || flip) r = _mm256_sub_epi32(r, _mm256_slli_epi32(qld(x0[m].s + b0), sh));
+    if (DT == DT_Q4_0 || DT == DT_Q5_0 || flip) r = _mm256_sub_epi32(r, _mm256_slli_epi32(qld(x0[m].s + b0), sh));
     const __m256 sf = _mm256_cvtepi32_ps(r);
     const __m256 dx = _mm256_loadu_ps(x0[m].d + b0);  // lanes past nb: the row's next bytes, unused
     __m256 v;
     if (DT == DT_Q4_0) v = _mm256_mul_ps(_mm256_mul_ps(sf, dw), dx);
     else if (DT == DT_Q5_0) v = _mm256_mul_ps(_mm256_mul_ps(dw, dx), sf);
+    else if (qis_1(DT))  // lanes past nb read the row's next bytes (the padding), unused
+      v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, dx), sf), _mm256_mul_ps(mw, _mm256_loadu_ps(x0[m].s1 + b0)));
     else v = _mm256_mul_ps(sf, _mm256_mul_ps(dw, dx));
     _mm256_store_ps(t[m], v);
   }
