@@ -89,17 +89,17 @@ export function decodeBlocks(
 }
 
 /** The f16 at byte `o` (little-endian), widened. */
-function half(src: Uint8Array, o: number): number {
+export function half(src: Uint8Array, o: number): number {
   return F16_TABLE[src[o] | (src[o + 1] << 8)];
 }
 
 /** Scale (6 bits) of K-quant group j, from the 12 packed bytes at `s`. */
-function kScale(src: Uint8Array, s: number, j: number): number {
+export function kScale(src: Uint8Array, s: number, j: number): number {
   return j < 4 ? src[s + j] & 63 : (src[s + j + 4] & 15) | ((src[s + j - 4] >> 6) << 4);
 }
 
 /** Min (6 bits) of K-quant group j, from the 12 packed bytes at `s`. */
-function kMin(src: Uint8Array, s: number, j: number): number {
+export function kMin(src: Uint8Array, s: number, j: number): number {
   return j < 4 ? src[s + j + 4] & 63 : (src[s + j + 4] >> 4) | ((src[s + j] >> 6) << 4);
 }
 
@@ -299,13 +299,13 @@ const niI32 = new Int32Array(niF32.buffer);
  * bits hold the value rounded half to even, and read those bits back. Valid for |v| < 2²²;
  * outside that it returns the same meaningless bits C does.
  */
-function nearestInt(v: number): number {
+export function nearestInt(v: number): number {
   niF32[0] = v + 12582912;
   return (niI32[0] & 0x7fffff) - 0x400000;
 }
 
 /** C's roundf: nearest, halves away from zero. */
-function roundf(v: number): number {
+export function roundf(v: number): number {
   return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
 }
 
@@ -313,7 +313,7 @@ function roundf(v: number): number {
  * C's float → int8_t conversion as x86-64 compilers emit it: truncate to int32 (cvttss2si,
  * which gives INT32_MIN for NaN and out-of-range values), then keep the low byte, signed.
  */
-function truncToI8(v: number): number {
+export function truncToI8(v: number): number {
   const t = Math.trunc(v);
   const i = t >= -2147483648 && t <= 2147483647 ? t : -2147483648;
   return (i << 24) >> 24;

@@ -42,6 +42,7 @@
 // vector lane; the generic definition is the one that does not depend on the machine.
 
 import { F16_TABLE, FORMATS, f32ToF16, type BlockType } from '../../tensor/dtypes.ts';
+import { half, kMin, kScale, nearestInt, roundf, truncToI8 } from '../../tensor/quants.ts';
 
 const f = Math.fround;
 
@@ -68,26 +69,6 @@ export interface QuantizedRow {
   /** Q8_0/Q8_1: the f16 bits of d and s as stored (for byte comparisons); otherwise empty. */
   dBits: Uint16Array;
   sBits: Uint16Array;
-}
-
-/** C's roundf: nearest, halves away from zero. */
-function roundf(v: number): number {
-  return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
-}
-
-/** C's float → int8_t as x86-64 compilers emit it: truncate to int32 (INT32_MIN when out of range), keep the low byte. */
-function truncToI8(v: number): number {
-  const t = Math.trunc(v);
-  const i = t >= -2147483648 && t <= 2147483647 ? t : -2147483648;
-  return (i << 24) >> 24;
-}
-
-const niF32 = new Float32Array(1);
-const niI32 = new Int32Array(niF32.buffer);
-/** ggml's nearest_int: add 1.5·2^23 in float32 and read the low mantissa bits back. */
-function nearestInt(v: number): number {
-  niF32[0] = v + 12582912;
-  return (niI32[0] & 0x7fffff) - 0x400000;
 }
 
 /** Quantise x[xo … xo+n) (n a multiple of the block size) to `type`, as ggml's reference quantisers do. */
@@ -187,17 +168,6 @@ export interface WeightRowInts {
   mins: Int32Array;
   dw: Float32Array;
   dm: Float32Array;
-}
-
-function half(src: Uint8Array, o: number): number {
-  return F16_TABLE[src[o] | (src[o + 1] << 8)];
-}
-/** 6-bit scale / min of K-quant group j from the 12 packed bytes at s (ggml's get_scale_min_k4). */
-function kScale(src: Uint8Array, s: number, j: number): number {
-  return j < 4 ? src[s + j] & 63 : (src[s + j + 4] & 15) | ((src[s + j - 4] >> 6) << 4);
-}
-function kMin(src: Uint8Array, s: number, j: number): number {
-  return j < 4 ? src[s + j + 4] & 63 : (src[s + j + 4] >> 4) | ((src[s + j] >> 6) << 4);
 }
 
 /** Decode the integers of the `n` values of a row of `dtype` blocks at byte `so` of `src`. */
