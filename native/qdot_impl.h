@@ -90,8 +90,12 @@ static inline int qnearest_int(float f) {
   return (i & 0x007fffff) - 0x00400000;
 }
 
-/** One row of K values to Q8_0 blocks: q, d (the f16 widened), s (Σq). */
-[[maybe_unused]] static void quant_row_q8_0(const float* x, I K, std::int8_t* q, float* d, std::int32_t* s) {
+/**
+ * One row of K values to Q8_0 blocks (quantize_row_q8_0_ref): q, d (the f16 widened), s (Σq);
+ * with s1, Q8_1 blocks (quantize_row_q8_1_ref), which also keep f16(Σq·d) widened.
+ */
+[[maybe_unused]] static void quant_row_q8_0(const float* x, I K, std::int8_t* q, float* d, std::int32_t* s,
+                                            float* s1 = nullptr) {
   for (I b = 0; b < K / 32; b++) {
     const float* xb = x + 32 * b;
     float amax = 0.0f;
@@ -109,29 +113,7 @@ static inline int qnearest_int(float f) {
       sum += v;
     }
     s[b] = sum;
-  }
-}
-
-/** One row of K values to Q8_1 blocks (quantize_row_q8_1_ref): q, d, s (Σq) and s1 (f16(Σq·d) widened). */
-[[maybe_unused]] static void quant_row_q8_1(const float* x, I K, std::int8_t* q, float* d, std::int32_t* s, float* s1) {
-  for (I b = 0; b < K / 32; b++) {
-    const float* xb = x + 32 * b;
-    float amax = 0.0f;
-    for (int j = 0; j < 32; j++) {
-      const float a = std::fabs(xb[j]);
-      amax = amax > a ? amax : a;
-    }
-    const float dd = amax / 127.0f;
-    const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-    d[b] = h2f(qf32_to_f16(dd));
-    std::int32_t sum = 0;
-    for (int j = 0; j < 32; j++) {
-      const std::int8_t v = qtrunc_i8(std::roundf(xb[j] * id));
-      q[32 * b + j] = v;
-      sum += v;
-    }
-    s[b] = sum;
-    s1[b] = h2f(qf32_to_f16((float)sum * dd));
+    if (s1) s1[b] = h2f(qf32_to_f16((float)sum * dd));
   }
 }
 
@@ -367,7 +349,7 @@ static void quantize_x(int dt, const float* x, I ldx, I K, I m0, I m1, I M, cons
     std::int8_t* qs = reinterpret_cast<std::int8_t*>(r);
     float* d = reinterpret_cast<float*>(r + K);
     if (qis_1(dt)) {
-      quant_row_q8_1(x + m * ldx, K, qs, d, reinterpret_cast<std::int32_t*>(r + K + 4 * nb),
+      quant_row_q8_0(x + m * ldx, K, qs, d, reinterpret_cast<std::int32_t*>(r + K + 4 * nb),
                      reinterpret_cast<float*>(r + K + 8 * nb));
       continue;
     }
