@@ -51,44 +51,7 @@ static inline XRow xq_row(const XQ* q, I K, I nb, bool kq, I m, I b) {
 // Quantising x (ggml's quantize_row_q8_0_ref / quantize_row_q8_K_ref, bit for bit for finite x;
 // also for NaN where the comparisons below are C's).
 
-/** float32 → IEEE half bits, nearest-even, overflow to infinity (ggml's FP32_TO_FP16). */
-static inline std::uint16_t qf32_to_f16(float v) {
-  std::uint32_t x;
-  std::memcpy(&x, &v, 4);
-  const std::uint32_t sign = (x >> 16) & 0x8000u;
-  const int exp = (int)((x >> 23) & 0xff);
-  std::uint32_t mant = x & 0x7fffffu;
-  if (exp == 0xff) return (std::uint16_t)(sign | 0x7c00u | (mant ? 0x200u | (mant >> 13) : 0u));
-  const int e = exp - 127 + 15;
-  if (e >= 0x1f) return (std::uint16_t)(sign | 0x7c00u);
-  if (e <= 0) {
-    if (e < -10) return (std::uint16_t)sign;
-    mant |= 0x800000u;
-    const int shift = 14 - e;
-    const std::uint32_t half = 1u << (shift - 1), rem = mant & ((1u << shift) - 1);
-    std::uint32_t h = mant >> shift;
-    if (rem > half || (rem == half && (h & 1))) h++;
-    return (std::uint16_t)(sign | h);
-  }
-  std::uint32_t h = ((std::uint32_t)e << 10) | (mant >> 13);
-  const std::uint32_t rem = mant & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
-  return (std::uint16_t)(sign | h);
-}
-
-/** C's float → int8_t as x86-64 compilers emit it: truncate to int32 (INT32_MIN out of range), low byte. */
-static inline std::int8_t qtrunc_i8(float r) {
-  const std::int32_t i = (r >= -2147483648.0f && r < 2147483648.0f) ? (std::int32_t)r : INT32_MIN;
-  return (std::int8_t)(std::uint8_t)(std::uint32_t)i;
-}
-
-/** ggml's nearest_int: add 1.5·2^23 in float32 and read the low mantissa bits back. */
-static inline int qnearest_int(float f) {
-  const float v = f + 12582912.0f;
-  std::int32_t i;
-  std::memcpy(&i, &v, 4);
-  return (i & 0x007fffff) - 0x00400000;
-}
+#include "ggml_scalar.h"
 
 /**
  * One row of K values to Q8_0 blocks (quantize_row_q8_0_ref): q, d (the f16 widened), s (Σq);
@@ -105,15 +68,15 @@ static inline int qnearest_int(float f) {
     }
     const float dd = amax / 127.0f;
     const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-    d[b] = h2f(qf32_to_f16(dd));
+    d[b] = h2f(ggml_f32_to_f16(dd));
     std::int32_t sum = 0;
     for (int j = 0; j < 32; j++) {
-      const std::int8_t v = qtrunc_i8(std::roundf(xb[j] * id));
+      const std::int8_t v = ggml_trunc_i8(std::roundf(xb[j] * id));
       q[32 * b + j] = v;
       sum += v;
     }
     s[b] = sum;
-    if (s1) s1[b] = h2f(qf32_to_f16((float)sum * dd));
+    if (s1) s1[b] = h2f(ggml_f32_to_f16((float)sum * dd));
   }
 }
 
@@ -138,7 +101,7 @@ static inline int qnearest_int(float f) {
     }
     const float iscale = -127.0f / max;
     for (int j = 0; j < 256; j++) {
-      const int v = qnearest_int(iscale * xb[j]);
+      const int v = ggml_nearest_int(iscale * xb[j]);
       qb[j] = (std::int8_t)(std::uint8_t)(unsigned)(v < 127 ? v : 127);
     }
     for (int g = 0; g < 16; g++) {

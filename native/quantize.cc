@@ -23,6 +23,8 @@
 #include <cstring>
 #include <vector>
 
+#include "ggml_scalar.h"
+
 namespace dsv3 {
 namespace {
 
@@ -30,54 +32,12 @@ typedef std::uint8_t u8;
 
 // ---- scalar helpers ----------------------------------------------------------------------
 
-/** Round half to even for |v| < 2^22: the low mantissa bits of v + 1.5·2^23. */
-inline int nearest(float v) {
-  const float s = v + 12582912.0f;
-  std::int32_t i;
-  std::memcpy(&i, &s, 4);
-  return (i & 0x7fffff) - 0x400000;
-}
 
-/**
- * A float stored into an int8: truncation to int32 as cvttss2si does it (INT32_MIN for NaN
- * and for values outside the int32 range), then the low byte as a signed value.
- */
-inline int to_i8(float v) {
-  const std::int32_t i = (v >= -2147483648.0f && v < 2147483648.0f) ? (std::int32_t)v : INT32_MIN;
-  const u8 b = (u8)(i & 0xff);
-  return b < 128 ? (int)b : (int)b - 256;
-}
-
-/** float → IEEE half bits, round to nearest even; overflow gives infinity. */
-std::uint16_t to_half(float v) {
-  std::uint32_t x;
-  std::memcpy(&x, &v, 4);
-  const std::uint32_t sign = (x >> 16) & 0x8000u;
-  const int exp = (int)((x >> 23) & 0xff);
-  std::uint32_t mant = x & 0x7fffffu;
-  if (exp == 0xff) return (std::uint16_t)(sign | 0x7c00u | (mant ? (0x200u | (mant >> 13)) : 0u));
-  const int e = exp - 127 + 15;
-  if (e >= 0x1f) return (std::uint16_t)(sign | 0x7c00u);
-  if (e <= 0) {
-    if (e < -10) return (std::uint16_t)sign;
-    mant |= 0x800000u;
-    const int shift = 14 - e;
-    const std::uint32_t halfway = 1u << (shift - 1);
-    const std::uint32_t rest = mant & ((1u << shift) - 1);
-    std::uint32_t h = mant >> shift;
-    if (rest > halfway || (rest == halfway && (h & 1))) h++;
-    return (std::uint16_t)(sign | h);
-  }
-  std::uint32_t h = ((std::uint32_t)e << 10) | (mant >> 13);
-  const std::uint32_t rest = mant & 0x1fffu;
-  if (rest > 0x1000u || (rest == 0x1000u && (h & 1))) h++;  // a carry into the exponent is right
-  return (std::uint16_t)(sign | h);
-}
 
 inline float half_at(const u8* p) { return f16_to_f32((std::uint16_t)(p[0] | (p[1] << 8))); }
 
 inline void put_half(u8* p, float v) {
-  const std::uint16_t h = to_half(v);
+  const std::uint16_t h = ggml_f32_to_f16(v);
   p[0] = (u8)(h & 0xff);
   p[1] = (u8)(h >> 8);
 }
@@ -171,7 +131,7 @@ inline VF to_float(VI a) {
 }
 #endif
 
-/** nearest() lane by lane. */
+/** ggml_nearest_int lane by lane. */
 inline VI v_nearest(VF v) { return (as_int(v + 12582912.0f) & 0x7fffff) - 0x400000; }
 /** Lanes of a where the mask m is set, of b elsewhere. */
 inline VI v_sel(VI m, VI a, VI b) { return (m & a) | (~m & b); }
@@ -195,7 +155,7 @@ void quant_q8_0(const float* x, i64 nb, u8* y) {
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     put_half(y, d);
-    for (int j = 0; j < 32; j++) y[2 + j] = (u8)to_i8(std::round(x[j] * id));
+    for (int j = 0; j < 32; j++) y[2 + j] = (u8)ggml_trunc_i8(std::round(x[j] * id));
   }
 }
 
@@ -218,7 +178,7 @@ void signed_levels(const float* x, int bits, u8* y, u8* lv) {
   const float d = max / (float)-mid;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   put_half(y, d);
-  for (int j = 0; j < 32; j++) lv[j] = (u8)std::min(top, to_i8(x[j] * id + bias));
+  for (int j = 0; j < 32; j++) lv[j] = (u8)std::min(top, (int)ggml_trunc_i8(x[j] * id + bias));
 }
 
 void quant_q4_0(const float* x, i64 nb, u8* y) {
@@ -264,7 +224,7 @@ void affine_levels(const float* x, int bits, u8* y, u8* lv) {
   put_half(y + 2, min);
   for (int j = 0; j < 32; j++) {
     const float t = (x[j] - min) * id;
-    const int q = to_i8(t + 0.5f);
+    const int q = ggml_trunc_i8(t + 0.5f);
     lv[j] = (u8)(bits == 4 ? std::min(15, q) : q);
   }
 }
@@ -425,8 +385,8 @@ void quant_q45_k(bool five, const float* x, i64 nb, u8* y) {
     const float invMin = maxMin > 0.0f ? 63.0f / maxMin : 0.0f;
     u8* s = y + 4;
     for (int j = 0; j < 8; j++) {
-      const int ls = std::min(63, nearest(invScale * scales[j]) & 0xff);
-      const int lm = std::min(63, nearest(invMin * mins[j]) & 0xff);
+      const int ls = std::min(63, ggml_nearest_int(invScale * scales[j]) & 0xff);
+      const int lm = std::min(63, ggml_nearest_int(invMin * mins[j]) & 0xff);
       if (j < 4) {
         s[j] = (u8)ls;
         s[j + 4] = (u8)lm;
@@ -444,7 +404,7 @@ void quant_q45_k(bool five, const float* x, i64 nb, u8* y) {
       if (d == 0.0f) continue;  // the group keeps the levels of its fit
       const float dm = dminAll * (float)k_min(s, j);
       const float* g = x + 32 * j;
-      for (int i = 0; i < 32; i++) lv[32 * j + i] = (u8)clampi(nearest((g[i] + dm) / d), 0, nmax);
+      for (int i = 0; i < 32; i++) lv[32 * j + i] = (u8)clampi(ggml_nearest_int((g[i] + dm) / d), 0, nmax);
     }
     if (five) {
       u8* qh = y + 16;
@@ -564,13 +524,13 @@ void quant_q6_k(const float* x, i64 nb, u8* y) {
     if (maxAbs < GROUP_EPS) continue;  // an all-zero block (d = +0)
     const float inv = -128.0f / maxScale;
     put_half(y + 208, 1.0f / inv);
-    for (int g = 0; g < 16; g++) y[192 + g] = (u8)(std::min(127, nearest(inv * scales[g])) & 0xff);
+    for (int g = 0; g < 16; g++) y[192 + g] = (u8)(std::min(127, ggml_nearest_int(inv * scales[g])) & 0xff);
     const float dAll = half_at(y + 208);
     for (int g = 0; g < 16; g++) {
       const float d = dAll * (float)(std::int8_t)y[192 + g];
       if (d == 0.0f) continue;  // the group keeps the levels of its fit
       const float* v = x + 16 * g;
-      for (int i = 0; i < 16; i++) lv[16 * g + i] = (u8)(32 + clampi(nearest(v[i] / d), -32, 31));
+      for (int i = 0; i < 16; i++) lv[16 * g + i] = (u8)(32 + clampi(ggml_nearest_int(v[i] / d), -32, 31));
     }
     for (int h = 0; h < 2; h++) {
       u8* ql = y + 64 * h;

@@ -92,7 +92,7 @@ static void qquant_row_q8_0(const float* x, I K, std::int8_t* q, float* d, std::
     }
     const float dd = amax / 127.0f;
     const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-    d[b] = h2f(qf32_to_f16(dd));
+    d[b] = h2f(ggml_f32_to_f16(dd));
     const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f), sgn = _mm256_set1_ps(-0.0f);
     QB r[4];
     for (int i = 0; i < 4; i++) {
