@@ -9,13 +9,22 @@ export { loadKernels, refKernels, type Kernels } from './kernels/index.ts';
 export { DeepseekV3, type ForwardOptions, type SeqInput } from './model/deepseek-v3.ts';
 export { SequenceCache } from './model/cache.ts';
 export { tinyConfig, writeRandomCheckpoint } from './model/init.ts';
-export { generate, type GenerateOptions } from './engine/generate.ts';
 export { Sampler, type SamplingParams } from './engine/sampler.ts';
 export { Scheduler, type SchedulerOptions, type SeqRequest, type SeqResult } from './engine/scheduler.ts';
 export { Tokenizer } from './text/tokenizer.ts';
 export { renderChat, type ChatMessage } from './text/chat-template.ts';
 export { StreamingDetokenizer } from './text/detokenizer.ts';
 export { startCompletion, type CompletionOptions, type CompletionResult } from './pipeline/completion.ts';
+export {
+  load,
+  Model,
+  DEFAULT_MODEL,
+  DEFAULT_SAMPLING,
+  type LoadOptions,
+  type GenerateOptions,
+  type GenerationResult,
+  type TextStream,
+} from './pipeline/model.ts';
 export { train, type TrainOptions } from './train/loop.ts';
 export { trainStep } from './train/step.ts';
 export { createApp } from './server/app.ts';

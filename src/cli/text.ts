@@ -2,22 +2,35 @@
 // tokenizer with the model, sampling flags, and turning a conversation into a chat prompt.
 
 import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import { DsError } from '../errors.ts';
 import type { SamplingParams } from '../engine/sampler.ts';
-import { renderChat, renderChatParts, validateMessages, type ChatMessage } from '../text/chat-template.ts';
-import { Tokenizer } from '../text/tokenizer.ts';
-import { isGgufPath, readGgufHeader } from '../io/gguf.ts';
+import { renderChat, validateMessages, type ChatMessage } from '../text/chat-template.ts';
+import type { Tokenizer } from '../text/tokenizer.ts';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
+import {
+  DEFAULT_MODEL,
+  DEFAULT_SAMPLING,
+  chatParts,
+  checkVocab as vocabNote,
+  loadTokenizer,
+} from '../pipeline/model.ts';
 import { floatOption, intOption, UsageError } from './args.ts';
+import { modelPathKind } from '../io/config.ts';
 
 /** The small model that ships with dsv3, used when --model is not given. */
-export const DEFAULT_MODEL_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../models/default');
+export const DEFAULT_MODEL_DIR = DEFAULT_MODEL;
 
-/** --model, or the shipped default model. */
+/**
+ * --model, or the shipped default model. A path that is neither a folder nor a GGUF file
+ * (nothing there, another file, a FIFO) is an error saying so, before anything is read.
+ */
 export function modelDir(v: string | undefined): string {
-  if (v) return v;
+  if (v !== undefined) {
+    if (v === '') throw new UsageError('--model is empty: give a checkpoint folder or a .gguf file');
+    modelPathKind(v);
+    return v;
+  }
   if (!existsSync(resolve(DEFAULT_MODEL_DIR, 'config.json'))) {
     throw new UsageError(`no --model given and the default model is not installed at ${DEFAULT_MODEL_DIR}`);
   }
@@ -25,27 +38,15 @@ export function modelDir(v: string | undefined): string {
 }
 
 /** The tokenizer of a checkpoint folder (tokenizer.json) or of a GGUF file (its metadata). */
-export function loadTokenizer(dir: string): Tokenizer {
-  if (isGgufPath(dir)) return Tokenizer.fromGguf(readGgufHeader(dir).metadata, dir);
-  if (!existsSync(resolve(dir, 'tokenizer.json'))) {
-    throw new DsError('MISSING_FILE', `${resolve(dir, 'tokenizer.json')}: not found (the model folder has no tokenizer)`);
-  }
-  return Tokenizer.fromDir(dir);
-}
+export { loadTokenizer };
 
 /**
- * The model's vocabulary against its tokenizer's: a tokenizer id the embedding lacks is an
- * error; embedding rows past the tokenizer (padding: DeepSeek-V3 has 129,280 rows for 128,815
- * tokens) are reported once and never sampled (the pipeline limits its samplers).
+ * The model's vocabulary against its tokenizer's (pipeline/model.ts): a tokenizer id the
+ * embedding lacks is an error; padding rows past the tokenizer are reported once on stderr.
  */
 export function checkVocab(model: DeepseekV3, tok: Tokenizer): void {
-  const rows = model.cfg.vocab_size;
-  if (tok.vocabSize > rows) {
-    throw new DsError('BAD_CONFIG', `the tokenizer has ${tok.vocabSize} tokens but the model's embedding only ${rows} rows`);
-  }
-  if (tok.vocabSize < rows) {
-    process.stderr.write(`dsv3: the model has ${rows} token rows, the tokenizer ${tok.vocabSize} tokens: ids from ${tok.vocabSize} on are padding and are never sampled\n`);
-  }
+  const note = vocabNote(model, tok);
+  if (note) process.stderr.write(`dsv3: ${note}\n`);
 }
 
 /** Flags every sampling command accepts. */
@@ -67,8 +68,8 @@ type SamplingFlags = { [K in keyof typeof SAMPLING_OPTIONS]?: K extends 'stop' ?
 /** Sampling parameters from flags; the defaults suit a chat model (T 0.6, top-p 0.95). */
 export function samplingParams(v: SamplingFlags): SamplingParams {
   const p: SamplingParams = {
-    temperature: floatOption(v.temperature, 'temperature', 0.6),
-    topP: floatOption(v['top-p'], 'top-p', 0.95),
+    temperature: floatOption(v.temperature, 'temperature', DEFAULT_SAMPLING.temperature),
+    topP: floatOption(v['top-p'], 'top-p', DEFAULT_SAMPLING.topP),
     topK: intOption(v['top-k'], 'top-k', 0),
     minP: floatOption(v['min-p'], 'min-p', 0),
     repetitionPenalty: floatOption(v['repetition-penalty'], 'repetition-penalty', 1),
@@ -95,11 +96,5 @@ export function chatPrompt(tok: Tokenizer, messages: unknown, addGenerationPromp
  * (special-token text a user types is not a control token).
  */
 export function chatIds(tok: Tokenizer, messages: unknown, addGenerationPrompt: boolean): number[] {
-  validateMessages(messages);
-  if (!tok.chatTemplate) throw new DsError('BAD_CONFIG', 'the tokenizer has no chat_template');
-  return tok.encodeParts(renderChatParts(tok.chatTemplate, messages, {
-    addGenerationPrompt,
-    bosToken: tok.bosToken,
-    eosToken: tok.eosToken,
-  }, tok));
+  return tok.encodeParts(chatParts(tok, messages, addGenerationPrompt));
 }

@@ -5,12 +5,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Scheduler, type SeqHandle, type SeqResult } from './scheduler.ts';
-import { generate } from './generate.ts';
 import { Sampler } from './sampler.ts';
 import { DeepseekV3 } from '../model/deepseek-v3.ts';
 import { refKernels } from '../kernels/ref/index.ts';
 import { DsError } from '../errors.ts';
 import { randomCheckpoint } from '../../test/helpers/fixtures.ts';
+import { greedyDecode } from '../../test/helpers/greedy.ts';
 
 const model = DeepseekV3.load(randomCheckpoint({}, { seed: 11 }), { kernels: refKernels });
 
@@ -24,6 +24,8 @@ function run(s: Scheduler, prompt: number[], maxNewTokens: number) {
 
 const greedy = () => new Sampler({ temperature: 0 });
 const tick = () => new Promise((r) => setTimeout(r, 5));
+/** What a prompt gets alone: greedy, in a scheduler of its own. */
+const alone = async (prompt: number[], maxNewTokens: number) => (await greedyDecode(model, [prompt], { maxNewTokens }))[0];
 
 describe('scheduler', () => {
   it('gives every request what it gets alone, while sharing forward passes', async () => {
@@ -35,19 +37,19 @@ describe('scheduler', () => {
       if (i % 2 === 1) await tick(); // later requests join a batch already decoding
     }
     const out = await Promise.all(jobs);
-    prompts.forEach((p, i) => {
-      assert.deepEqual(out[i].ids, generate(model, [p], { maxNewTokens: 5 + i }).ids[0], `request ${i}`);
+    for (const [i, p] of prompts.entries()) {
+      assert.deepEqual(out[i].ids, await alone(p, 5 + i), `request ${i}`);
       assert.equal(out[i].r.finish, 'length');
       assert.equal(out[i].r.completionTokens, 5 + i);
       assert.equal(out[i].r.promptTokens, p.length);
-    });
+    }
     assert.ok(s.stepRows / s.steps > 1.5, `mean batch ${s.stepRows / s.steps}`);
     assert.deepEqual(s.load, { active: 0, queued: 0 });
   });
 
   it('stops at a stop id or when onToken says so', async () => {
     const s = new Scheduler(model);
-    const free = generate(model, [[1, 2, 3]], { maxNewTokens: 6 }).ids[0];
+    const free = await alone([1, 2, 3], 6);
     const stopAt = free[2];
     const r = await new Promise<SeqResult & { ids: number[] }>((resolve) => {
       const ids: number[] = [];
@@ -87,7 +89,7 @@ describe('scheduler', () => {
     assert.equal(activeAfterCancel, 1, 'the cancelled sequence left the batch at once');
     assert.equal(tokens, 2, 'no token after cancel');
     assert.equal(o.r.finish, 'length');
-    assert.deepEqual(o.ids, generate(model, [[5, 6]], { maxNewTokens: 30 }).ids[0]);
+    assert.deepEqual(o.ids, await alone([5, 6], 30));
     // Cancelling a finished sequence is a no-op: onDone is not called twice.
     let calls = 0;
     const h2 = s.submit({ prompt: [1], maxNewTokens: 1, sampler: greedy(), onDone: () => void calls++ });
@@ -137,8 +139,8 @@ describe('scheduler', () => {
     assert.equal(aRes.error?.stack, undefined);
     const bOut = await b.p!;
     m.forward = forward;
-    assert.deepEqual(aIds, generate(model, [[1, 2, 3]], { maxNewTokens: 14 }).ids[0]);
-    assert.deepEqual(bOut.ids, generate(model, [longPrompt], { maxNewTokens: 3 }).ids[0]);
+    assert.deepEqual(aIds, await alone([1, 2, 3], 14));
+    assert.deepEqual(bOut.ids, await alone(longPrompt, 3));
     // 17 prompt tokens in chunks of 4: the first token comes on the fifth step of B's prefill.
     assert.equal(bFirst - bSubmitted, Math.ceil(longPrompt.length / chunk));
     const during = aSteps.filter((st) => st > bSubmitted && st < bFirst).length;

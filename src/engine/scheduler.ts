@@ -15,6 +15,8 @@
 import { DsError } from '../errors.ts';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
 import type { SequenceCache } from '../model/cache.ts';
+import { PrefixCache, type PrefixPin } from './prefix-cache.ts';
+import type { AttnImpl } from '../model/mla.ts';
 import { acceptDrafts, acceptGreedy, draftVocabulary, SpecStats, type SpecSampler } from './speculative.ts';
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
@@ -29,6 +31,8 @@ export interface SeqResult {
   error?: Error;
   /** Draft statistics, when the scheduler speculates. */
   spec?: SpecStats;
+  /** Prompt tokens whose latent rows came from the prefix cache instead of a forward pass (absent: none). */
+  cachedTokens?: number;
 }
 
 export interface SeqRequest {
@@ -55,6 +59,14 @@ export interface SchedulerOptions {
   speculative?: { draftTokens: number; draftVocab?: number };
   /** Most prompt tokens fed per step, over all sequences (default 256). */
   prefillChunk?: number;
+  /** Attention path of every forward pass (default: the model's, absorbed). */
+  attn?: AttnImpl;
+  /**
+   * Prefix caching: keep the latent rows of finished and running sequences, up to this many
+   * bytes (LRU), and start each new prompt after its longest cached prefix (see
+   * prefix-cache.ts). 0 or absent: off.
+   */
+  prefixCacheBytes?: number;
 }
 
 interface Seq {
@@ -78,6 +90,9 @@ interface Seq {
   cancelled: boolean;
   /** onDone has been called. */
   done: boolean;
+  /** Prompt tokens restored from the prefix cache, and the entry they came from. */
+  cached?: number;
+  pin?: PrefixPin | null;
 }
 
 export interface SeqHandle {
@@ -95,9 +110,12 @@ export class Scheduler {
   private readonly draftTokens: number;
   private readonly draftVocab: number;
   private readonly prefillChunk: number;
+  private readonly attn: AttnImpl | undefined;
   /** Forward passes run so far and the sequences they carried (for tests and metrics). */
   steps = 0;
   stepRows = 0;
+  /** Latent rows of earlier sequences, for prompts that start the same way (null: off). */
+  readonly prefixCache: PrefixCache | null;
 
   constructor(
     readonly model: DeepseekV3,
@@ -112,12 +130,23 @@ export class Scheduler {
       throw new DsError('BAD_INPUT', `draftVocab must be an integer in 1 … ${V} (got ${opts.speculative?.draftVocab})`);
     }
     this.prefillChunk = opts.prefillChunk ?? 256;
+    this.attn = opts.attn;
     if (!(Number.isInteger(this.prefillChunk) && this.prefillChunk >= 1)) {
       throw new DsError('BAD_INPUT', `prefillChunk must be a positive integer (got ${opts.prefillChunk})`);
     }
     if (this.draftTokens > 0 && !model.hasMtp) {
       throw new DsError('BAD_INPUT', 'speculative decoding with MTP needs a checkpoint with MTP weights');
     }
+    const cacheBytes = opts.prefixCacheBytes ?? 0;
+    if (!(Number.isFinite(cacheBytes) && cacheBytes >= 0)) {
+      throw new DsError('BAD_INPUT', `prefixCacheBytes must be a number >= 0 (got ${opts.prefixCacheBytes})`);
+    }
+    const c = model.cfg;
+    this.prefixCache = cacheBytes > 0
+      ? new PrefixCache({
+        bytes: cacheBytes, layers: c.num_hidden_layers, C: c.kv_lora_rank, R: c.qk_rope_head_dim, mtp: this.draftTokens > 0,
+      })
+      : null;
   }
 
   get load(): { active: number; queued: number } {
@@ -173,6 +202,7 @@ export class Scheduler {
 
   private finish(s: Seq, reason: FinishReason, error?: Error): void {
     s.done = true;
+    this.keepPrefix(s, reason);
     s.cache = null; // the latent cache is freed with the sequence
     const now = performance.now();
     s.req.onDone({
@@ -183,7 +213,27 @@ export class Scheduler {
       totalMs: now - s.t0,
       error,
       spec: s.spec ?? undefined,
+      cachedTokens: s.cached ?? 0,
     });
+  }
+
+  /** A new sequence starts after the longest prefix of its prompt that is cached. */
+  private restorePrefix(s: Seq): void {
+    if (!this.prefixCache) return;
+    const running = this.active.map((a) => ({ tokens: a.history, cache: a.cache! }));
+    const hit = this.prefixCache.restore(s.req.prompt, s.cache!, running);
+    s.cached = hit.tokens;
+    s.pin = hit.pin;
+    s.feed = s.req.prompt.slice(hit.tokens);
+    s.prefilled = hit.tokens;
+  }
+
+  /** A leaving sequence's rows go to the prefix cache (not after an error: they may be half written). */
+  private keepPrefix(s: Seq, reason: FinishReason): void {
+    if (!this.prefixCache) return;
+    if (s.cache && reason !== 'error') this.prefixCache.store(s.history, s.cache);
+    this.prefixCache.release(s.pin ?? null);
+    s.pin = null;
   }
 
   private kick(): void {
@@ -198,6 +248,7 @@ export class Scheduler {
       if (s.req.maxNewTokens <= 0) this.finish(s, 'length');
       else {
         s.cache = this.model.newCache();
+        this.restorePrefix(s);
         this.active.push(s);
       }
     }
@@ -249,7 +300,7 @@ export class Scheduler {
     const plan = this.plan(batch);
     const r = this.model.forward(
       plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })),
-      { logits: 'last' },
+      { logits: 'last', attn: this.attn },
     );
     this.steps++;
     this.stepRows += plan.length;
@@ -285,7 +336,7 @@ export class Scheduler {
     const plan = this.plan(batch);
     const r = m.forward(
       plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })),
-      { logits: 'none' },
+      { logits: 'none', attn: this.attn },
     );
     this.steps++;
     this.stepRows += plan.length;
@@ -356,7 +407,7 @@ export class Scheduler {
     const D = m.cfg.hidden_size;
     const max = m.cfg.max_position_embeddings;
     const want = seqs.map((s) => {
-      if (catchUp.has(s)) return 0;
+      if (catchUp.has(s) || s.req.sampler.speculate === false) return 0; // constrained: no drafts
       const budget = s.req.maxNewTokens - s.generated - 1;
       const room = max - 1 - s.history.length;
       return Math.max(0, Math.min(this.draftTokens, budget, room));
@@ -373,7 +424,7 @@ export class Scheduler {
     for (let j = 0; cur.length > 0; j++) {
       const out = m.mtp(
         cur.map((c) => ({ ids: c.ids, hidden: c.hidden, cache: c.s.cache! })),
-        { logits: 'last', vocab: N },
+        { logits: 'last', vocab: N, attn: this.attn },
       );
       const next: typeof cur = [];
       for (const [i, c] of cur.entries()) {

@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import { acceptDrafts, acceptGreedy, draftVocabulary, type SpecSampler, type SpecStats } from './speculative.ts';
 import { Scheduler, type SeqResult } from './scheduler.ts';
 import { Sampler } from './sampler.ts';
-import { generate } from './generate.ts';
 import { DeepseekV3 } from '../model/deepseek-v3.ts';
 import { backends } from '../../test/helpers/backends.ts';
 import { Rng } from '../tensor/random.ts';
 import { GOLDEN_MISSING, goldenModelDir } from '../../test/helpers/golden.ts';
 import { DEFAULT_MODEL_DIR, randomCheckpoint } from '../../test/helpers/fixtures.ts';
+import { greedyDecode } from '../../test/helpers/greedy.ts';
 
 function run(s: Scheduler, prompt: number[], maxNewTokens: number) {
   const ids: number[] = [];
@@ -38,10 +38,10 @@ async function sameAsPlain(
 ) {
   const s = new Scheduler(model, { speculative: { draftTokens: k, draftVocab }, maxBatch: prompts.length, prefillChunk });
   const out = await Promise.all(prompts.map((p) => run(s, p, n)));
-  prompts.forEach((p, i) => {
-    assert.deepEqual(out[i].ids, generate(model, [p], { maxNewTokens: n }).ids[0], `k=${k}, prompt ${i}`);
+  for (const [i, p] of prompts.entries()) {
+    assert.deepEqual(out[i].ids, (await greedyDecode(model, [p], { maxNewTokens: n }))[0], `k=${k}, prompt ${i}`);
     assert.equal(out[i].ids.length, n);
-  });
+  }
   return out.map((o) => o.r.spec!);
 }
 

@@ -10,7 +10,8 @@ import { DsError } from '../errors.ts';
 import { configFromGguf, loadConfig, type DeepseekConfig } from '../io/config.ts';
 import { GgufFile, isGgufPath } from '../io/gguf.ts';
 import type { QuantRecipe } from '../io/gguf-recipes.ts';
-import { quantizeWeights } from './quantize.ts';
+import { quantizeWeightsSteps } from './quantize.ts';
+import { runSteps, runStepsAsync, type Steps } from './steps.ts';
 import { Checkpoint } from '../io/safetensors.ts';
 import type { Kernels, RouteParams } from '../kernels/kernels.ts';
 import type { TrainKernels } from '../kernels/train.ts';
@@ -21,7 +22,7 @@ import { routeParams, type Routing } from './moe.ts';
 import { mtpBackward, mtpForward, type MtpOutput } from './mtp.ts';
 import { ropeFrequencies, softmaxScale } from './rope.ts';
 import { embeddingBackward, linearBackward, type BackwardContext, type Tape } from './tape.ts';
-import { gradientTree, joinKvB, loadGgufWeights, loadWeights, tensorTable, mapMatrices, widenMatrix, type ModelWeights } from './weights.ts';
+import { checkUnusedTensors, gradientTree, joinKvB, loadGgufWeightsSteps, loadWeightsSteps, tensorTable, mapMatrices, widenMatrix, type ModelWeights } from './weights.ts';
 
 export interface SeqInput {
   /** New tokens of this sequence; they take positions cache length … +len-1. */
@@ -95,6 +96,8 @@ export class DeepseekV3 {
   private readonly routes: (RouteParams | null)[];
   /** Whether this is a training copy (forTraining): F32 matrices, MTP embedding/head tied. */
   private training = false;
+  /** The attention path forward() and mtp() take when their options name none. */
+  attn: AttnImpl = 'absorb';
   /** Temporary arrays of one inference pass (forward or mtp), reused by the next. */
   private readonly scratch = new Scratch();
 
@@ -122,7 +125,21 @@ export class DeepseekV3 {
    * `deepseek2` GGUF file (config from its metadata; no MTP module).
    */
   static load(path: string, opts: LoadOptions): DeepseekV3 {
-    if (isGgufPath(path)) return DeepseekV3.loadGguf(path, opts);
+    return runSteps(DeepseekV3.loadSteps(path, opts));
+  }
+
+  /**
+   * load, letting the event loop run between tensors (and between matrices when quantising),
+   * so timers and I/O keep going during a long load. When `signal` aborts, loading stops at
+   * the next tensor, the files are closed, and the promise rejects with the signal's reason.
+   */
+  static loadAsync(path: string, opts: LoadOptions & { signal?: AbortSignal }): Promise<DeepseekV3> {
+    return runStepsAsync(DeepseekV3.loadSteps(path, opts), opts.signal);
+  }
+
+  /** The work of load, pausing after every tensor read and every matrix quantised. */
+  static *loadSteps(path: string, opts: LoadOptions): Steps<DeepseekV3> {
+    if (isGgufPath(path)) return yield* DeepseekV3.loadGguf(path, opts);
     const dir = path;
     const cfg = loadConfig(dir);
     const ckpt = Checkpoint.open(dir, { map: opts.kernels.mapFile });
@@ -131,13 +148,16 @@ export class DeepseekV3 {
       const alloc = ckpt.isMapped ? undefined : opts.kernels.weightAllocator?.();
       const mtp = (opts.mtp ?? true) && cfg.num_nextn_predict_layers > 0;
       const p = progress(cfg, opts, mtp);
-      return DeepseekV3.finish(cfg, loadWeights(ckpt, cfg, { mtp, alloc, onTensor: p.onTensor }), opts, p.onMatrix);
+      const w = yield* loadWeightsSteps(ckpt, cfg, { mtp, alloc, onTensor: p.onTensor });
+      const note = checkUnusedTensors(ckpt.names(), cfg, { where: dir, dtypeOf: (n) => (ckpt.has(n) ? ckpt.entry(n).dtype : undefined) });
+      if (note) opts.onNote?.(note);
+      return yield* DeepseekV3.finish(cfg, w, opts, p.onMatrix);
     } finally {
       ckpt.close();
     }
   }
 
-  private static loadGguf(path: string, opts: LoadOptions): DeepseekV3 {
+  private static *loadGguf(path: string, opts: LoadOptions): Steps<DeepseekV3> {
     const file = GgufFile.open(path, { map: opts.kernels.mapFile });
     try {
       const embd = file.info('token_embd.weight');
@@ -145,16 +165,20 @@ export class DeepseekV3 {
       // Mapped tensors are used in place; read ones go where the backend wants them.
       const alloc = file.isMapped ? undefined : opts.kernels.weightAllocator?.();
       const p = progress(cfg, opts, false);
-      return DeepseekV3.finish(cfg, loadGgufWeights(file, cfg, { alloc, onTensor: p.onTensor }), opts, p.onMatrix);
+      const w = yield* loadGgufWeightsSteps(file, cfg, { alloc, onTensor: p.onTensor });
+      const nextn = Number(file.metadata.get('deepseek2.nextn_predict_layers') ?? 0);
+      const note = checkUnusedTensors(file.header.tensors.map((t) => t.name), cfg, { where: path, gguf: { nextn } });
+      if (note) opts.onNote?.(note);
+      return yield* DeepseekV3.finish(cfg, w, opts, p.onMatrix);
     } finally {
       file.close();
     }
   }
 
-  private static finish(cfg: DeepseekConfig, w: ModelWeights, opts: LoadOptions, onMatrix?: () => void): DeepseekV3 {
+  private static *finish(cfg: DeepseekConfig, w: ModelWeights, opts: LoadOptions, onMatrix?: () => void): Steps<DeepseekV3> {
     if (opts.quantize) {
       const notes: string[] = [];
-      w = quantizeWeights(opts.kernels, w, cfg, opts.quantize, { alloc: opts.kernels.weightAllocator?.(), notes, onMatrix });
+      w = yield* quantizeWeightsSteps(opts.kernels, w, cfg, opts.quantize, { alloc: opts.kernels.weightAllocator?.(), notes, onMatrix });
       for (const n of notes) opts.onNote?.(n);
     }
     return new DeepseekV3(cfg, w, opts.kernels);
@@ -208,7 +232,7 @@ export class DeepseekV3 {
    * which this resets: nothing a pass returns may be taken from it (outputs are fresh).
    */
   private context(T: number, pos: Int32Array, seqs: SeqSlice[], opts: ForwardOptions): StepContext {
-    const impl = opts.attn ?? 'absorb';
+    const impl = opts.attn ?? this.attn;
     if (!opts.tape) this.scratch.reset();
     const mem = opts.tape ? HEAP : this.scratch;
     return { K: this.K, dims: this.dims, T, pos, seqs, impl, onRoute: opts.onRoute, tape: opts.tape, mem };

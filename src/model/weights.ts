@@ -12,6 +12,7 @@ import type { GgufFile } from '../io/gguf.ts';
 import { ggufLocation } from '../io/gguf-names.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 import { decodeRow } from '../kernels/ref/index.ts';
+import { runSteps, type Steps } from './steps.ts';
 
 export interface AttnWeights {
   /** q_lora_rank > 0: q = q_b_proj(q_a_layernorm(q_a_proj(x))); otherwise q = q_proj(x). */
@@ -120,6 +121,9 @@ class CheckpointSource implements TensorSource {
     }
     const t = this.read(name, [rows, cols], this.alloc);
     const bytes = t.data;
+    // Read matrices were just copied into memory, so scanning them costs little; mapped ones
+    // are scanned only when small (the rest of a mapped file is not touched at load).
+    if (!this.ckpt.isMapped || bytes.byteLength <= SCAN_MAPPED_BYTES) finiteOrThrow(t.dtype, bytes, name, e.file);
     switch (t.dtype) {
       case 'F32':
       case 'BF16':
@@ -144,7 +148,9 @@ class CheckpointSource implements TensorSource {
       throw new DsError('BAD_DTYPE', `${e.file}: tensor "${name}" has dtype ${e.dtype}, expected a float dtype`);
     }
     const t = this.read(name, shape);
-    return toF32(t.dtype, t.data);
+    const v = toF32(t.dtype, t.data);
+    finiteOrThrow('F32', new Uint8Array(v.buffer, v.byteOffset, v.byteLength), name, e.file);
+    return v;
   }
 }
 
@@ -195,6 +201,8 @@ class GgufSource implements TensorSource {
       const per = this.stacked.data.byteLength / this.cfg.n_routed_experts;
       bytes = this.stacked.data.subarray(loc.expert * per, (loc.expert + 1) * per);
     }
+    // As for safetensors; block-quantized types (scales inside the blocks) are not scanned.
+    if (!this.file.isMapped || bytes.byteLength <= SCAN_MAPPED_BYTES) finiteOrThrow(dtype, bytes, loc.name, this.file.path);
     return matrixOf(dtype, rows, cols, bytes);
   }
 
@@ -206,7 +214,49 @@ class GgufSource implements TensorSource {
       throw new DsError('BAD_SHAPE', `${this.file.path}: tensor "${loc.name}" has shape [${t.shape}], the metadata implies [${shape}]`);
     }
     if (!isDType(t.dtype)) throw new DsError('BAD_DTYPE', `${this.file.path}: tensor "${loc.name}" is ${t.dtype}, expected F32, F16 or BF16`);
-    return toF32(t.dtype, t.data, n);
+    const v = toF32(t.dtype, t.data, n);
+    finiteOrThrow('F32', new Uint8Array(v.buffer, v.byteOffset, v.byteLength), loc.name, this.file.path);
+    return v;
+  }
+}
+
+/** Matrices of a mapped file up to this size are scanned for NaN/Inf at load (1 MiB). */
+const SCAN_MAPPED_BYTES = 1 << 20;
+
+/**
+ * The index of the first NaN or infinite value of float data in a stored format (F32, BF16,
+ * F16; F8_E4M3 has NaN codes and no infinities), or -1; other formats are not scanned (-1).
+ */
+export function firstNonFinite(dtype: string, bytes: Uint8Array): number {
+  const aligned = (k: number) => (bytes.byteOffset % k === 0 ? bytes : bytes.slice());
+  switch (dtype) {
+    case 'F32': {
+      const b = aligned(4);
+      const u = new Uint32Array(b.buffer, b.byteOffset, b.byteLength >>> 2);
+      for (let i = 0; i < u.length; i++) if ((u[i] & 0x7f800000) === 0x7f800000) return i;
+      return -1;
+    }
+    case 'BF16':
+    case 'F16': {
+      const mask = dtype === 'BF16' ? 0x7f80 : 0x7c00;
+      const b = aligned(2);
+      const u = new Uint16Array(b.buffer, b.byteOffset, b.byteLength >>> 1);
+      for (let i = 0; i < u.length; i++) if ((u[i] & mask) === mask) return i;
+      return -1;
+    }
+    case 'F8_E4M3':
+      for (let i = 0; i < bytes.length; i++) if ((bytes[i] & 0x7f) === 0x7f) return i;
+      return -1;
+    default:
+      return -1;
+  }
+}
+
+/** A model error (BAD_WEIGHTS) naming the tensor when its data hold NaN or infinite values. */
+function finiteOrThrow(dtype: string, bytes: Uint8Array, name: string, file: string): void {
+  const i = firstNonFinite(dtype, bytes);
+  if (i >= 0) {
+    throw new DsError('BAD_WEIGHTS', `${file}: tensor "${name}" holds NaN or infinite values (first at element ${i}); the checkpoint is corrupt or its training diverged`);
   }
 }
 
@@ -253,7 +303,11 @@ class Recorder implements TensorSource {
   }
 }
 
-/** Builds the model's weight structure from tensor names: the one checkpoint name table. */
+/**
+ * Builds the model's weight structure from tensor names: the one checkpoint name table. Each
+ * method is a generator that yields after every tensor, so a load can pause between tensors
+ * (DeepseekV3.loadAsync); run to the end at once (runSteps) it is a plain synchronous walk.
+ */
 class Walker {
   constructor(
     readonly src: TensorSource,
@@ -262,28 +316,30 @@ class Walker {
     readonly onTensor: () => void = () => {},
   ) {}
 
-  linear(name: string, rows: number, cols: number): LinearWeight {
+  *linear(name: string, rows: number, cols: number): Steps<LinearWeight> {
     const w = this.src.linear(name, rows, cols);
     this.onTensor();
+    yield;
     return w;
   }
 
-  vector(name: string, shape: number[]): Float32Array {
+  *vector(name: string, shape: number[]): Steps<Float32Array> {
     const v = this.src.vector(name, shape);
     this.onTensor();
+    yield;
     return v;
   }
 
-  mlp(prefix: string, inter: number): MlpWeights {
+  *mlp(prefix: string, inter: number): Steps<MlpWeights> {
     const D = this.cfg.hidden_size;
     return {
-      gate_proj: this.linear(`${prefix}.gate_proj.weight`, inter, D),
-      up_proj: this.linear(`${prefix}.up_proj.weight`, inter, D),
-      down_proj: this.linear(`${prefix}.down_proj.weight`, D, inter),
+      gate_proj: yield* this.linear(`${prefix}.gate_proj.weight`, inter, D),
+      up_proj: yield* this.linear(`${prefix}.up_proj.weight`, inter, D),
+      down_proj: yield* this.linear(`${prefix}.down_proj.weight`, D, inter),
     };
   }
 
-  attention(prefix: string): AttnWeights {
+  *attention(prefix: string): Steps<AttnWeights> {
     const c = this.cfg;
     const D = c.hidden_size;
     const H = c.num_attention_heads;
@@ -291,54 +347,52 @@ class Walker {
     const lora = c.q_lora_rank > 0;
     const split = !this.src.has(`${prefix}.kv_b_proj.weight`) && this.src.has(`${prefix}.k_b_proj.weight`);
     return {
-      q_a_proj: lora ? this.linear(`${prefix}.q_a_proj.weight`, c.q_lora_rank, D) : null,
-      q_a_layernorm: lora ? this.vector(`${prefix}.q_a_layernorm.weight`, [c.q_lora_rank]) : null,
-      q_b_proj: lora ? this.linear(`${prefix}.q_b_proj.weight`, H * dQk, c.q_lora_rank) : null,
-      q_proj: lora ? null : this.linear(`${prefix}.q_proj.weight`, H * dQk, D),
-      kv_a_proj_with_mqa: this.linear(
+      q_a_proj: lora ? yield* this.linear(`${prefix}.q_a_proj.weight`, c.q_lora_rank, D) : null,
+      q_a_layernorm: lora ? yield* this.vector(`${prefix}.q_a_layernorm.weight`, [c.q_lora_rank]) : null,
+      q_b_proj: lora ? yield* this.linear(`${prefix}.q_b_proj.weight`, H * dQk, c.q_lora_rank) : null,
+      q_proj: lora ? null : yield* this.linear(`${prefix}.q_proj.weight`, H * dQk, D),
+      kv_a_proj_with_mqa: yield* this.linear(
         `${prefix}.kv_a_proj_with_mqa.weight`,
         c.kv_lora_rank + c.qk_rope_head_dim,
         D,
       ),
-      kv_a_layernorm: this.vector(`${prefix}.kv_a_layernorm.weight`, [c.kv_lora_rank]),
-      kv_b_proj: split ? null : this.linear(`${prefix}.kv_b_proj.weight`, H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank),
-      k_b_proj: split ? this.linear(`${prefix}.k_b_proj.weight`, H * c.kv_lora_rank, c.qk_nope_head_dim) : null,
-      v_b_proj: split ? this.linear(`${prefix}.v_b_proj.weight`, H * c.v_head_dim, c.kv_lora_rank) : null,
-      o_proj: this.linear(`${prefix}.o_proj.weight`, D, H * c.v_head_dim),
+      kv_a_layernorm: yield* this.vector(`${prefix}.kv_a_layernorm.weight`, [c.kv_lora_rank]),
+      kv_b_proj: split ? null : yield* this.linear(`${prefix}.kv_b_proj.weight`, H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank),
+      k_b_proj: split ? yield* this.linear(`${prefix}.k_b_proj.weight`, H * c.kv_lora_rank, c.qk_nope_head_dim) : null,
+      v_b_proj: split ? yield* this.linear(`${prefix}.v_b_proj.weight`, H * c.v_head_dim, c.kv_lora_rank) : null,
+      o_proj: yield* this.linear(`${prefix}.o_proj.weight`, D, H * c.v_head_dim),
     };
   }
 
-  moe(prefix: string): MoeWeights {
+  *moe(prefix: string): Steps<MoeWeights> {
     const c = this.cfg;
     const E = c.n_routed_experts;
     const useBias = c.topk_method === 'noaux_tc';
-    return {
-      gate: this.linear(`${prefix}.gate.weight`, E, c.hidden_size),
-      bias: useBias ? this.vector(`${prefix}.gate.e_score_correction_bias`, [E]) : null,
-      experts: Array.from({ length: E }, (_, e) =>
-        this.mlp(`${prefix}.experts.${e}`, c.moe_intermediate_size),
-      ),
-      shared:
-        c.n_shared_experts > 0
-          ? this.mlp(`${prefix}.shared_experts`, c.n_shared_experts * c.moe_intermediate_size)
-          : null,
-    };
+    const gate = yield* this.linear(`${prefix}.gate.weight`, E, c.hidden_size);
+    const bias = useBias ? yield* this.vector(`${prefix}.gate.e_score_correction_bias`, [E]) : null;
+    const experts: MlpWeights[] = [];
+    for (let e = 0; e < E; e++) experts.push(yield* this.mlp(`${prefix}.experts.${e}`, c.moe_intermediate_size));
+    const shared =
+      c.n_shared_experts > 0
+        ? yield* this.mlp(`${prefix}.shared_experts`, c.n_shared_experts * c.moe_intermediate_size)
+        : null;
+    return { gate, bias, experts, shared };
   }
 
-  layer(i: number, moe: boolean): LayerWeights {
+  *layer(i: number, moe: boolean): Steps<LayerWeights> {
     const p = `model.layers.${i}`;
     const D = this.cfg.hidden_size;
     return {
-      input_layernorm: this.vector(`${p}.input_layernorm.weight`, [D]),
-      post_attention_layernorm: this.vector(`${p}.post_attention_layernorm.weight`, [D]),
-      self_attn: this.attention(`${p}.self_attn`),
-      mlp: moe ? null : this.mlp(`${p}.mlp`, this.cfg.intermediate_size),
-      moe: moe ? this.moe(`${p}.mlp`) : null,
+      input_layernorm: yield* this.vector(`${p}.input_layernorm.weight`, [D]),
+      post_attention_layernorm: yield* this.vector(`${p}.post_attention_layernorm.weight`, [D]),
+      self_attn: yield* this.attention(`${p}.self_attn`),
+      mlp: moe ? null : yield* this.mlp(`${p}.mlp`, this.cfg.intermediate_size),
+      moe: moe ? yield* this.moe(`${p}.mlp`) : null,
     };
   }
 
   /** MTP module k sits at layer index num_hidden_layers + k. */
-  mtp(k: number, main: { embed: LinearWeight; head: LinearWeight }): MtpWeights {
+  *mtp(k: number, main: { embed: LinearWeight; head: LinearWeight }): Steps<MtpWeights> {
     const c = this.cfg;
     const D = c.hidden_size;
     const i = c.num_hidden_layers + k;
@@ -346,34 +400,44 @@ class Walker {
     // The released checkpoint stores copies of the main embedding and head here; a
     // checkpoint that leaves them out shares the main ones.
     const own = (name: string, fallback: LinearWeight) =>
-      this.src.has(name) ? this.linear(name, c.vocab_size, D) : fallback;
+      this.src.has(name) ? this.linear(name, c.vocab_size, D) : none(fallback);
     return {
-      embed_tokens: own(`${p}.embed_tokens.weight`, main.embed),
-      enorm: this.vector(`${p}.enorm.weight`, [D]),
-      hnorm: this.vector(`${p}.hnorm.weight`, [D]),
-      eh_proj: this.linear(`${p}.eh_proj.weight`, D, 2 * D),
-      layer: this.layer(i, true),
-      norm: this.vector(`${p}.shared_head.norm.weight`, [D]),
-      head: own(`${p}.shared_head.head.weight`, main.head),
+      embed_tokens: yield* own(`${p}.embed_tokens.weight`, main.embed),
+      enorm: yield* this.vector(`${p}.enorm.weight`, [D]),
+      hnorm: yield* this.vector(`${p}.hnorm.weight`, [D]),
+      eh_proj: yield* this.linear(`${p}.eh_proj.weight`, D, 2 * D),
+      layer: yield* this.layer(i, true),
+      norm: yield* this.vector(`${p}.shared_head.norm.weight`, [D]),
+      head: yield* own(`${p}.shared_head.head.weight`, main.head),
     };
   }
 }
 
+/** A result without a step (a tensor the walk shares instead of reading). */
+function* none<T>(v: T): Steps<T> {
+  return v;
+}
+
 /**
- * Load every weight the config calls for. MTP modules are loaded when `mtp` is true and
- * the config has them (num_nextn_predict_layers).
+ * Load every weight the config calls for, pausing after every tensor (run it with runSteps or
+ * runStepsAsync). MTP modules are loaded when `mtp` is true and the config has them
+ * (num_nextn_predict_layers).
  */
-export function loadWeights(
+export function loadWeightsSteps(
   ckpt: Checkpoint,
   cfg: DeepseekConfig,
   opts: { mtp?: boolean; alloc?: Allocator; onTensor?: () => void } = {},
-): ModelWeights {
-  return walk(new CheckpointSource(ckpt, cfg, opts.alloc), cfg, opts.mtp ?? false, opts.onTensor);
+): Steps<ModelWeights> {
+  return walkSteps(new CheckpointSource(ckpt, cfg, opts.alloc), cfg, opts.mtp ?? false, opts.onTensor);
 }
 
-/** Load every weight of a deepseek2 GGUF file (which holds no MTP module). */
-export function loadGgufWeights(file: GgufFile, cfg: DeepseekConfig, opts: { alloc?: Allocator; onTensor?: () => void } = {}): ModelWeights {
-  return walk(new GgufSource(file, cfg, opts.alloc), cfg, false, opts.onTensor);
+/** Load every weight of a deepseek2 GGUF file (which holds no MTP module), pausing after every tensor. */
+export function loadGgufWeightsSteps(
+  file: GgufFile,
+  cfg: DeepseekConfig,
+  opts: { alloc?: Allocator; onTensor?: () => void } = {},
+): Steps<ModelWeights> {
+  return walkSteps(new GgufSource(file, cfg, opts.alloc), cfg, false, opts.onTensor);
 }
 
 /** Every tensor a checkpoint of this config holds (FP8 scales not included), in load order. */
@@ -502,22 +566,24 @@ export function mapMatrices(w: ModelWeights, f: (m: LinearWeight) => LinearWeigh
 }
 
 function walk(src: TensorSource, cfg: DeepseekConfig, mtp: boolean, onTensor?: () => void): ModelWeights {
+  return runSteps(walkSteps(src, cfg, mtp, onTensor));
+}
+
+function* walkSteps(src: TensorSource, cfg: DeepseekConfig, mtp: boolean, onTensor?: () => void): Steps<ModelWeights> {
   const L = new Walker(src, cfg, onTensor);
   const D = cfg.hidden_size;
-  const embed = L.linear('model.embed_tokens.weight', cfg.vocab_size, D);
+  const embed = yield* L.linear('model.embed_tokens.weight', cfg.vocab_size, D);
   const head =
     cfg.tie_word_embeddings && !src.has('lm_head.weight')
       ? embed
-      : L.linear('lm_head.weight', cfg.vocab_size, D);
-  const layers = Array.from({ length: cfg.num_hidden_layers }, (_, i) => L.layer(i, isMoeLayer(cfg, i)));
+      : yield* L.linear('lm_head.weight', cfg.vocab_size, D);
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < cfg.num_hidden_layers; i++) layers.push(yield* L.layer(i, isMoeLayer(cfg, i)));
+  const norm = yield* L.vector('model.norm.weight', [D]);
   const nMtp = mtp ? cfg.num_nextn_predict_layers : 0;
-  return {
-    embed_tokens: embed,
-    layers,
-    norm: L.vector('model.norm.weight', [D]),
-    lm_head: head,
-    mtp: Array.from({ length: nMtp }, (_, k) => L.mtp(k, { embed, head })),
-  };
+  const mtpWeights: MtpWeights[] = [];
+  for (let k = 0; k < nMtp; k++) mtpWeights.push(yield* L.mtp(k, { embed, head }));
+  return { embed_tokens: embed, layers, norm, lm_head: head, mtp: mtpWeights };
 }
 
 /**
@@ -547,4 +613,93 @@ export function joinKvB(w: ModelWeights, cfg: DeepseekConfig): ModelWeights {
     return { ...l, self_attn: { ...a, kv_b_proj, k_b_proj: null, v_b_proj: null } };
   };
   return { ...w, layers: w.layers.map(join), mtp: w.mtp.map((m) => ({ ...m, layer: join(m.layer) })) };
+}
+
+/**
+ * The stored tensors a load of `cfg` leaves unread, checked once the weights are read (so a
+ * missing or misshapen tensor is reported first). A tensor the model has no place for means
+ * the checkpoint and the config disagree (a config with fewer layers than the checkpoint,
+ * a stray or misnamed tensor) and is an error (UNUSED_TENSOR) naming it. Tolerated:
+ * the MTP layers the config declares when MTP is not loaded (silently: the released
+ * layout), and extras a known format may carry, which come back as one note naming them:
+ * rotary `inv_freq` buffers of older Hugging Face exports; in GGUF files llama.cpp's
+ * `rope_freqs` / `attn_rot_embd`, MTP (NextN) blocks, and attn_k_b / attn_v_b beside the
+ * attn_kv_b that is used. `names` are the stored names (GGUF names for a GGUF file); `dtypeOf`
+ * tells FP8 weights, whose `weight_scale_inv` is used, from the others.
+ */
+export function checkUnusedTensors(
+  names: Iterable<string>,
+  cfg: DeepseekConfig,
+  opts: { where: string; gguf?: { nextn: number }; dtypeOf?: (name: string) => string | undefined },
+): string | null {
+  const gguf = opts.gguf;
+  const table = tensorTable(cfg, { mtp: !gguf }).map((s) => s.name);
+  table.push('lm_head.weight'); // stored even when tied: then it is used instead of the embedding
+  const L = cfg.num_hidden_layers;
+  const layers = L + (gguf ? 0 : cfg.num_nextn_predict_layers);
+  const stored = new Set(names);
+  const known = new Set<string>();
+  const add = (hf: string) => {
+    if (!gguf) return void known.add(hf);
+    const loc = ggufLocation(hf);
+    if (loc) known.add(loc.name);
+  };
+  for (const n of table) add(n);
+  const extras: string[] = [];
+  const unused: string[] = [];
+  // MLA's kv_b: stored joint (used) or split (used when the joint one is absent).
+  const kvb = (i: number) => (gguf ? `blk.${i}.attn_kv_b.weight` : `model.layers.${i}.self_attn.kv_b_proj.weight`);
+  const split = gguf ? /^blk\.(\d+)\.attn_[kv]_b\.weight$/ : /^model\.layers\.(\d+)\.self_attn\.[kv]_b_proj\.weight$/;
+  const layerOf = gguf ? /^blk\.(\d+)\./ : /^model\.layers\.(\d+)\./;
+  for (const name of stored) {
+    if (known.has(name)) continue;
+    if (!gguf && name.endsWith('.weight_scale_inv')) {
+      const w = name.replace(/\.weight_scale_inv$/, '.weight');
+      if ((known.has(w) || split.test(w)) && opts.dtypeOf?.(w) === 'F8_E4M3') continue;
+    }
+    const s = split.exec(name.replace(/\.weight_scale_inv$/, '.weight'));
+    if (s && Number(s[1]) < layers) {
+      if (stored.has(kvb(Number(s[1])))) extras.push(name);
+      continue;
+    }
+    const layer = layerOf.exec(name);
+    if (gguf && layer && Number(layer[1]) >= L && Number(layer[1]) < L + gguf.nextn) {
+      extras.push(name);
+      continue;
+    }
+    if (/\.rotary_emb\.inv_freq$/.test(name) || (gguf && (name === 'rope_freqs.weight' || /^blk\.\d+\.attn_rot_embd/.test(name)))) {
+      extras.push(name);
+      continue;
+    }
+    unused.push(name);
+  }
+  if (unused.length > 0) {
+    const beyond = unused.map((n) => layerOf.exec(n)).filter((m) => m && Number(m[1]) >= layers);
+    if (beyond.length > 0) {
+      const top = Math.max(...beyond.map((m) => Number(m![1])));
+      const what = gguf
+        ? `block_count ${L + gguf.nextn}${gguf.nextn ? ` (${gguf.nextn} of them NextN)` : ''}`
+        : `num_hidden_layers ${L} + num_nextn_predict_layers ${cfg.num_nextn_predict_layers}`;
+      throw new DsError(
+        'UNUSED_TENSOR',
+        `${opts.where}: the checkpoint holds layer ${top} (${beyond[0]![0]}…) but the config declares ${layers} layers ` +
+          `(${what}): it has fewer layers than the checkpoint`,
+      );
+    }
+    const shown = unused.slice(0, 5).map((n) => `"${n}"`).join(', ');
+    throw new DsError(
+      'UNUSED_TENSOR',
+      `${opts.where}: ${unused.length} tensor${unused.length > 1 ? 's' : ''} the config has no place for: ${shown}` +
+        `${unused.length > 5 ? `, … (${unused.length - 5} more)` : ''}`,
+    );
+  }
+  if (extras.length === 0) return null;
+  // One line: names with their layer numbers folded, and how many of each.
+  const groups = new Map<string, number>();
+  for (const n of extras) {
+    const g = n.replace(/^(model\.layers|blk)\.\d+\./, '$1.*.');
+    groups.set(g, (groups.get(g) ?? 0) + 1);
+  }
+  const list = [...groups].map(([g, k]) => (k > 1 ? `${g} (×${k})` : g)).join(', ');
+  return `warning: ${opts.where}: ignoring ${extras.length} tensor${extras.length > 1 ? 's' : ''} the model does not use: ${list}`;
 }

@@ -40,7 +40,7 @@ import { loadConfig } from '../../src/io/config.ts';
 import { Tokenizer } from '../../src/text/tokenizer.ts';
 import { DeepseekV3 } from '../../src/model/deepseek-v3.ts';
 import { refKernels } from '../../src/kernels/ref/index.ts';
-import { generate } from '../../src/engine/generate.ts';
+import { greedyDecode } from '../helpers/greedy.ts';
 import { tempDir } from '../helpers/fixtures.ts';
 import { GOLDEN_DIR, GOLDEN_MISSING, DEEPSEEK_TOKENIZER_DIR, goldenModelDir, goldenModels, readJson } from '../helpers/golden.ts';
 
@@ -205,10 +205,10 @@ describe('llama.cpp (node-llama-cpp 3.21.1, CPU) runs dsv3 GGUF exports of the g
       it('greedy decoding through the KV cache gives the same tokens', async () => {
         const n = golden.cases[0].greedy.length;
         const steps: Float32Array[][] = prompts.map(() => []);
-        const mine = generate(ours, prompts, {
+        const mine = await greedyDecode(ours, prompts, {
           maxNewTokens: n,
           onToken: (s, _id, logits) => void steps[s].push(logits.slice()),
-        }).ids;
+        });
         for (const [k, prompt] of prompts.entries()) {
           assert.deepEqual(mine[k], golden.cases[k].greedy, `dsv3 greedy of prompt ${k} is the golden one`);
           await seq.clearHistory();
