@@ -65,7 +65,7 @@ for (const [i, v] of VARIANTS.entries()) {
   if (a.data && !existsSync(join(out, 'data'))) cpSync(a.data, join(out, 'data'), { recursive: true });
   process.stderr.write(`ablation ${i}: ${v.name}\n`);
   const t0 = performance.now();
-  const r = train({ ...base(out), ...v.over });
+  const r = await train({ ...base(out), ...v.over });
   process.stderr.write(`  ${((performance.now() - t0) / 1e3).toFixed(0)} s, ${r.tokensPerSec.toFixed(0)} tok/s\n`);
   results.push({ name: v.name, r });
   writeFileSync(join(a.out!, 'results.json'), JSON.stringify(results.map((x) => ({ name: x.name, ...x.r, history: undefined })), null, 2));

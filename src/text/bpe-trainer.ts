@@ -90,6 +90,8 @@ export interface TrainBpeOptions {
   minFrequency?: number;
   /** Called once at the end with word counts and timings, for logs. */
   onStats?: (stats: BpeTrainStats) => void;
+  /** Called every 100 merges with the merges made and the most there can be, for progress. */
+  onProgress?: (merges: number, maxMerges: number) => void;
 }
 
 /** Statistics of a training run, for logs. */
@@ -319,6 +321,7 @@ export function trainBpe(texts: Iterable<string>, opts: TrainBpeOptions): Json {
     const id = tokenStr.length;
     tokenStr.push(tokenStr[a]! + tokenStr[b]!);
     merges.push(`${tokenStr[a]} ${tokenStr[b]}`);
+    if (merges.length % 100 === 0) opts.onProgress?.(merges.length, maxMerges);
 
     const ws = where.get(key)!;
     where.delete(key);

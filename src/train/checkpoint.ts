@@ -2,11 +2,11 @@
 // MTP module as layer num_hidden_layers, tokenizer files), so `dsv3 generate` and
 // vLLM-style loaders read it, plus what --resume needs to continue exactly: the AdamW
 // moments and the fp32 master weights (optimizer.safetensors) and the trainer state
-// (trainer_state.json: step, data position, loss history). Every file is written to a
-// temporary name and renamed, so an interrupted save never leaves a broken checkpoint.
+// (trainer_state.json: step, data position, loss history). A save is crash-safe: see
+// saveCheckpoint and recoverCheckpoint for the protocol.
 
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { configToJson, type DeepseekConfig } from '../io/config.ts';
 import { Checkpoint, writeCheckpoint, type TensorSpec } from '../io/safetensors.ts';
 import { DsError } from '../errors.ts';
@@ -14,6 +14,7 @@ import { f32ToBf16 } from '../tensor/dtypes.ts';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
 import { tensorTable, trainedTensors } from '../model/weights.ts';
 import type { AdamW } from './optim.ts';
+import { syncDir, syncTree, writeFileAtomic } from './atomic.ts';
 
 export type SaveDType = 'F32' | 'BF16';
 
@@ -44,10 +45,6 @@ export function namedTensors(model: DeepseekV3, opts: { mtpCopies?: boolean } = 
   return out;
 }
 
-function atomicJson(path: string, value: unknown): void {
-  writeFileSync(path + '.tmp', JSON.stringify(value, null, 2) + '\n');
-  renameSync(path + '.tmp', path);
-}
 
 /** Write tensors as one safetensors checkpoint into `dir` via a temporary folder. */
 function writeTensors(dir: string, tensors: Map<string, Float32Array>, dtype: SaveDType, shapes: Map<string, number[]>) {
@@ -74,8 +71,46 @@ export interface TrainerState {
 }
 
 /**
+ * The crash-safe save protocol for a checkpoint folder D. Only renames change what D is, and
+ * each rename is atomic; the commit point is the rename of the finished D.saving to D.new.
+ *   1. write everything into D.saving and fsync it all (a crash here: D.saving is garbage);
+ *   2. rename D.saving → D.new, fsync the parent (committed: D.new is complete and newest);
+ *   3. rename D → D.old (if D exists), then D.new → D, fsync the parent;
+ *   4. remove D.old.
+ * Invariants: D.new exists only when complete; D.old is complete whenever D is missing.
+ * recoverCheckpoint finishes or undoes whatever a crash interrupted, from any of these states.
+ */
+export function recoverCheckpoint(dir: string): string[] {
+  const notes: string[] = [];
+  const tmp = `${dir}.saving`;
+  const fresh = `${dir}.new`;
+  const old = `${dir}.old`;
+  if (existsSync(tmp)) {
+    rmSync(tmp, { recursive: true, force: true });
+    notes.push(`removed the unfinished save ${tmp}`);
+  }
+  if (existsSync(fresh)) {
+    // Crashed after the commit: finish the swap (D may be there still, or already D.old).
+    if (existsSync(dir)) {
+      rmSync(old, { recursive: true, force: true });
+      renameSync(dir, old);
+    }
+    renameSync(fresh, dir);
+    syncDir(dirname(dir));
+    notes.push(`completed the interrupted swap of ${fresh} into ${dir}`);
+  } else if (!existsSync(dir) && existsSync(old)) {
+    // Only an older protocol could get here; the previous checkpoint is whole, so keep it.
+    renameSync(old, dir);
+    syncDir(dirname(dir));
+    notes.push(`restored ${dir} from ${old}`);
+  }
+  if (existsSync(old)) rmSync(old, { recursive: true, force: true });
+  return notes;
+}
+
+/**
  * Save model + tokenizer (+ optimizer and trainer state when given) into `dir`, replacing
- * what is there only once everything is written.
+ * what is there only once everything is written and flushed to disk (see recoverCheckpoint).
  */
 export function saveCheckpoint(
   dir: string,
@@ -88,21 +123,21 @@ export function saveCheckpoint(
     mtpCopies?: boolean;
   } = {},
 ): void {
+  recoverCheckpoint(dir);
   const tmp = `${dir}.saving`;
-  rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   const cfg: DeepseekConfig = {
     ...model.cfg,
     torch_dtype: opts.dtype === 'BF16' ? 'bfloat16' : 'float32',
     quantization_config: null,
   };
-  writeFileSync(join(tmp, 'config.json'), JSON.stringify(configToJson(cfg), null, 2) + '\n');
+  writeFileAtomic(join(tmp, 'config.json'), JSON.stringify(configToJson(cfg), null, 2) + '\n');
   const tensors = namedTensors(model, { mtpCopies: opts.mtpCopies });
   const shapes = new Map(tensorTable(cfg).map((s) => [s.name, s.shape]));
   writeTensors(tmp, tensors, opts.dtype ?? 'F32', shapes);
   if (opts.tokenizerDir) {
     for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
-      if (existsSync(join(opts.tokenizerDir, f))) copyFileSync(join(opts.tokenizerDir, f), join(tmp, f));
+      if (existsSync(join(opts.tokenizerDir, f))) writeFileAtomic(join(tmp, f), readFileSync(join(opts.tokenizerDir, f)));
     }
   }
   if (opts.optimizer) {
@@ -121,13 +156,15 @@ export function saveCheckpoint(
     const od = join(tmp, 'optimizer');
     writeTensors(od, all, 'F32', oShapes);
   }
-  if (opts.state) atomicJson(join(tmp, 'trainer_state.json'), { ...opts.state, adam_step: opts.optimizer?.step ?? 0 });
-  // Swap in the finished checkpoint: the old one stays whole until this moment.
-  const old = `${dir}.old`;
-  rmSync(old, { recursive: true, force: true });
-  if (existsSync(dir)) renameSync(dir, old);
-  renameSync(tmp, dir);
-  rmSync(old, { recursive: true, force: true });
+  if (opts.state) {
+    writeFileAtomic(join(tmp, 'trainer_state.json'),
+      JSON.stringify({ ...opts.state, adam_step: opts.optimizer?.step ?? 0 }, null, 2) + '\n');
+  }
+  syncTree(tmp); // the safetensors files are written by their own writer: flush them too
+  const fresh = `${dir}.new`;
+  renameSync(tmp, fresh); // the commit point
+  syncDir(dirname(dir));
+  recoverCheckpoint(dir); // the swap: D → D.old, D.new → D, remove D.old
 }
 
 /** Restore fp32 master weights and Adam moments saved by saveCheckpoint into a training model. */

@@ -62,9 +62,9 @@ function weightsOf(dir: string): Buffer {
 }
 
 describe('training loop', () => {
-  it('lowers the loss and writes a loadable checkpoint with a loss curve', () => {
+  it('lowers the loss and writes a loadable checkpoint with a loss curve', async () => {
     const out = join(root, 'a');
-    const r = train(opts(out));
+    const r = await train(opts(out));
     const first = r.history.slice(0, 3).reduce((a, h) => a + h.loss, 0) / 3;
     const last = r.history.slice(-3).reduce((a, h) => a + h.loss, 0) / 3;
     assert.ok(last < first * 0.7, `loss ${first.toFixed(3)} → ${last.toFixed(3)}`);
@@ -75,28 +75,31 @@ describe('training loop', () => {
     for (const s of Object.values(r.expertLoad)) assert.ok(s.max >= s.mean && s.max < 1);
   });
 
-  it('resumes exactly: 12 + 12 steps equal 24 uninterrupted steps', () => {
+  it('resumes exactly: 12 + 12 steps equal 24 uninterrupted steps', async () => {
     const straight = join(root, 'b');
-    train(opts(straight));
+    await train(opts(straight));
     const split = join(root, 'c');
     let n = 0;
-    train(opts(split, { shouldStop: () => ++n >= 12 }));
+    const stopped = await train(opts(split, { shouldStop: () => ++n >= 12 }));
+    assert.equal(stopped.stopped, true);
     const st = JSON.parse(readFileSync(join(split, 'checkpoint', 'trainer_state.json'), 'utf8'));
     assert.equal(st.step, 12);
-    train(opts(split, { resume: true, config: undefined }));
+    const rest = await train(opts(split, { resume: true, config: undefined }));
+    assert.equal(rest.steps, 24);
+    assert.equal(rest.stopped, false);
     assert.ok(weightsOf(straight).equals(weightsOf(split)), 'identical weights after resume');
   });
 
-  it('refuses to resume a folder without a training checkpoint', () => {
-    assert.throws(
+  it('refuses to resume a folder without a training checkpoint', async () => {
+    await assert.rejects(
       () => train(opts(join(root, 'empty'), { resume: true })),
       (e: unknown) => e instanceof DsError && e.code === 'MISSING_FILE',
     );
   });
 
-  it('simulated FP8 training stays within a few percent of full precision', () => {
-    const a = train(opts(join(root, 'f32'), { steps: 16, evalEvery: 16 }));
-    const b = train(opts(join(root, 'fp8'), { steps: 16, evalEvery: 16, fp8: true }));
+  it('simulated FP8 training stays within a few percent of full precision', async () => {
+    const a = await train(opts(join(root, 'f32'), { steps: 16, evalEvery: 16 }));
+    const b = await train(opts(join(root, 'fp8'), { steps: 16, evalEvery: 16, fp8: true }));
     const rel = Math.abs(b.history.at(-1)!.loss - a.history.at(-1)!.loss) / a.history.at(-1)!.loss;
     assert.ok(rel < 0.05, `relative loss difference ${rel}`);
     assert.notEqual(b.history.at(-1)!.loss, a.history.at(-1)!.loss, 'FP8 rounding changed something');

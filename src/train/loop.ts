@@ -4,9 +4,10 @@
 // sequence-wise balance loss, routing balanced by the per-expert bias (moved by γ toward
 // balance after every step, never by gradients), optional simulated FP8 GEMMs.
 
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { totalmem } from 'node:os';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { DsError } from '../errors.ts';
 import type { DeepseekConfig } from '../io/config.ts';
 import type { Kernels } from '../kernels/kernels.ts';
@@ -16,7 +17,8 @@ import type { Routing } from '../model/moe.ts';
 import { tensorTable, trainedTensors } from '../model/weights.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 import { Tokenizer } from '../text/tokenizer.ts';
-import { loadOptimizer, saveCheckpoint, type TrainerState } from './checkpoint.ts';
+import { writeFileAtomic } from './atomic.ts';
+import { loadOptimizer, recoverCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { packDocs, readCorpus, splitDocs, WindowSampler, type CorpusSource, type SamplerState } from './data.ts';
 import { evaluate } from './eval.ts';
 import { fp8Kernels, type Fp8Kernels } from './fp8.ts';
@@ -66,12 +68,21 @@ export interface TrainOptions {
   log: (line: string) => void;
   /** Called after each step, for a progress bar. */
   progress?: (p: { step: number; steps: number; loss: number; tokPerSec: number; etaSec: number }) => void;
-  /** Polled between steps: true stops after saving a checkpoint (Ctrl-C). */
+  /** Progress of data preparation (tokenizing the corpus): `done` of `total` documents. */
+  dataProgress?: (done: number, total: number) => void;
+  /** Called once, just before the first step (the CLI installs its signal handlers here). */
+  onStart?: () => void;
+  /**
+   * Polled after each step, once the event loop has run (so signal handlers get to set what
+   * it reads): true saves a checkpoint and stops (Ctrl-C, SIGTERM).
+   */
   shouldStop?: () => boolean;
 }
 
 export interface TrainSummary {
   steps: number;
+  /** True when shouldStop ended the run before `steps` (the checkpoint holds `steps`). */
+  stopped: boolean;
   finalLoss: number;
   valLoss: number | null;
   tokensPerSec: number;
@@ -92,15 +103,21 @@ function tokensFor(opts: TrainOptions, tok: Tokenizer): { train: Int32Array; val
     };
     return { train: read('train.bin'), val: read('val.bin') };
   }
+  const t0 = performance.now();
   const docs = readCorpus(opts.sources);
   const { train, val } = splitDocs(docs, { valFraction: opts.valFraction, seed: opts.seed });
   opts.log(`data: ${docs.length} documents (${val.length} held out), tokenizing…`);
-  const t = packDocs(train, tok);
-  const v = val.length ? packDocs(val, tok) : new Int32Array(0);
+  const total = train.length + val.length;
+  const t = packDocs(train, tok, { onProgress: (n) => opts.dataProgress?.(n, total) });
+  const v = val.length ? packDocs(val, tok, { onProgress: (n) => opts.dataProgress?.(train.length + n, total) }) : new Int32Array(0);
+  opts.dataProgress?.(total, total);
+  opts.log(`data: ${t.length} training tokens, ${v.length} held out, in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
+  // meta.json goes last and vouches for the .bin files: take the old one away first.
   mkdirSync(cache, { recursive: true });
-  writeFileSync(join(cache, 'train.bin'), new Uint8Array(t.buffer, t.byteOffset, t.byteLength));
-  writeFileSync(join(cache, 'val.bin'), new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
-  writeFileSync(meta, key);
+  if (existsSync(meta)) unlinkSync(meta);
+  writeFileAtomic(join(cache, 'train.bin'), new Uint8Array(t.buffer, t.byteOffset, t.byteLength));
+  writeFileAtomic(join(cache, 'val.bin'), new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+  writeFileAtomic(meta, key);
   return { train: t, val: v };
 }
 
@@ -133,14 +150,26 @@ export function updateBias(bias: Float32Array, load: Float64Array, gamma: number
   for (let e = 0; e < load.length; e++) bias[e] += gamma * Math.sign(mean - load[e]);
 }
 
-export function train(opts: TrainOptions): TrainSummary {
+/**
+ * The saved state of the run in `out` (its checkpoint/trainer_state.json), after finishing
+ * or undoing a checkpoint swap a crash interrupted; null when there is no checkpoint.
+ */
+export function readRunState(out: string, log?: (line: string) => void): (TrainerState & { adam_step: number }) | null {
+  const modelDir = join(out, 'checkpoint');
+  for (const note of recoverCheckpoint(modelDir)) log?.(`checkpoint: ${note}`);
+  const f = join(modelDir, 'trainer_state.json');
+  return existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) : null;
+}
+
+export async function train(opts: TrainOptions): Promise<TrainSummary> {
   const tok = Tokenizer.fromDir(opts.tokenizerDir);
   mkdirSync(opts.out, { recursive: true });
   const modelDir = join(opts.out, 'checkpoint');
 
   // The model: fresh random weights, or the last checkpoint of this run.
+  let loadDir = modelDir;
   if (opts.resume) {
-    if (!existsSync(join(modelDir, 'trainer_state.json'))) {
+    if (!readRunState(opts.out, opts.log)) {
       throw new DsError('MISSING_FILE', `${modelDir}: no checkpoint to resume (trainer_state.json missing)`);
     }
   } else {
@@ -149,9 +178,13 @@ export function train(opts: TrainOptions): TrainSummary {
       throw new DsError('BAD_CONFIG', `vocab_size ${opts.config.vocab_size} is smaller than the tokenizer's ${tok.vocabSize}`);
     }
     checkMemory(opts.config, opts.batch * opts.seqLen);
-    writeRandomCheckpoint(modelDir, opts.config, { dtype: 'F32', seed: opts.seed });
+    // Scratch weights, read once: checkpoint/ (an earlier run's, maybe) changes only at the first save.
+    loadDir = join(opts.out, 'checkpoint.init');
+    rmSync(loadDir, { recursive: true, force: true });
+    writeRandomCheckpoint(loadDir, opts.config, { dtype: 'F32', seed: opts.seed });
   }
-  const loaded = DeepseekV3.load(modelDir, { kernels: opts.kernels, mtp: true }).forTraining();
+  const loaded = DeepseekV3.load(loadDir, { kernels: opts.kernels, mtp: true }).forTraining();
+  if (loadDir !== modelDir) rmSync(loadDir, { recursive: true, force: true });
   const cfg = loaded.cfg;
   if (opts.seqLen > cfg.max_position_embeddings) {
     throw new DsError('BAD_INPUT', `--seq-len ${opts.seqLen} exceeds max_position_embeddings ${cfg.max_position_embeddings}`);
@@ -186,7 +219,7 @@ export function train(opts: TrainOptions): TrainSummary {
     step = st.step;
     samplerState = st.sampler as SamplerState;
     history = st.history;
-    opts.log(`resumed at step ${step}`);
+    opts.log(step < opts.steps ? `resumed at step ${step}, training to step ${opts.steps}` : `the run is at step ${step}: nothing to train (target ${opts.steps})`);
   }
 
   const data = tokensFor(opts, tok);
@@ -208,7 +241,9 @@ export function train(opts: TrainOptions): TrainSummary {
   const biasOf = (i: number) => (i < L ? w.layers[i].moe! : w.mtp[i - L].layer.moe!).bias;
   const loadWindow = new Map<number, Float64Array>(moeLayers.map((i) => [i, new Float64Array(cfg.n_routed_experts)]));
 
+  let savedStep = opts.resume ? step : -1; // what checkpoint/ holds, when it is this run's
   const save = () => {
+    if (savedStep === step) return;
     saveCheckpoint(modelDir, model, {
       dtype: 'F32',
       tokenizerDir: opts.tokenizerDir,
@@ -216,7 +251,8 @@ export function train(opts: TrainOptions): TrainSummary {
       state: { step, sampler: sampler.state(), history, run: runInfo(opts) },
       mtpCopies: true,
     });
-    writeFileSync(join(opts.out, 'loss.svg'), lossCurveSvg(
+    savedStep = step;
+    writeFileAtomic(join(opts.out, 'loss.svg'), lossCurveSvg(
       [
         { name: 'train', points: history.map((h) => [h.step, h.loss]) },
         { name: 'validation', points: history.filter((h) => h.val !== undefined).map((h) => [h.step, h.val!]) },
@@ -230,6 +266,8 @@ export function train(opts: TrainOptions): TrainSummary {
   const step0 = step;
   let lastLoss = NaN;
   let lastVal: number | null = null;
+  let stopped = false;
+  opts.onStart?.();
   while (step < opts.steps) {
     const batch: number[][] = [];
     for (let b = 0; b < opts.batch; b++) batch.push(Array.from(sampler.next().tokens));
@@ -278,15 +316,20 @@ export function train(opts: TrainOptions): TrainSummary {
       etaSec: ((opts.steps - step) * secs) / (step - step0),
     });
     if ((opts.saveEvery > 0 && step % opts.saveEvery === 0) || step === opts.steps) save();
+    if (step === opts.steps) break;
+    // Let the event loop run (signal handlers, I/O): a step is synchronous from end to end.
+    await yieldToEventLoop();
     if (opts.shouldStop?.()) {
+      stopped = true;
       save();
-      opts.log(`stopped at step ${step}; checkpoint saved, continue with --resume`);
+      opts.log(`stopped at step ${step} of ${opts.steps}; checkpoint saved, continue with --resume`);
       break;
     }
   }
   const secs = (performance.now() - t0) / 1e3;
   return {
     steps: step,
+    stopped,
     finalLoss: lastLoss,
     valLoss: lastVal,
     tokensPerSec: ((step - step0) * opts.batch * opts.seqLen) / Math.max(secs, 1e-9),
@@ -320,6 +363,10 @@ function formatLoad(win: Map<number, Float64Array>): string {
     .join(', ');
 }
 
+/**
+ * The run's settings, kept in trainer_state.json: `steps` is the target a `--resume` without
+ * `--steps` trains to, and the rest are what it continues with unless given again.
+ */
 function runInfo(o: TrainOptions): Record<string, unknown> {
   return {
     steps: o.steps,
@@ -327,10 +374,18 @@ function runInfo(o: TrainOptions): Record<string, unknown> {
     seq_len: o.seqLen,
     lr: o.lr,
     warmup: o.warmup,
+    min_lr_ratio: o.minLrRatio,
+    weight_decay: o.weightDecay,
+    clip: o.clip,
     mtp_weight: o.mtpWeight,
     seq_aux: o.seqAux,
     bias_update_speed: o.biasUpdateSpeed,
     fp8: o.fp8,
     seed: o.seed,
+    val_fraction: o.valFraction,
+    eval_every: o.evalEvery,
+    eval_windows: o.evalWindows,
+    save_every: o.saveEvery,
+    sources: o.sources,
   };
 }
