@@ -19,7 +19,8 @@
 // Included by each level after kernels_impl.h, inside its anonymous namespace. A level with
 // SIMD integer kernels names a header in DSV3_QDOT_HEADER that defines DSV3_QDOT_SIMD and
 //   template <int DT> void qrow(const std::uint8_t* w, I nb, const XRow* xr, int mr, float* o);
-// (o[m] = the output of weight row w, nb blocks, against x row xr[m], for m < mr <= QMR). A
+// (o[m] = the output of weight row w, nb blocks, against x row xr[m], for m < mr <= QMR), or
+// for the blocks of 32 define DSV3_QVALS and qvals32<DT> (the block values, summed here). A
 // level with a packed kernel for block formats also defines there DSV3_QPACKED with QTILE
 // (rows of x per tile), xq_tile_bytes_t<DT>(K), xq_tiles(...) and qpacked<DT>(...), and may
 // define DSV3_QQUANT_SIMD with qquant_row_q8_0 / qquant_row_q8_k (the quantisers' bits).
@@ -113,7 +114,7 @@ static inline XRow xq_row(const XQ* q, I K, I nb, bool kq, I m, I b) {
   }
 }
 
-static inline bool qis_k(int dt) { return FORMATS[dt].blockElems == 256; }
+static constexpr bool qis_k(int dt) { return FORMATS[dt].blockElems == 256; }
 /** Q4_1 / Q5_1: activations as Q8_1, v = (dw·dx)·S + m·s. */
 static constexpr bool qis_1(int dt) { return dt == DT_Q4_1 || dt == DT_Q5_1; }
 
@@ -331,6 +332,46 @@ static void quantize_x(int dt, const float* x, I ldx, I K, I m0, I m1, I M, cons
 #endif
 }
 
+#if defined(DSV3_QVALS)
+/**
+ * The decode path for blocks of 32: the block values of QG weight rows, each row streamed on
+ * its own (rows side by side defeat the prefetchers), then the QG sequential sums o += v
+ * side by side, so that the one-add-per-block chains overlap instead of bounding the loop.
+ */
+template <int DT>
+static void qgemm_rows32(const GemmNT* g, I m0, I m1, I n0, I n1) {
+  const WView& w = g->w;
+  const I K = w.cols, nb = K / FORMATS[DT].blockElems;
+  const std::uint8_t* base = static_cast<const std::uint8_t*>(w.data);
+  constexpr int QG = 8;
+  const I vs = (nb + 7) & ~(I)7;
+  static thread_local std::vector<float> buf;
+  if ((I)buf.size() < QG * QMR * vs) buf.resize((std::size_t)(QG * QMR * vs));
+  float* vals = buf.data();
+  for (I n = n0; n < n1; n += QG) {
+    const int gr = (int)imin(QG, n1 - n);
+    for (I mt = m0; mt < m1; mt += QMR) {
+      const int mr = (int)imin(QMR, m1 - mt);
+      XRow xr[QMR];
+      for (int m = 0; m < mr; m++) xr[m] = xq_row(g->xq, K, nb, false, mt + m, 0);
+      for (int r = 0; r < gr; r++) qvals32<DT>(base + (g->r0 + n + r) * w.ld, nb, xr, mr, vals + r * QMR * vs, vs);
+      for (int m = 0; m < mr; m++) {
+        float o[QG] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        const float* v = vals + m * vs;
+        if (gr == QG) {
+          for (I b = 0; b < nb; b++)
+            for (int r = 0; r < QG; r++) o[r] = o[r] + v[r * QMR * vs + b];
+        } else {
+          for (I b = 0; b < nb; b++)
+            for (int r = 0; r < gr; r++) o[r] = o[r] + v[r * QMR * vs + b];
+        }
+        for (int r = 0; r < gr; r++) g->out[(mt + m) * g->ldo + n + r] = o[r];
+      }
+    }
+  }
+}
+#endif
+
 /** The decode path: each weight row against tiles of up to QMR rows of x. */
 template <int DT>
 static void qgemm_rows(const GemmNT* g, I m0, I m1, I n0, I n1) {
@@ -338,17 +379,23 @@ static void qgemm_rows(const GemmNT* g, I m0, I m1, I n0, I n1) {
   const I K = w.cols, nb = K / FORMATS[DT].blockElems;
   const bool kq = qis_k(DT);
   const std::uint8_t* base = static_cast<const std::uint8_t*>(w.data);
-  // One weight row at a time (streamed rows side by side defeat the prefetchers), against
-  // tiles of up to QMR rows of x.
-  for (I n = n0; n < n1; n++) {
-    const std::uint8_t* wr = base + (g->r0 + n) * w.ld;
-    for (I mt = m0; mt < m1; mt += QMR) {
-      const int mr = (int)imin(QMR, m1 - mt);
-      XRow xr[QMR];
-      for (int m = 0; m < mr; m++) xr[m] = xq_row(g->xq, K, nb, kq, mt + m, 0);
-      float o[QMR];
-      qrow<DT>(wr, nb, xr, mr, o);
-      for (int m = 0; m < mr; m++) g->out[(mt + m) * g->ldo + n] = o[m];
+#if defined(DSV3_QVALS)
+  if constexpr (!qis_k(DT)) qgemm_rows32<DT>(g, m0, m1, n0, n1);
+  else
+#endif
+  {
+    // One weight row at a time (streamed rows side by side defeat the prefetchers), against
+    // tiles of up to QMR rows of x.
+    for (I n = n0; n < n1; n++) {
+      const std::uint8_t* wr = base + (g->r0 + n) * w.ld;
+      for (I mt = m0; mt < m1; mt += QMR) {
+        const int mr = (int)imin(QMR, m1 - mt);
+        XRow xr[QMR];
+        for (int m = 0; m < mr; m++) xr[m] = xq_row(g->xq, K, nb, kq, mt + m, 0);
+        float o[QMR];
+        qrow<DT>(wr, nb, xr, mr, o);
+        for (int m = 0; m < mr; m++) g->out[(mt + m) * g->ldo + n] = o[m];
+      }
     }
   }
 }

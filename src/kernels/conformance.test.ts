@@ -154,7 +154,7 @@ const HALF_FIELDS: Record<BlockType, number[]> = {
 };
 /** Reduction lengths: multiples of the block size, and (for the 32-value blocks) odd multiples. */
 function blockKs(dtype: BlockType): number[] {
-  return FORMATS[dtype].blockElems === 32 ? [32, 96, 160] : [256, 768];
+  return FORMATS[dtype].blockElems === 32 ? [32, 96, 160, 288] : [256, 768, 2304];
 }
 /**
  * A random block-format weight: 'quantised' rounds random floats with ggml's reference

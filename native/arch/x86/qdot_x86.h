@@ -193,36 +193,54 @@ static inline QB q32_codes(const std::uint8_t* b) {
   return _mm256_or_si256(c, qbits16(rd32(b + qo - 4)));
 }
 
-/** The f16 scales (first two bytes) of cnt <= 8 blocks of BB bytes, as eight halves. */
+/** The f16 scales (first two bytes) of cnt <= 8 blocks of BB bytes, as eight halves (0 past cnt). */
 template <int BB>
 static inline __m128i qdw8(const std::uint8_t* wb, int cnt) {
-  __m128i h = _mm_cvtsi32_si128(rd16(wb));
-  if (cnt == 8) {
-    h = _mm_insert_epi16(h, rd16(wb + BB), 1);
-    h = _mm_insert_epi16(h, rd16(wb + 2 * BB), 2);
-    h = _mm_insert_epi16(h, rd16(wb + 3 * BB), 3);
-    h = _mm_insert_epi16(h, rd16(wb + 4 * BB), 4);
-    h = _mm_insert_epi16(h, rd16(wb + 5 * BB), 5);
-    h = _mm_insert_epi16(h, rd16(wb + 6 * BB), 6);
-    h = _mm_insert_epi16(h, rd16(wb + 7 * BB), 7);
-    return h;
+  __m128i h = _mm_setzero_si128();
+  switch (cnt) {  // inserts, not a stack array: a 16-byte load of 2-byte stores stalls the forwarding
+    default: h = _mm_insert_epi16(h, rd16(wb + 7 * BB), 7); [[fallthrough]];
+    case 7: h = _mm_insert_epi16(h, rd16(wb + 6 * BB), 6); [[fallthrough]];
+    case 6: h = _mm_insert_epi16(h, rd16(wb + 5 * BB), 5); [[fallthrough]];
+    case 5: h = _mm_insert_epi16(h, rd16(wb + 4 * BB), 4); [[fallthrough]];
+    case 4: h = _mm_insert_epi16(h, rd16(wb + 3 * BB), 3); [[fallthrough]];
+    case 3: h = _mm_insert_epi16(h, rd16(wb + 2 * BB), 2); [[fallthrough]];
+    case 2: h = _mm_insert_epi16(h, rd16(wb + BB), 1); [[fallthrough]];
+    case 1: h = _mm_insert_epi16(h, rd16(wb), 0);
   }
-  alignas(16) std::uint16_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int i = 0; i < cnt; i++) t[i] = rd16(wb + i * BB);
-  return _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+  return h;
 }
 
 /**
- * Blocks of 32, eight at a time (CNT = 8, or the row's last cnt < 8 blocks): the exact sums
- * of the blocks against each row of x (one vector of partial sums per block, reduced
- * together by qhsum8x8, the offset taken off through Σx), turned into float32 block values
- * eight lanes at a time (the same operations as qblock32), then added to each output's sum
- * one block after the other. (Two weight rows side by side would overlap those additions,
- * but streamed rows side by side defeat the hardware prefetchers: measured 2-3x slower from
- * DRAM.)
+ * The first CNT of eight lanes at p, zeros after: the lanes past a row's last block must not
+ * read its next bytes, whose floats can be subnormal (a multiply by one stalls for ~100
+ * cycles: measured +20 ns per row on Zen 4).
  */
-template <int DT, bool FULL>
-static inline void qchunk32(const std::uint8_t* wb, int cnt, const XRow* x0, I b0, int mr, float* acc) {
+template <int CNT>
+static inline __m256 qtail_ps(const float* p) {
+  if (CNT == 8) return _mm256_loadu_ps(p);
+  const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(CNT), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return _mm256_maskload_ps(p, m);
+}
+template <int CNT>
+static inline QB qtail_epi32(const std::int32_t* p) {
+  if (CNT == 8) return qld(p);
+  const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(CNT), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return _mm256_maskload_epi32(reinterpret_cast<const int*>(p), m);
+}
+
+/**
+ * Blocks of 32, eight at a time (CNT = 8, or the row's last CNT < 8 blocks): the exact sums
+ * of the blocks against each row of x (one vector of partial sums per block, reduced
+ * together by qhsum8x8, the offset taken off through Σx), turned into the float32 block
+ * values v eight lanes at a time (the same operations as qblock32), stored at
+ * vals[m·vs + b0 …] (eight lanes: those past CNT are unused). The sequential sum o += v that
+ * follows is a chain of one float add per block: qgemm_rows runs the chains of several
+ * weight rows side by side, while the rows themselves are still streamed one at a time
+ * (streamed rows side by side defeat the hardware prefetchers: measured 2-3x slower from
+ * DRAM).
+ */
+template <int DT, int CNT>
+static inline void qchunk32(const std::uint8_t* wb, const XRow* x0, I b0, int mr, float* vals, I vs) {
   constexpr int BB = FORMATS[DT].blockBytes;
 #if defined(DSV3_VNNI)
   constexpr bool flip = DT == DT_Q8_0;  // Q8_0: w + 128 (unsigned) against x, then −128·Σx
@@ -230,13 +248,12 @@ static inline void qchunk32(const std::uint8_t* wb, int cnt, const XRow* x0, I b
   constexpr bool flip = false;  // Q8_0: |w| against x·sign(w)
 #endif
   constexpr int sh = DT == DT_Q4_0 ? 3 : DT == DT_Q5_0 ? 4 : 7;  // offset 8, 16, 128
-  if (FULL) cnt = 8;
 #if DSV3_QPF > 0
-  for (int i = 0; i < 8 * BB; i += 64) _mm_prefetch(reinterpret_cast<const char*>(wb + DSV3_QPF + i), _MM_HINT_T0);
+  for (int i = 0; i < CNT * BB; i += 64) _mm_prefetch(reinterpret_cast<const char*>(wb + DSV3_QPF + i), _MM_HINT_T0);
 #endif
   QB c[8], a[8];
   for (int i = 0; i < 8; i++) {
-    if (!FULL && i >= cnt) {
+    if (i >= CNT) {
       c[i] = a[i] = qzero();
       continue;
     }
@@ -246,14 +263,13 @@ static inline void qchunk32(const std::uint8_t* wb, int cnt, const XRow* x0, I b
       else a[i] = _mm256_abs_epi8(c[i]);
     }
   }
-  const __m256 dw = _mm256_cvtph_ps(qdw8<BB>(wb, cnt));
-  const __m256 mw = qis_1(DT) ? _mm256_cvtph_ps(qdw8<BB>(wb + 2, cnt)) : _mm256_setzero_ps();  // Q4_1 / Q5_1: m
-  alignas(32) float t[QMR][8];
+  const __m256 dw = _mm256_cvtph_ps(qdw8<BB>(wb, CNT));
+  const __m256 mw = qis_1(DT) ? _mm256_cvtph_ps(qdw8<BB>(wb + 2, CNT)) : _mm256_setzero_ps();  // Q4_1 / Q5_1: m
   for (int m = 0; m < mr; m++) {
     const std::int8_t* xq = x0[m].q + 32 * b0;
     QB p[8];
     for (int i = 0; i < 8; i++) {
-      if (!FULL && i >= cnt) {
+      if (i >= CNT) {
         p[i] = qzero();
         continue;
       }
@@ -261,33 +277,45 @@ static inline void qchunk32(const std::uint8_t* wb, int cnt, const XRow* x0, I b
       p[i] = DT == DT_Q8_0 && !flip ? qdot4(qzero(), a[i], _mm256_sign_epi8(x, c[i])) : qdot4(qzero(), c[i], x);
     }
     QB r = qhsum8x8(p);
-    if (DT == DT_Q4_0 || DT == DT_Q5_0 || flip) r = _mm256_sub_epi32(r, _mm256_slli_epi32(qld(x0[m].s + b0), sh));
+    if (DT == DT_Q4_0 || DT == DT_Q5_0 || flip) r = _mm256_sub_epi32(r, _mm256_slli_epi32(qtail_epi32<CNT>(x0[m].s + b0), sh));
     const __m256 sf = _mm256_cvtepi32_ps(r);
-    const __m256 dx = _mm256_loadu_ps(x0[m].d + b0);  // lanes past nb: the row's next bytes, unused
+    const __m256 dx = qtail_ps<CNT>(x0[m].d + b0);
     __m256 v;
     if (DT == DT_Q4_0) v = _mm256_mul_ps(_mm256_mul_ps(sf, dw), dx);
     else if (DT == DT_Q5_0) v = _mm256_mul_ps(_mm256_mul_ps(dw, dx), sf);
-    else if (qis_1(DT))  // lanes past nb read the row's next bytes (the padding), unused
-      v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, dx), sf), _mm256_mul_ps(mw, _mm256_loadu_ps(x0[m].s1 + b0)));
+    else if (qis_1(DT))
+      v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, dx), sf), _mm256_mul_ps(mw, qtail_ps<CNT>(x0[m].s1 + b0)));
     else v = _mm256_mul_ps(sf, _mm256_mul_ps(dw, dx));
-    _mm256_store_ps(t[m], v);
+    _mm256_storeu_ps(vals + m * vs + b0, v);
   }
-  for (int i = 0; i < cnt; i++)
-    for (int m = 0; m < mr; m++) acc[m] = acc[m] + t[m][i];
 }
 
+/**
+ * The float32 block values v of weight row w (nb blocks of 32) against each row of x:
+ * vals[m·vs + b] for b < nb (vs >= nb rounded up to 8; the lanes up to it are scratch).
+ */
+#define DSV3_QVALS 1
 template <int DT>
-static void qrow32(const std::uint8_t* w, I nb, const XRow* x0, int mr, float* o) {
+static void qvals32(const std::uint8_t* w, I nb, const XRow* x0, int mr, float* vals, I vs) {
   constexpr int BB = FORMATS[DT].blockBytes;
-  float acc[QMR] = {0.0f, 0.0f, 0.0f, 0.0f};
   I b0 = 0;
   if (mr == 1) {
-    for (; b0 + 8 <= nb; b0 += 8) qchunk32<DT, true>(w + b0 * BB, 8, x0, b0, 1, acc);
+    for (; b0 + 8 <= nb; b0 += 8) qchunk32<DT, 8>(w + b0 * BB, x0, b0, 1, vals, vs);
   } else {
-    for (; b0 + 8 <= nb; b0 += 8) qchunk32<DT, true>(w + b0 * BB, 8, x0, b0, mr, acc);
+    for (; b0 + 8 <= nb; b0 += 8) qchunk32<DT, 8>(w + b0 * BB, x0, b0, mr, vals, vs);
   }
-  if (b0 < nb) qchunk32<DT, false>(w + b0 * BB, (int)(nb - b0), x0, b0, mr, acc);
-  for (int m = 0; m < mr; m++) o[m] = acc[m];
+  // The last nb % 8 blocks: the count a constant, so that the block vectors stay in registers.
+  w += b0 * BB;
+  switch (nb - b0) {
+    case 1: qchunk32<DT, 1>(w, x0, b0, mr, vals, vs); break;
+    case 2: qchunk32<DT, 2>(w, x0, b0, mr, vals, vs); break;
+    case 3: qchunk32<DT, 3>(w, x0, b0, mr, vals, vs); break;
+    case 4: qchunk32<DT, 4>(w, x0, b0, mr, vals, vs); break;
+    case 5: qchunk32<DT, 5>(w, x0, b0, mr, vals, vs); break;
+    case 6: qchunk32<DT, 6>(w, x0, b0, mr, vals, vs); break;
+    case 7: qchunk32<DT, 7>(w, x0, b0, mr, vals, vs); break;
+    default: break;
+  }
 }
 
 /** K-quant scales and mins as bytes 0..7 of sc and mn (see kq_prep). */
@@ -392,16 +420,86 @@ static inline void qrowK_m(const std::uint8_t* w, I nb, const XRow* x0, int mr, 
   for (int m = 0; m < mr; m++) o[m] = B[m] + A[m];
 }
 
-template <int DT>
-static void qrowK(const std::uint8_t* w, I nb, const XRow* x0, int mr, float* o) {
-  if (mr == 1) qrowK_m<DT, 1>(w, nb, x0, 1, o);
-  else qrowK_m<DT, 0>(w, nb, x0, mr, o);
+/**
+ * One row of x (decode at batch 1), CNT <= 8 K-quant blocks from block b: the blocks' integer
+ * vectors reduced together (qhsum8x8, as the blocks of 32), S and Mn of all CNT blocks in
+ * eight lanes, the products (dw·dx)·S and (dmin·dx)·Mn there too (the operations of
+ * qblockK, lane by lane), then the sequential sums A += …, B −= … in block order.
+ */
+template <int DT, int CNT>
+static inline void qgroupK(const std::uint8_t* w, I b, const XRow& x, float& A, float& B) {
+  constexpr int BB = FORMATS[DT].blockBytes;
+  QB accs[8], mns[8];
+  for (int i = 0; i < 8; i++) {
+    if (i >= CNT) {
+      accs[i] = mns[i] = qzero();
+      continue;
+    }
+    const std::uint8_t* wb = w + (b + i) * BB;
+#if DSV3_QPF > 0
+    for (int j = 0; j < BB; j += 64) _mm_prefetch(reinterpret_cast<const char*>(wb + DSV3_QPF + j), _MM_HINT_T0);
+#endif
+    QB c[8], sc[8], mins = qzero(), sc16all = qzero();
+    qk_prep<DT>(wb, c, sc, mins, sc16all);
+    const std::int8_t* xq = x.q + 256 * (b + i);
+    QB e = qzero(), f = qzero();
+    for (int g = 0; g < 8; g += 2) {
+      e = qdot4s(e, c[g], qld(xq + 32 * g), sc[g]);
+      f = qdot4s(f, c[g + 1], qld(xq + 32 * g + 32), sc[g + 1]);
+    }
+    QB acc = _mm256_add_epi32(e, f);
+    const QB bs = qld(x.bs + 16 * (b + i));
+    if (DT == DT_Q6_K) {
+      acc = _mm256_sub_epi32(acc, _mm256_slli_epi32(_mm256_madd_epi16(sc16all, bs), 5));
+      mns[i] = qzero();
+    } else {
+      mns[i] = _mm256_madd_epi16(bs, mins);
+    }
+    accs[i] = acc;
+  }
+  const __m256 dx = qtail_ps<CNT>(x.d + b);
+  const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(qdw8<BB>(w + b * BB + (DT == DT_Q6_K ? 208 : 0), CNT)), dx);
+  alignas(32) float va[8], vb[8];
+  _mm256_store_ps(va, _mm256_mul_ps(d, _mm256_cvtepi32_ps(qhsum8x8(accs))));
+  if (DT != DT_Q6_K) {
+    const __m256 dm = _mm256_mul_ps(_mm256_cvtph_ps(qdw8<BB>(w + b * BB + 2, CNT)), dx);
+    _mm256_store_ps(vb, _mm256_mul_ps(dm, _mm256_cvtepi32_ps(qhsum8x8(mns))));
+  }
+  for (int i = 0; i < CNT; i++) {
+    A = A + va[i];
+    if (DT != DT_Q6_K) B = B - vb[i];
+  }
 }
 
 template <int DT>
+static void qrowK1(const std::uint8_t* w, I nb, const XRow& x, float* o) {
+  float A = 0.0f, B = 0.0f;
+  I b = 0;
+  for (; b + 8 <= nb; b += 8) qgroupK<DT, 8>(w, b, x, A, B);
+  switch (nb - b) {
+    case 1: qgroupK<DT, 1>(w, b, x, A, B); break;
+    case 2: qgroupK<DT, 2>(w, b, x, A, B); break;
+    case 3: qgroupK<DT, 3>(w, b, x, A, B); break;
+    case 4: qgroupK<DT, 4>(w, b, x, A, B); break;
+    case 5: qgroupK<DT, 5>(w, b, x, A, B); break;
+    case 6: qgroupK<DT, 6>(w, b, x, A, B); break;
+    case 7: qgroupK<DT, 7>(w, b, x, A, B); break;
+    default: break;
+  }
+  *o = B + A;
+}
+
+template <int DT>
+static void qrowK(const std::uint8_t* w, I nb, const XRow* x0, int mr, float* o) {
+  if (mr == 1) qrowK1<DT>(w, nb, x0[0], o);
+  else qrowK_m<DT, 0>(w, nb, x0, mr, o);
+}
+
+/** The K-quants' qrow (the blocks of 32 go through qvals32). */
+template <int DT>
 static void qrow(const std::uint8_t* w, I nb, const XRow* x0, int mr, float* o) {
-  if (qis_k(DT)) qrowK<DT>(w, nb, x0, mr, o);
-  else qrow32<DT>(w, nb, x0, mr, o);
+  static_assert(qis_k(DT), "blocks of 32: qvals32");
+  qrowK<DT>(w, nb, x0, mr, o);
 }
 
 #if defined(DSV3_VNNI)
