@@ -11,13 +11,30 @@ import { loadTokenizer, modelDir, checkVocab } from './text.ts';
 import { SPECULATIVE_OPTIONS, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
-  [--model-name NAME] [--max-batch N] [--max-queue N] [--quiet] [--kernels auto|native|ref] [--threads N]
+  [--served-model-name NAME]… [--max-batch N] [--max-queue N] [--quiet] [--kernels auto|native|ref] [--threads N]
   [--prefill-chunk N]                      most prompt tokens per step (default 256), so a long
                                            prompt does not stall the other streams
   [--speculative mtp [--draft-tokens K]]   draft with the MTP module, verify in one pass
+  [--cache-mb N]                           prefix cache: keep up to N MiB of finished and running
+                                           requests' latent KV rows, so a prompt that starts like an
+                                           earlier one skips that part (default 1024; 0: off)
   [--draft-vocab N]                        draft from the first N token ids (default max(1024, vocab/8))
+  [--write-timeout-ms N]                   a streaming client that reads nothing for N ms is
+                                           disconnected and its generation cancelled (default
+                                           30000; 0: never); until then, while it is not reading,
+                                           its generation is paused
+  --served-model-name NAME (repeatable): the names clients may pass as "model" (/v1/models lists
+                                           them); default: the checkpoint's folder or file name, and "default"
   routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET / (web chat)
   --api-key (or DSV3_API_KEY) makes /v1/* require "Authorization: Bearer KEY"; an empty key is an error`;
+
+/** The names the model answers to: the ones given, else its folder or file name and "default". */
+function servedNames(given: string[], dir: string): string[] {
+  for (const n of given) {
+    if (n.trim() === '') throw new UsageError('--served-model-name must not be empty');
+  }
+  return [...new Set(given.length ? given : [basename(resolve(dir)), 'default'])];
+}
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
@@ -25,10 +42,13 @@ export async function serveCommand(argv: string[]): Promise<number> {
     host: { type: 'string' },
     port: { type: 'string' },
     'api-key': { type: 'string' },
-    'model-name': { type: 'string' },
+    'served-model-name': { type: 'string', multiple: true },
+    'model-name': { type: 'string' }, // the older spelling of one --served-model-name
     'max-batch': { type: 'string' },
     'max-queue': { type: 'string' },
     'prefill-chunk': { type: 'string' },
+    'cache-mb': { type: 'string' },
+    'write-timeout-ms': { type: 'string' },
     quiet: { type: 'boolean' },
     ...SPECULATIVE_OPTIONS,
   });
@@ -47,21 +67,26 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const maxBatch = intOption(values['max-batch'], 'max-batch', 8, 1);
   const maxQueue = intOption(values['max-queue'], 'max-queue', 64, 0);
   const prefillChunk = intOption(values['prefill-chunk'], 'prefill-chunk', 256, 1);
+  const cacheMb = intOption(values['cache-mb'], 'cache-mb', 1024, 0);
+  const writeTimeoutMs = intOption(values['write-timeout-ms'], 'write-timeout-ms', 30_000, 0);
   const dir = modelDir(values.model);
+  const names = servedNames([...(values['served-model-name'] ?? []), ...(values['model-name'] !== undefined ? [values['model-name']] : [])], dir);
   const tokenizer = loadTokenizer(dir);
   const speculative = speculativeOption(values);
   const model = loadModel(dir, { ...values, mtp: speculative !== undefined });
   checkVocab(model, tokenizer);
-  const scheduler = new Scheduler(model, { maxBatch, maxQueue, speculative, prefillChunk });
+  const scheduler = new Scheduler(model, { maxBatch, maxQueue, speculative, prefillChunk, prefixCacheBytes: cacheMb * 2 ** 20 });
   const shutdown = new AbortController();
   const app = createApp({
     model,
     tokenizer,
     scheduler,
-    modelName: values['model-name'] ?? basename(resolve(dir)),
+    modelName: names[0],
+    modelNames: names,
     apiKey,
     log: values.quiet ? null : undefined,
     shutdown: shutdown.signal,
+    writeTimeoutMs,
   });
 
   const server = serve({ fetch: app.fetch, hostname: host, port });

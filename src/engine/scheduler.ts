@@ -93,11 +93,19 @@ interface Seq {
   /** Prompt tokens restored from the prefix cache, and the entry they came from. */
   cached?: number;
   pin?: PrefixPin | null;
+  /** Held out of the steps (its reader is behind): keeps its cache, gives up its batch slot. */
+  paused?: boolean;
 }
 
 export interface SeqHandle {
   id: number;
   cancel(): void;
+  /**
+   * Stops decoding this sequence until resume() (its consumer cannot keep up): it keeps its
+   * cache and its place, but leaves the steps and frees its batch slot for another sequence.
+   */
+  pause(): void;
+  resume(): void;
 }
 
 export class Scheduler {
@@ -153,6 +161,11 @@ export class Scheduler {
     return { active: this.active.length, queued: this.queue.length };
   }
 
+  /** Active sequences that are paused (counted in load.active; they take no batch slot). */
+  get paused(): number {
+    return this.active.reduce((n, s) => n + (s.paused ? 1 : 0), 0);
+  }
+
   /** Queue a request. Throws QUEUE_FULL when the queue is at its bound. */
   submit(req: SeqRequest): SeqHandle {
     const max = this.model.cfg.max_position_embeddings;
@@ -187,7 +200,17 @@ export class Scheduler {
     };
     this.queue.push(s);
     this.kick();
-    return { id: s.id, cancel: () => this.cancel(s) };
+    return { id: s.id, cancel: () => this.cancel(s), pause: () => this.pause(s), resume: () => this.resume(s) };
+  }
+
+  private pause(s: Seq): void {
+    if (!s.cancelled && !s.done) s.paused = true;
+  }
+
+  private resume(s: Seq): void {
+    if (!s.paused) return;
+    s.paused = false;
+    if (!s.cancelled && !s.done) this.kick();
   }
 
   private cancel(s: Seq): void {
@@ -243,7 +266,8 @@ export class Scheduler {
   }
 
   private step(): void {
-    while (this.active.length < this.maxBatch && this.queue.length > 0) {
+    // Paused sequences hold no batch slot (a stalled reader does not keep others out).
+    while (this.active.length - this.paused < this.maxBatch && this.queue.length > 0) {
       const s = this.queue.shift()!;
       if (s.req.maxNewTokens <= 0) this.finish(s, 'length');
       else {
@@ -252,11 +276,12 @@ export class Scheduler {
         this.active.push(s);
       }
     }
-    if (this.active.length === 0) {
-      this.running = false;
+    // Resumed sequences can outnumber the slots for a while: the earliest go first.
+    const batch = this.active.filter((s) => !s.paused).slice(0, this.maxBatch);
+    if (batch.length === 0) {
+      this.running = false; // resume() or submit() starts the steps again
       return;
     }
-    const batch = [...this.active];
     try {
       if (this.draftTokens > 0) this.speculativeStep(batch);
       else this.plainStep(batch);

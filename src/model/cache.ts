@@ -48,6 +48,11 @@ export class LayerCache {
     return { kv: this.kv.subarray(0, end * this.C), pe: this.pe.subarray(0, end * this.R) };
   }
 
+  /** Make room for `n` positions in one allocation (instead of doubling step by step). */
+  reserve(n: number): void {
+    if (n > this.capacity) this.grow(Math.min(n, this.maxLen));
+  }
+
   private grow(need: number): void {
     let cap = this.capacity;
     while (cap < need) cap *= 2;

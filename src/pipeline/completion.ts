@@ -4,9 +4,10 @@
 // stop strings (StopMatcher) or at EOS. It sits above engine/ and text/ and below cli/ and
 // server/, which only add their input and output formats.
 
-import type { Scheduler, FinishReason } from '../engine/scheduler.ts';
+import type { Scheduler, FinishReason, SeqHandle } from '../engine/scheduler.ts';
 import type { SpecStats } from '../engine/speculative.ts';
 import { Sampler, logprobs as logSoftmax, type SamplingParams } from '../engine/sampler.ts';
+import { ConstrainedSampler, type TokenConstraint } from '../engine/constrained.ts';
 import { StreamingDetokenizer } from '../text/detokenizer.ts';
 import { StopMatcher } from '../text/stop.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
@@ -37,6 +38,11 @@ export interface CompletionOptions {
   topLogprobs?: number;
   /** Called as text becomes safe to show. */
   onDelta?: (d: TextDelta) => void;
+  /**
+   * Only tokens this allows are sampled (grammar-constrained decoding); it is told every
+   * emitted token and released when the completion ends, however it ends.
+   */
+  constraint?: TokenConstraint;
 }
 
 export interface CompletionResult {
@@ -51,10 +57,15 @@ export interface CompletionResult {
   error?: Error;
   /** Draft statistics when the scheduler speculates. */
   spec?: SpecStats;
+  /** Prompt tokens that came from the scheduler's prefix cache (absent: none). */
+  cachedTokens?: number;
 }
 
 export interface Completion {
   cancel(): void;
+  /** Stops decoding until resume() (the reader is behind); the sequence keeps its cache. */
+  pause(): void;
+  resume(): void;
   done: Promise<CompletionResult>;
 }
 
@@ -78,8 +89,16 @@ export function startCompletion(
   promptIds: number[],
   opts: CompletionOptions,
 ): Completion {
-  const sampler = new Sampler(opts.sampling ?? {});
-  sampler.limitVocab(tok.vocabSize);
+  const constraint = opts.constraint;
+  let sampler: Sampler | ConstrainedSampler;
+  try {
+    const plain = new Sampler(opts.sampling ?? {});
+    plain.limitVocab(tok.vocabSize);
+    sampler = constraint ? new ConstrainedSampler(plain, constraint) : plain;
+  } catch (e) {
+    constraint?.release();
+    throw e;
+  }
   const detok = new StreamingDetokenizer(tok, { skipSpecialTokens: true });
   const stops = new StopMatcher(opts.stop ?? []);
   const ids: number[] = [];
@@ -98,7 +117,7 @@ export function startCompletion(
     if (chunk || d.ids.length) opts.onDelta?.(d);
   };
 
-  let handle: { cancel(): void } | null = null;
+  let handle: SeqHandle | null = null;
   const done = new Promise<CompletionResult>((resolve) => {
     handle = sched.submit({
       prompt: promptIds,
@@ -106,6 +125,7 @@ export function startCompletion(
       sampler,
       stopIds: [tok.eosId],
       onToken: (id, logits) => {
+        constraint?.accept(id);
         ids.push(id);
         pendingIds.push(id);
         if (opts.topLogprobs !== undefined) {
@@ -119,6 +139,7 @@ export function startCompletion(
         return !r.stopped;
       },
       onDone: (r) => {
+        constraint?.release();
         if (!stops.stopped) emit(stops.push(detok.flush()).emit + (stops.stopped ? '' : stops.flush()));
         else emit('');
         resolve({
@@ -132,9 +153,12 @@ export function startCompletion(
           logprobs: opts.topLogprobs !== undefined ? lps : undefined,
           error: r.error,
           spec: r.spec,
+          cachedTokens: r.cachedTokens,
         });
       },
     });
   });
-  return { cancel: () => handle?.cancel(), done };
+  // A refused submit rejects `done` and never reaches onDone: release the constraint there.
+  done.catch(() => constraint?.release());
+  return { cancel: () => handle?.cancel(), pause: () => handle?.pause(), resume: () => handle?.resume(), done };
 }

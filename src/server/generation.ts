@@ -14,20 +14,28 @@ import {
   type CompletionResult,
   type TextDelta,
 } from '../pipeline/completion.ts';
+import { GrammarEngine, type GrammarMatcher } from '../grammar/engine.ts';
 import { ApiError, toApiError } from './errors.ts';
 import type { RequestRecord } from './log.ts';
 import type { GenerationRequest } from './request.ts';
+import type { SseFlow } from './sse.ts';
+import { grammarSpec } from './structured.ts';
 
 /** What every route needs: the model and its parts, under the name clients use. */
 export interface ServerContext {
   model: DeepseekV3;
   tokenizer: Tokenizer;
   scheduler: Scheduler;
+  /** The name responses carry when the request names none. */
   modelName: string;
+  /** Every name the model answers to (modelName first). */
+  modelNames: string[];
   /** Aborted when the server shuts down. */
   shutdown?: AbortSignal;
   /** The open streams, each by what ends it when the server shuts down. */
   streams: Set<() => void>;
+  /** How long a streaming client may read nothing before it is cut off (0: forever). */
+  writeTimeoutMs?: number;
 }
 
 /** The running choices of one request, in index order. */
@@ -36,6 +44,9 @@ export interface Choices {
   promptTokens: number[];
   /** Stops every choice still running; their results come back as 'cancelled'. */
   cancel(): void;
+  /** Stops decoding every choice until resume() (the client is not reading). */
+  pause(): void;
+  resume(): void;
   /** Each choice's result, and all of them. */
   each: Promise<CompletionResult>[];
   done: Promise<CompletionResult[]>;
@@ -119,8 +130,25 @@ export function onShutdown(ctx: ServerContext, end: () => void): () => void {
 }
 
 /**
+ * One grammar matcher per choice when the request constrains its output (compiled by the
+ * grammar worker, cached), or none; a grammar the engine refuses is a 400.
+ */
+async function matchers(ctx: ServerContext, req: GenerationRequest, count: number): Promise<GrammarMatcher[]> {
+  const c = req.constraint;
+  if (!c) return [];
+  const engine = GrammarEngine.forTokenizer(ctx.tokenizer, ctx.model.cfg.vocab_size);
+  const spec = grammarSpec(c);
+  const made = await Promise.allSettled(Array.from({ length: count }, () => engine.matcher(spec)));
+  const failed = made.find((m) => m.status === 'rejected');
+  if (!failed) return made.map((m) => (m as PromiseFulfilledResult<GrammarMatcher>).value);
+  for (const m of made) if (m.status === 'fulfilled') m.value.release();
+  throw toApiError(failed.reason, c.param);
+}
+
+/**
  * Queues `n` choices per prompt. `onDelta(index, delta)` streams each choice's text; choice
- * `index` = prompt × n + k. Throws ApiError (nothing left queued) when refused.
+ * `index` = prompt × n + k. Throws ApiError (nothing left queued) when refused. A constrained
+ * request (response_format, tool_choice) gets a grammar matcher per choice.
  */
 export async function startChoices(
   ctx: ServerContext,
@@ -131,6 +159,9 @@ export async function startChoices(
 ): Promise<Choices> {
   const max = ctx.model.cfg.max_position_embeddings;
   for (const p of prompts) checkContext(ctx, p.length, req.maxTokens, param);
+  const constraints = await matchers(ctx, req, prompts.length * req.n);
+  // Matchers of choices never started (a refused one stops the rest) are released here.
+  const unused = () => constraints.slice(running.length + 1).forEach((m) => m.release());
   const running: Completion[] = [];
   const promptTokens: number[] = [];
   const finished = new Set<number>();
@@ -147,14 +178,17 @@ export async function startChoices(
           stop: req.stop,
           topLogprobs: req.topLogprobs,
           onDelta: onDelta && ((d) => onDelta(index, d)),
+          constraint: constraints[index],
         });
       } catch (e) {
         cancel(); // the sampler refused its parameters
+        unused();
         throw toApiError(e, param);
       }
       const err = await refused(c);
       if (err) {
         cancel();
+        unused();
         throw toApiError(err, param);
       }
       // Cancelling a finished sequence would report it twice: remember which are done.
@@ -164,7 +198,36 @@ export async function startChoices(
     }
   }
   const each = running.map((c) => c.done);
-  return { promptTokens, cancel, each, done: Promise.all(each) };
+  return {
+    promptTokens,
+    cancel,
+    pause: () => running.forEach((c) => c.pause()),
+    resume: () => running.forEach((c) => c.resume()),
+    each,
+    done: Promise.all(each),
+  };
+}
+
+/**
+ * A streamed request's flow control: its choices stop decoding while the client is not
+ * reading, and a client that reads nothing for the write timeout is cut off (logged) and its
+ * choices cancelled, which frees their caches.
+ */
+export function streamFlow(ctx: ServerContext, choices: Choices, rec: RequestRecord): SseFlow {
+  const ms = ctx.writeTimeoutMs ?? 0;
+  return {
+    pause: choices.pause,
+    resume: choices.resume,
+    writeTimeoutMs: ms,
+    onWriteTimeout: () => {
+      rec.note = 'write_timeout';
+      rec.event(`write timeout: the client read nothing for ${ms} ms; disconnected, generation cancelled`);
+      choices.cancel();
+      if (!rec.disconnect) return false;
+      rec.disconnect();
+      return true;
+    },
+  };
 }
 
 /**
@@ -185,9 +248,19 @@ export async function finishedChoices(
   return results;
 }
 
-/** OpenAI's usage block; each prompt counts once however many choices it has. */
+/**
+ * OpenAI's usage block; each prompt counts once however many choices it has (its cached
+ * tokens are those of its first choice).
+ */
 export function usage(promptTokens: number[], results: CompletionResult[], n: number) {
-  const prompt = promptTokens.filter((_, i) => i % n === 0).reduce((a, b) => a + b, 0);
+  const first = (_: unknown, i: number) => i % n === 0;
+  const prompt = promptTokens.filter(first).reduce((a, b) => a + b, 0);
+  const cached = results.filter(first).reduce((a, r) => a + (r.cachedTokens ?? 0), 0);
   const completion = results.reduce((a, r) => a + r.completionTokens, 0);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: cached },
+  };
 }

@@ -17,6 +17,8 @@ export class RequestRecord {
   note = '';
   private stats = '';
   private logged = false;
+  /** Closes the client's connection at once, where the HTTP layer allows it (else null). */
+  disconnect: (() => void) | null = null;
 
   constructor(
     private readonly method: string,
@@ -32,8 +34,14 @@ export class RequestRecord {
     const total = Math.max(...results.map((r) => r.totalMs));
     const rate = out > 0 && total > 0 ? (out / total) * 1e3 : 0;
     const finish = [...new Set(results.map((r) => r.finish))].join(',');
-    this.stats = `in=${inTok} out=${out} ttft=${ttft.toFixed(0)}ms ${rate.toFixed(1)} tok/s ${finish}`;
+    const cached = results.reduce((a, r) => a + (r.cachedTokens ?? 0), 0);
+    this.stats = `in=${inTok}${cached ? ` cached=${cached}` : ''} out=${out} ttft=${ttft.toFixed(0)}ms ${rate.toFixed(1)} tok/s ${finish}`;
     if (this.stream) this.log(200);
+  }
+
+  /** Writes a line about something that happened to this request (besides its request line). */
+  event(text: string): void {
+    this.sink?.(`dsv3 serve: ${this.id.slice(0, 12)} ${text}`);
   }
 
   /** Writes the line (once). */
