@@ -8,6 +8,8 @@ export const ERROR_CODES = {
   BAD_DTYPE: 'a tensor has a dtype dsv3 cannot use there',
   BAD_SHAPE: 'a tensor shape disagrees with the config',
   MISSING_TENSOR: 'the checkpoint lacks a tensor the config requires',
+  UNUSED_TENSOR: 'the checkpoint holds tensors the config does not account for (more layers, stray tensors)',
+  BAD_WEIGHTS: 'a weight of the model holds NaN or infinite values',
   BAD_INPUT: 'token ids, options or other user input are invalid',
   CONTEXT_OVERFLOW: 'the sequence is longer than the model or cache allows',
   QUEUE_FULL: 'the server is at capacity; retry later',

@@ -6,13 +6,22 @@ import { createInterface } from 'node:readline';
 import { Scheduler } from '../engine/scheduler.ts';
 import { startCompletion, type Completion } from '../pipeline/completion.ts';
 import type { ChatMessage } from '../text/chat-template.ts';
-import { MODEL_OPTIONS, intOption, loadModel, parse } from './args.ts';
+import { MODEL_OPTIONS, didYouMean, intOption, loadModel, parse } from './args.ts';
 import { SAMPLING_OPTIONS, chatIds, loadTokenizer, modelDir, samplingParams, checkVocab } from './text.ts';
 import { SPECULATIVE_OPTIONS, decodeStats, printStats, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 chat [--model DIR] [--system TEXT] [sampling options as for generate]
   [--speculative mtp [--draft-tokens K] [--draft-vocab N]] [--stats]
-  in the chat: /clear forgets the conversation, /exit leaves, Ctrl-C stops an answer`;
+  in the chat: /help lists the commands, /clear forgets the conversation, /exit leaves,
+  Ctrl-C stops an answer; no line starting with / goes to the model (//text sends /text)`;
+
+/** What the chat's own commands are; a line starting with / never goes to the model. */
+const CHAT_HELP = `commands:
+  /help     this list
+  /clear    forget the conversation (the --system message stays)
+  /exit     leave (also /quit, or Ctrl-D)
+  Ctrl-C stops an answer; a message that starts with / is written with two: //etc → /etc`;
+const CHAT_COMMANDS = ['/help', '/clear', '/exit', '/quit'];
 
 export async function chatCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
@@ -46,14 +55,29 @@ export async function chatCommand(argv: string[]): Promise<number> {
       rl.prompt();
     }
   });
-  process.stdout.write('dsv3 chat — /clear to start over, /exit to leave, Ctrl-C stops an answer\n');
+  process.stdout.write('dsv3 chat — /help for commands, /clear to start over, /exit to leave, Ctrl-C stops an answer\n');
   rl.prompt();
   for await (const line of rl) {
-    const text = line.trim();
+    let text = line.trim();
     if (text === '/exit' || text === '/quit') break;
     if (text === '/clear') {
       history = [...start];
       process.stdout.write('(conversation cleared)\n');
+      rl.prompt();
+      continue;
+    }
+    if (text.startsWith('//')) text = text.slice(1);
+    else if (text.startsWith('/')) {
+      const word = text.split(/\s/)[0];
+      if (word === '/exit' || word === '/quit') break;
+      if (word === '/help' || word === '/?') process.stdout.write(CHAT_HELP + '\n');
+      else if (word === '/clear') {
+        history = [...start];
+        process.stdout.write('(conversation cleared)\n');
+      } else {
+        const guess = didYouMean(word, CHAT_COMMANDS);
+        process.stdout.write(`(unknown command ${word}${guess ? ` (did you mean ${guess}?)` : ''}: /help lists the commands)\n`);
+      }
       rl.prompt();
       continue;
     }

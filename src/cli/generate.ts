@@ -34,6 +34,17 @@ options:
   --stats                   print acceptance and decode speed (with --json: a "stats" field)
   --kernels auto|native|ref --threads N --attn absorb|naive`;
 
+/** --input-file's text; a file that is missing or unreadable is named (a FIFO is fine: <(…)). */
+function readInputFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder' : `cannot be read (${code ?? (e as Error).message})`;
+    throw new DsError(code === 'ENOENT' ? 'MISSING_FILE' : 'BAD_INPUT', `--input-file ${path}: ${why}`);
+  }
+}
+
 export async function generateCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(
     argv,
@@ -90,7 +101,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   let prompts: string[];
   if (values['input-file']) {
     if (positionals.length) throw new UsageError('give either a prompt or --input-file, not both');
-    prompts = readFileSync(values['input-file'], 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '');
+    prompts = readInputFile(values['input-file']).split(/\r?\n/).filter((l) => l.trim() !== '');
     if (prompts.length === 0) throw new DsError('BAD_INPUT', `${values['input-file']}: no prompts in the file`);
   } else {
     if (positionals.length !== 1) throw new UsageError('give one prompt (quote it), or --input-file F');

@@ -1,13 +1,15 @@
-// `dsv3 logits --model DIR --ids 1,2,3 [--mtp] [--attn naive|absorb]`: one JSON object on
+// `dsv3 logits [--model DIR] --ids 1,2,3 [--mtp] [--attn naive|absorb]`: one JSON object on
 // stdout with the logits of every position (teacher forcing, one pass), and with --mtp the
 // MTP logits, row i predicting token i+2 from the hidden state at i and token i+1.
 // Used by checks outside the test suite: keep the output format stable.
 
 import { DsError } from '../errors.ts';
-import { MODEL_OPTIONS, attnOption, idsOption, loadModel, parse, requireModel } from './args.ts';
+import { MODEL_OPTIONS, UsageError, attnOption, idsOption, loadModel, parse } from './args.ts';
+import { modelDir } from './text.ts';
 
-const HELP = `usage: dsv3 logits --model DIR --ids 1,2,3 [--mtp] [--attn absorb|naive]
-  [--kernels auto|native|ref] [--threads N]`;
+const HELP = `usage: dsv3 logits [--model DIR] --ids 1,2,3 [--mtp] [--attn absorb|naive]
+  [--kernels auto|native|ref] [--threads N]
+  --model defaults to the shipped model`;
 
 function rows(x: Float32Array, width: number): number[][] {
   const out: number[][] = [];
@@ -26,8 +28,9 @@ export function logitsCommand(argv: string[]): number {
     process.stdout.write(HELP + '\n');
     return 0;
   }
-  const dir = requireModel(values.model);
-  const ids = idsOption(values.ids ?? '');
+  if (values.ids === undefined) throw new UsageError('--ids 1,2,3 is required');
+  const ids = idsOption(values.ids);
+  const dir = modelDir(values.model);
   const attn = attnOption(values.attn);
   const model = loadModel(dir, { ...values, mtp: values.mtp ?? false });
   const V = model.cfg.vocab_size;

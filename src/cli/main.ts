@@ -1,8 +1,10 @@
 // The `dsv3` command line: picks the subcommand and turns errors into one clear line on
-// stderr and a non-zero exit code. Each command lives in its own file and stays thin.
+// stderr and a non-zero exit code (stack traces only with DSV3_DEBUG=1). Each command lives
+// in its own file and stays thin.
 
+import { readFileSync } from 'node:fs';
 import { DsError } from '../errors.ts';
-import { UsageError } from './args.ts';
+import { UsageError, didYouMean } from './args.ts';
 import { logitsCommand } from './logits.ts';
 import { generateCommand } from './generate.ts';
 import { convertCommand } from './convert.ts';
@@ -32,28 +34,66 @@ function usage(): string {
   return ['usage: dsv3 <command> [options]', '', 'commands:', ...lines, '', 'dsv3 <command> --help for options'].join('\n');
 }
 
+/** The version in package.json. */
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+const debug = () => process.env.DSV3_DEBUG === '1';
+
+/** A message on one line (an error's message may hold newlines). */
+const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ').trim();
+
+let pipeHandled = false;
+/**
+ * stdout closed by its reader (`dsv3 logits … | head`): writes fail with EPIPE, reported as an
+ * 'error' event; the output is no longer wanted, so leave quietly (exit 0), as other tools do.
+ */
+function quietOnClosedPipe(): void {
+  if (pipeHandled) return;
+  pipeHandled = true;
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    process.stderr.write(`dsv3: cannot write the output: ${e.message}\n`);
+    process.exit(1);
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
+  quietOnClosedPipe();
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(usage() + '\n');
     return cmd ? 0 : 2;
   }
+  if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
+    process.stdout.write(`dsv3 ${version()}\n`);
+    return 0;
+  }
   const c = COMMANDS[cmd];
   if (!c) {
-    process.stderr.write(`dsv3: unknown command "${cmd}"\n${usage()}\n`);
+    const guess = didYouMean(cmd.replace(/^-+/, ''), Object.keys(COMMANDS));
+    const what = cmd.startsWith('-') ? `unknown option ${cmd}` : `unknown command "${cmd}"`;
+    process.stderr.write(`dsv3: ${what}${guess ? ` (did you mean "${guess}"?)` : ''}; dsv3 --help lists the commands\n`);
     return 2;
   }
   try {
     return await c.run(rest);
   } catch (e) {
+    if (debug()) process.stderr.write(`${(e as Error)?.stack ?? String(e)}\n`);
     if (e instanceof UsageError) {
-      process.stderr.write(`dsv3 ${cmd}: ${e.message}\n`);
+      process.stderr.write(`dsv3 ${cmd}: ${oneLine(e.message)}\n`);
       return 2;
     }
     if (e instanceof DsError) {
-      process.stderr.write(`dsv3 ${cmd}: error [${e.code}]: ${e.message}\n`);
+      process.stderr.write(`dsv3 ${cmd}: error [${e.code}]: ${oneLine(e.message)}\n`);
       return 1;
     }
-    throw e;
+    // Anything else (a system error, a bug): still one line; DSV3_DEBUG=1 shows the stack.
+    const msg = e instanceof Error ? e.message : String(e);
+    const hint = debug() ? '' : ' (DSV3_DEBUG=1 shows where)';
+    process.stderr.write(`dsv3 ${cmd}: error: ${oneLine(msg.replace(/^dsv3: /, ''))}${hint}\n`);
+    return 1;
   }
 }

@@ -1,4 +1,4 @@
-// `dsv3 train-step --model DIR --tokens F.json [--mtp-weight 0.3] [--seq-aux 0]
+// `dsv3 train-step [--model DIR] --tokens F.json [--mtp-weight 0.3] [--seq-aux 0]
 //  [--grads NAME,NAME|all] [--attn absorb|naive] --json`: one forward and backward pass
 // over a batch (F.json holds a [batch][seq] array of token ids) without updating anything.
 // With --json prints one object with the semantics of ../shared/golden's train.json:
@@ -10,9 +10,11 @@ import { readFileSync } from 'node:fs';
 import { DsError } from '../errors.ts';
 import { tensorTable } from '../model/weights.ts';
 import { trainStep } from '../train/step.ts';
-import { MODEL_OPTIONS, UsageError, attnOption, floatOption, loadModel, parse, requireModel } from './args.ts';
+import { MODEL_OPTIONS, UsageError, attnOption, floatOption, loadModel, numCheck, oneOfCheck, parse } from './args.ts';
+import { modelDir } from './text.ts';
 
-const HELP = `usage: dsv3 train-step --model DIR --tokens F.json [options]
+const HELP = `usage: dsv3 train-step [--model DIR] --tokens F.json [options]
+  --model defaults to the shipped model
   F.json: a [batch][seq] JSON array of token ids (every sequence at least 2 long)
 options:
   --mtp-weight L        weight of the MTP loss in the total (default 0.3)
@@ -72,12 +74,16 @@ export function trainStepCommand(argv: string[]): number {
     grads: { type: 'string' },
     attn: { type: 'string' },
     json: { type: 'boolean' },
+  }, false, {
+    'mtp-weight': numCheck({ min: 0 }),
+    'seq-aux': numCheck({ min: 0 }),
+    'balance-topk': oneOfCheck(['routed', 'raw']),
   });
   if (values.help) {
     process.stdout.write(HELP + '\n');
     return 0;
   }
-  const dir = requireModel(values.model);
+  const dir = modelDir(values.model);
   if (!values.tokens) throw new UsageError('--tokens F.json is required');
   const topk = values['balance-topk'] ?? 'routed';
   if (topk !== 'routed' && topk !== 'raw') throw new UsageError(`--balance-topk must be routed or raw, got "${topk}"`);

@@ -2,9 +2,11 @@
 // Keys are spelled exactly as in config.json (mlx-lm style), so nothing needs translating.
 // This file only parses and checks; what the numbers mean lives in model/.
 
-import { readFileSync, existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DsError } from '../errors.ts';
+import { readRegularText } from './files.ts';
+import { isGgufPath } from './gguf.ts';
 
 export interface RopeScaling {
   type: string;
@@ -67,7 +69,17 @@ function fail(file: string, msg: string): never {
   throw new DsError('BAD_CONFIG', `${file}: ${msg}`);
 }
 
-function int(c: Json, file: string, key: string, opts: { min?: number; def?: number } = {}): number {
+// Upper bounds on sizes and counts: far above any real DeepSeek model (61 layers, 256 experts,
+// 128 heads, 7168 wide, a 163840-token context), low enough that no loop over layers or
+// experts, and no buffer sized from the config, runs away before the checkpoint is read.
+const MAX_DIM = 1 << 20;
+const MAX_LAYERS = 4096;
+const MAX_EXPERTS = 1 << 16;
+const MAX_HEADS = 1 << 16;
+const MAX_VOCAB = 1 << 22;
+const MAX_CONTEXT = 1 << 26;
+
+function int(c: Json, file: string, key: string, opts: { min?: number; max?: number; def?: number } = {}): number {
   const v = c[key];
   if (v === undefined || v === null) {
     if (opts.def !== undefined) return opts.def;
@@ -78,10 +90,12 @@ function int(c: Json, file: string, key: string, opts: { min?: number; def?: num
   }
   const min = opts.min ?? 1;
   if (v < min) fail(file, `field "${key}" must be >= ${min}, got ${v}`);
+  if (opts.max !== undefined && v > opts.max) fail(file, `field "${key}" must be <= ${opts.max}, got ${v}`);
   return v;
 }
 
-function num(c: Json, file: string, key: string, def?: number): number {
+/** A finite number; `above` (exclusive) or `atLeast` (inclusive) bound it from below. */
+function num(c: Json, file: string, key: string, def?: number, range: { above?: number; atLeast?: number } = {}): number {
   const v = c[key];
   if (v === undefined || v === null) {
     if (def !== undefined) return def;
@@ -90,7 +104,28 @@ function num(c: Json, file: string, key: string, def?: number): number {
   if (typeof v !== 'number' || !Number.isFinite(v)) {
     fail(file, `field "${key}" must be a number, got ${JSON.stringify(v)}`);
   }
+  if (range.above !== undefined && !(v > range.above)) fail(file, `field "${key}" must be > ${range.above}, got ${v}`);
+  if (range.atLeast !== undefined && !(v >= range.atLeast)) fail(file, `field "${key}" must be >= ${range.atLeast}, got ${v}`);
   return v;
+}
+
+function bool(c: Json, file: string, key: string): boolean {
+  const v = c[key] ?? false;
+  if (typeof v !== 'boolean') fail(file, `field "${key}" must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** bos_token_id / eos_token_id: absent, null, or token ids inside the vocabulary. */
+function tokenIds(c: Json, file: string, key: string, vocab: number, list: boolean): number | number[] | null {
+  const v = c[key];
+  if (v === undefined || v === null) return null;
+  const ids = list && Array.isArray(v) ? v : [v];
+  for (const id of ids) {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocab) {
+      fail(file, `field "${key}" must be ${list ? 'token ids' : 'a token id'} in [0, vocab_size ${vocab}), got ${JSON.stringify(v)}`);
+    }
+  }
+  return v as number | number[];
 }
 
 function oneOf<T extends string>(c: Json, file: string, key: string, allowed: T[], def?: T): T {
@@ -108,15 +143,17 @@ function parseRopeScaling(v: unknown, file: string): RopeScaling | null {
   const r = v as Json;
   const type = String(r.type ?? r.rope_type ?? '');
   if (type !== 'yarn') fail(file, `rope_scaling type "${type}" is not supported (only "yarn")`);
-  const mscale = num(r, file, 'mscale', 1);
+  // Fields are named as rope_scaling.<field> in messages.
+  const f = `${file}: rope_scaling`;
+  const mscale = num(r, f, 'mscale', 1);
   return {
     type,
-    factor: num(r, file, 'factor'),
-    original_max_position_embeddings: int(r, file, 'original_max_position_embeddings'),
-    beta_fast: num(r, file, 'beta_fast', 32),
-    beta_slow: num(r, file, 'beta_slow', 1),
+    factor: num(r, f, 'factor', undefined, { above: 0 }),
+    original_max_position_embeddings: int(r, f, 'original_max_position_embeddings', { max: MAX_CONTEXT }),
+    beta_fast: num(r, f, 'beta_fast', 32, { above: 0 }),
+    beta_slow: num(r, f, 'beta_slow', 1, { above: 0 }),
     mscale,
-    mscale_all_dim: num(r, file, 'mscale_all_dim', mscale),
+    mscale_all_dim: num(r, f, 'mscale_all_dim', mscale),
   };
 }
 
@@ -148,8 +185,9 @@ export function parseConfig(raw: unknown, file = 'config.json'): DeepseekConfig 
   }
   const c = raw as Json;
   const model_type = oneOf(c, file, 'model_type', ['deepseek_v3', 'deepseek_v2']);
-  const n_routed_experts = int(c, file, 'n_routed_experts');
-  const n_group = int(c, file, 'n_group', { def: 1 });
+  const n_routed_experts = int(c, file, 'n_routed_experts', { max: MAX_EXPERTS });
+  const n_group = int(c, file, 'n_group', { def: 1, max: MAX_EXPERTS });
+  const vocab_size = int(c, file, 'vocab_size', { max: MAX_VOCAB });
   const topk_method = oneOf(
     c,
     file,
@@ -159,46 +197,49 @@ export function parseConfig(raw: unknown, file = 'config.json'): DeepseekConfig 
   );
   const cfg: DeepseekConfig = {
     model_type,
-    vocab_size: int(c, file, 'vocab_size'),
-    hidden_size: int(c, file, 'hidden_size'),
-    intermediate_size: int(c, file, 'intermediate_size'),
-    moe_intermediate_size: int(c, file, 'moe_intermediate_size'),
-    num_hidden_layers: int(c, file, 'num_hidden_layers'),
-    first_k_dense_replace: int(c, file, 'first_k_dense_replace', { min: 0, def: 0 }),
-    moe_layer_freq: int(c, file, 'moe_layer_freq', { def: 1 }),
-    num_attention_heads: int(c, file, 'num_attention_heads'),
+    vocab_size,
+    hidden_size: int(c, file, 'hidden_size', { max: MAX_DIM }),
+    intermediate_size: int(c, file, 'intermediate_size', { max: MAX_DIM }),
+    moe_intermediate_size: int(c, file, 'moe_intermediate_size', { max: MAX_DIM }),
+    num_hidden_layers: int(c, file, 'num_hidden_layers', { max: MAX_LAYERS }),
+    first_k_dense_replace: int(c, file, 'first_k_dense_replace', { min: 0, def: 0, max: MAX_LAYERS }),
+    moe_layer_freq: int(c, file, 'moe_layer_freq', { def: 1, max: MAX_LAYERS }),
+    num_attention_heads: int(c, file, 'num_attention_heads', { max: MAX_HEADS }),
     n_routed_experts,
-    n_shared_experts: int(c, file, 'n_shared_experts', { min: 0, def: 0 }),
-    num_experts_per_tok: int(c, file, 'num_experts_per_tok'),
+    n_shared_experts: int(c, file, 'n_shared_experts', { min: 0, def: 0, max: MAX_EXPERTS }),
+    num_experts_per_tok: int(c, file, 'num_experts_per_tok', { max: MAX_EXPERTS }),
     n_group,
-    topk_group: int(c, file, 'topk_group', { def: 1 }),
+    topk_group: int(c, file, 'topk_group', { def: 1, max: MAX_EXPERTS }),
     topk_method,
     scoring_func: oneOf(c, file, 'scoring_func', ['sigmoid', 'softmax'], 'softmax'),
-    routed_scaling_factor: num(c, file, 'routed_scaling_factor', 1),
-    norm_topk_prob: Boolean(c.norm_topk_prob ?? false),
-    q_lora_rank: c.q_lora_rank === null ? 0 : int(c, file, 'q_lora_rank', { min: 0, def: 0 }),
-    kv_lora_rank: int(c, file, 'kv_lora_rank'),
-    qk_nope_head_dim: int(c, file, 'qk_nope_head_dim'),
-    qk_rope_head_dim: int(c, file, 'qk_rope_head_dim'),
-    v_head_dim: int(c, file, 'v_head_dim'),
-    rms_norm_eps: num(c, file, 'rms_norm_eps', 1e-6),
-    rope_theta: num(c, file, 'rope_theta', 10000),
+    routed_scaling_factor: num(c, file, 'routed_scaling_factor', 1, { above: 0 }),
+    norm_topk_prob: bool(c, file, 'norm_topk_prob'),
+    q_lora_rank: c.q_lora_rank === null ? 0 : int(c, file, 'q_lora_rank', { min: 0, def: 0, max: MAX_DIM }),
+    kv_lora_rank: int(c, file, 'kv_lora_rank', { max: MAX_DIM }),
+    qk_nope_head_dim: int(c, file, 'qk_nope_head_dim', { max: MAX_DIM }),
+    qk_rope_head_dim: int(c, file, 'qk_rope_head_dim', { max: MAX_DIM }),
+    v_head_dim: int(c, file, 'v_head_dim', { max: MAX_DIM }),
+    rms_norm_eps: num(c, file, 'rms_norm_eps', 1e-6, { atLeast: 0 }),
+    rope_theta: num(c, file, 'rope_theta', 10000, { above: 0 }),
     rope_scaling: parseRopeScaling(c.rope_scaling, file),
-    max_position_embeddings: int(c, file, 'max_position_embeddings'),
-    tie_word_embeddings: Boolean(c.tie_word_embeddings ?? false),
-    num_nextn_predict_layers: int(c, file, 'num_nextn_predict_layers', { min: 0, def: 0 }),
+    max_position_embeddings: int(c, file, 'max_position_embeddings', { max: MAX_CONTEXT }),
+    tie_word_embeddings: bool(c, file, 'tie_word_embeddings'),
+    num_nextn_predict_layers: int(c, file, 'num_nextn_predict_layers', { min: 0, def: 0, max: MAX_LAYERS }),
     quantization_config: parseQuant(c.quantization_config, file),
     torch_dtype: String(c.torch_dtype ?? 'bfloat16'),
-    bos_token_id: typeof c.bos_token_id === 'number' ? c.bos_token_id : null,
-    eos_token_id: (c.eos_token_id as number | number[] | undefined) ?? null,
+    bos_token_id: tokenIds(c, file, 'bos_token_id', vocab_size, false) as number | null,
+    eos_token_id: tokenIds(c, file, 'eos_token_id', vocab_size, true),
   };
-  if (cfg.qk_rope_head_dim % 2 !== 0) fail(file, 'qk_rope_head_dim must be even');
-  if (cfg.n_routed_experts % cfg.n_group !== 0) {
-    fail(file, `n_routed_experts (${cfg.n_routed_experts}) must divide into n_group (${cfg.n_group})`);
+  if (cfg.qk_rope_head_dim % 2 !== 0) fail(file, `qk_rope_head_dim must be even, got ${cfg.qk_rope_head_dim}`);
+  if (cfg.rope_scaling && cfg.rope_theta <= 1) {
+    fail(file, `rope_theta must be > 1 with YaRN rope_scaling (its correction range divides by log(rope_theta)), got ${cfg.rope_theta}`);
   }
-  if (cfg.topk_group > cfg.n_group) fail(file, 'topk_group must not exceed n_group');
+  if (cfg.n_routed_experts % cfg.n_group !== 0) {
+    fail(file, `n_group (${cfg.n_group}) must divide n_routed_experts (${cfg.n_routed_experts})`);
+  }
+  if (cfg.topk_group > cfg.n_group) fail(file, `topk_group (${cfg.topk_group}) must not exceed n_group (${cfg.n_group})`);
   if (cfg.num_experts_per_tok > cfg.n_routed_experts) {
-    fail(file, 'num_experts_per_tok must not exceed n_routed_experts');
+    fail(file, `num_experts_per_tok (${cfg.num_experts_per_tok}) must not exceed n_routed_experts (${cfg.n_routed_experts})`);
   }
   const perGroup = cfg.n_routed_experts / cfg.n_group;
   if (cfg.num_experts_per_tok > cfg.topk_group * perGroup) {
@@ -208,17 +249,37 @@ export function parseConfig(raw: unknown, file = 'config.json'): DeepseekConfig 
     fail(file, 'noaux_tc group scores need at least 2 experts per group');
   }
   if (cfg.first_k_dense_replace > cfg.num_hidden_layers) {
-    fail(file, 'first_k_dense_replace exceeds num_hidden_layers');
+    fail(file, `first_k_dense_replace (${cfg.first_k_dense_replace}) exceeds num_hidden_layers (${cfg.num_hidden_layers})`);
   }
   return cfg;
 }
 
+/**
+ * What a model path names: a checkpoint folder or a GGUF file. Anything else (nothing there,
+ * another kind of file, a FIFO) is a DsError saying so.
+ */
+export function modelPathKind(path: string): 'dir' | 'gguf' {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new DsError('MISSING_FILE', `${path}: no such model folder or GGUF file`);
+  }
+  if (st.isDirectory()) return 'dir';
+  if (st.isFile() && isGgufPath(path)) return 'gguf';
+  const what = st.isFile() ? 'a file but not a GGUF file (no GGUF magic)' : 'neither a folder nor a regular file';
+  throw new DsError('BAD_INPUT', `${path}: is ${what}; a model is a checkpoint folder (config.json, *.safetensors) or a .gguf file`);
+}
+
 /** `dir/config.json` parsed as JSON but not validated, with its path for messages. */
 export function readConfigJson(dir: string): { raw: unknown; file: string } {
+  modelPathKind(dir);
   const file = join(dir, 'config.json');
-  if (!existsSync(file)) throw new DsError('MISSING_FILE', `${file}: not found`);
+  const text = readRegularText(file, (why, missing) => {
+    throw new DsError(missing ? 'MISSING_FILE' : 'BAD_CONFIG', missing ? `${file}: not found` : `${file}: ${why}`);
+  });
   try {
-    return { raw: JSON.parse(readFileSync(file, 'utf8')), file };
+    return { raw: JSON.parse(text), file };
   } catch (e) {
     throw new DsError('BAD_CONFIG', `${file}: invalid JSON (${(e as Error).message})`);
   }
@@ -283,6 +344,9 @@ export function configFromGguf(meta: ReadonlyMap<string, unknown>, has: (tensor:
     if (v === undefined) throw new DsError('BAD_CONFIG', `${file}: missing metadata deepseek2.${k}`);
     return v;
   };
+  // Blocks past num_hidden_layers are MTP (NextN) blocks, which dsv3 does not run from GGUF
+  // (the loader names them when it skips them).
+  const nextn = n('nextn_predict_layers', 0) ?? 0;
   const rope = req('rope.dimension_count');
   const heads = req('attention.head_count');
   // key_length_mla / value_length_mla are the per-head sizes in files written after llama.cpp
@@ -301,7 +365,7 @@ export function configFromGguf(meta: ReadonlyMap<string, unknown>, has: (tensor:
     hidden_size: req('embedding_length'),
     intermediate_size: req('feed_forward_length'),
     moe_intermediate_size: req('expert_feed_forward_length'),
-    num_hidden_layers: req('block_count'),
+    num_hidden_layers: req('block_count') - nextn,
     first_k_dense_replace: n('leading_dense_block_count', 0),
     num_attention_heads: heads,
     n_routed_experts: req('expert_count'),

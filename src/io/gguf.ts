@@ -14,6 +14,7 @@
 
 import { closeSync, fstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { DsError } from '../errors.ts';
+import { openRegularFile } from './files.ts';
 import type { MapOptions, Mapping } from './safetensors.ts';
 import { FORMATS, f32ToBf16, f32ToF16, formatOfGgml, rowBytes, type WeightDType } from '../tensor/dtypes.ts';
 import { dequantizeQ8_0, quantizeBlocks, quantizeQ8_0 } from '../tensor/quants.ts';
@@ -473,18 +474,10 @@ export function readGgufHeader(path: string): GgufHeader {
 }
 
 function openGgufFd(path: string): number {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new DsError('MISSING_FILE', `${path}: GGUF file ${code === 'ENOENT' ? 'does not exist' : `cannot be opened (${code})`}`);
-  }
-  if (!fstatSync(fd).isFile()) {
-    closeSync(fd);
-    throw new DsError('BAD_INPUT', `${path}: is not a regular file`);
-  }
-  return fd;
+  return openRegularFile(path, (why, missing) => {
+    if (missing || why.startsWith('cannot')) throw new DsError('MISSING_FILE', `${path}: GGUF file ${why}`);
+    throw new DsError('BAD_INPUT', `${path}: ${why}`);
+  });
 }
 
 /** Read a growing prefix of the file until the header parses (tokenizer metadata can be MBs). */

@@ -12,7 +12,6 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
-  readFileSync,
   readSync,
   renameSync,
   statSync,
@@ -22,6 +21,7 @@ import {
 import { isAbsolute, join, normalize } from 'node:path';
 import { DsError } from '../errors.ts';
 import { DTYPE_BYTES, isDType, type DType } from '../tensor/dtypes.ts';
+import { openRegularFile, readRegularText } from './files.ts';
 
 /** One tensor as described by a header: where its bytes are, not the bytes themselves. */
 
@@ -131,21 +131,15 @@ function elementCount(shape: readonly number[]): number | undefined {
   return n;
 }
 
-/** Open for reading; a missing or unreadable file is MISSING_FILE naming it. */
+/**
+ * Open for reading; a missing or unreadable file is MISSING_FILE naming it, anything but a
+ * regular file (a folder, a FIFO: never waited on) BAD_SAFETENSORS.
+ */
 function openForRead(file: string, what = 'file'): number {
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'does not exist' : `cannot be opened (${code ?? String(e)})`;
-    throw new DsError('MISSING_FILE', `${file}: ${what} ${why}`);
-  }
-  if (!fstatSync(fd).isFile()) {
-    closeSync(fd);
-    bad(file, 'is not a regular file');
-  }
-  return fd;
+  return openRegularFile(file, (why, missing) => {
+    if (missing || why.startsWith('cannot')) throw new DsError('MISSING_FILE', `${file}: ${what} ${why}`);
+    bad(file, why);
+  });
 }
 
 /** Fill `buf` from `position`, looping over short reads; false if the file ends first. */
@@ -538,8 +532,9 @@ function duplicate(name: string, a: string, b: string): never {
 function readIndex(indexPath: string): [string, string][] {
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(indexPath, 'utf8'));
+    json = JSON.parse(readRegularText(indexPath, (why) => bad(indexPath, why)));
   } catch (e) {
+    if (e instanceof DsError) throw e;
     bad(indexPath, `is not valid JSON (${(e as Error).message})`);
   }
   if (!isPlainObject(json)) bad(indexPath, 'is not a JSON object');

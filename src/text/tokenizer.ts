@@ -8,10 +8,10 @@
 // added-token text, `<｜User｜>` or EOS in a user's message, is not matched), and its async form
 // works a slice at a time, yielding to the event loop, and stops once past a token limit.
 
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { DsError } from '../errors.ts';
+import { readRegularText } from '../io/files.ts';
 
 type Json = Record<string, unknown>;
 
@@ -43,10 +43,12 @@ export interface DecodeOptions {
 }
 
 function readJson(path: string): Json {
-  if (!existsSync(path)) throw new DsError('MISSING_FILE', `tokenizer file not found: ${path}`);
+  const text = readRegularText(path, (why, missing) => {
+    throw new DsError(missing ? 'MISSING_FILE' : 'BAD_CONFIG', missing ? `tokenizer file not found: ${path}` : `${path}: ${why}`);
+  });
   let v: unknown;
   try {
-    v = JSON.parse(readFileSync(path, 'utf8'));
+    v = JSON.parse(text);
   } catch (e) {
     throw new DsError('BAD_CONFIG', `${path} is not valid JSON: ${(e as Error).message}`);
   }
@@ -54,6 +56,30 @@ function readJson(path: string): Json {
     throw new DsError('BAD_CONFIG', `${path} does not hold a JSON object`);
   }
   return v as Json;
+}
+
+/** Token ids above this are refused: 16× the largest real vocabularies (262k), and id-sized tables stay small. */
+const MAX_TOKEN_ID = (1 << 22) - 1;
+
+// Every id of tokenizer.json (model.vocab, added_tokens) must be an integer in
+// [0, MAX_TOKEN_ID]: the library sizes tables by the largest id, so an absurd one (2^31) would
+// stall for minutes or exhaust memory instead of failing.
+function checkTokenIds(tj: Json, where: string): void {
+  const check = (id: unknown, what: string) => {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id > MAX_TOKEN_ID) {
+      throw new DsError('BAD_CONFIG', `${where}: tokenizer.json ${what} has id ${JSON.stringify(id)}, not an integer in [0, ${MAX_TOKEN_ID}]`);
+    }
+  };
+  const vocab = (tj.model as Json | undefined)?.vocab;
+  if (vocab && typeof vocab === 'object' && !Array.isArray(vocab)) {
+    for (const [tok, id] of Object.entries(vocab)) check(id, `token ${JSON.stringify(tok)}`);
+  }
+  const added = tj.added_tokens;
+  if (added !== undefined && !Array.isArray(added)) throw new DsError('BAD_CONFIG', `${where}: tokenizer.json added_tokens is not a list`);
+  for (const [i, t] of (added ?? []).entries()) {
+    if (!t || typeof t !== 'object') throw new DsError('BAD_CONFIG', `${where}: tokenizer.json added_tokens[${i}] is not an object`);
+    check((t as Json).id, `added_tokens[${i}] (${JSON.stringify((t as Json).content)})`);
+  }
 }
 
 // bos_token / eos_token are either a plain string or an AddedToken dict {content, ...}.
@@ -235,6 +261,7 @@ export class Tokenizer {
   private readonly wrap: [number[], number[]];
 
   private constructor(tokenizerJson: Json, tokenizerConfig: Json, where: string) {
+    checkTokenIds(tokenizerJson, where);
     try {
       this.hf = new HfTokenizer(tokenizerJson, tokenizerConfig);
     } catch (e) {
