@@ -163,6 +163,18 @@ describe('library: load() and Model', () => {
     await assert.rejects(model.completeChat([{ role: 'nobody', content: 'x' }] as never), /role/);
   });
 
+  it('the next chat turn starts after its cached prefix, with the same output as without the cache', async () => {
+    const turn1 = [{ role: 'user' as const, content: 'Tell me about the jury.' }];
+    const first = await model.completeChat(turn1, { seed: 5, maxTokens: 24 });
+    const turn2 = [...turn1, { role: 'assistant' as const, content: first.text }, { role: 'user' as const, content: 'And then?' }];
+    const second = await model.completeChat(turn2, { seed: 6, maxTokens: 24 });
+    assert.ok((second.cachedTokens ?? 0) > 10, `cached ${second.cachedTokens} of ${second.promptTokens}`);
+    const plain = await load(DEFAULT_MODEL, { prefixCacheBytes: 0 });
+    const again = await plain.completeChat(turn2, { seed: 6, maxTokens: 24 });
+    assert.equal(again.cachedTokens ?? 0, 0);
+    assert.deepEqual(again.ids, second.ids);
+  });
+
   it('concurrent generations share the scheduler and each gets what it gets alone', async () => {
     const prompts = ['The jury said', 'In the morning', 'She was'];
     const steps0 = model.scheduler.steps;

@@ -39,7 +39,8 @@ export async function chatCommand(argv: string[]): Promise<number> {
   const speculative = speculativeOption(values);
   const model = loadModel(dir, { ...values, mtp: speculative !== undefined });
   checkVocab(model, tok);
-  const sched = new Scheduler(model, { maxBatch: 1, speculative });
+  // The prefix cache keeps the conversation's latent rows: each turn prefills only its new part.
+  const sched = new Scheduler(model, { maxBatch: 1, speculative, prefixCacheBytes: 2 ** 30 });
   const sampling = samplingParams(values);
   const maxTokens = intOption(values['max-new-tokens'], 'max-new-tokens', 512);
   const start: ChatMessage[] = values.system ? [{ role: 'system', content: values.system }] : [];

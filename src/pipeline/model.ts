@@ -81,6 +81,12 @@ export interface LoadOptions {
   maxBatch?: number;
   maxQueue?: number;
   prefillChunk?: number;
+  /**
+   * Prefix cache budget in bytes (default 1 GiB; 0: off): the latent KV rows of earlier
+   * generations are kept, so a prompt that starts like one of them (the next turn of a chat)
+   * skips that part.
+   */
+  prefixCacheBytes?: number;
   /** Tensors read ('load') and matrices quantised ('quantize'), each out of `total`. */
   onProgress?: (stage: 'load' | 'quantize', done: number, total: number) => void;
   /** Notes on the load: quantisation fallbacks, padding ids in the vocabulary. */
@@ -291,6 +297,7 @@ export async function load(path: string, opts: LoadOptions = {}): Promise<Model>
     maxQueue: opts.maxQueue,
     prefillChunk: opts.prefillChunk,
     speculative: opts.speculative,
+    prefixCacheBytes: opts.prefixCacheBytes ?? 2 ** 30,
   });
   return new Model(network, tokenizer, scheduler);
 }
