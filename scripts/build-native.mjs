@@ -3,7 +3,13 @@
 //   node scripts/build-native.mjs            the npm "install" hook: never fails the install;
 //                                            on failure it says why, and dsv3 runs on the
 //                                            TypeScript kernels (slow) instead
-//   node scripts/build-native.mjs --strict   npm run build:native: fails loudly
+//   node scripts/build-native.mjs --strict   npm run build:native: fails loudly, always builds
+//   node scripts/build-native.mjs --check    exits 0 when the install hook would not build, else 1
+//
+// The built addon is stamped with a hash of what it is made from (native/, binding.gyp, this
+// script, the platform, the Node version, CXX and CXXFLAGS). The install hook does not build
+// again when the stamp matches and the addon loads: `npx dsv3` links this folder into npx's
+// cache and runs the hook again, and that must not cost a second build.
 //
 // It uses node-gyp (the copy that ships with npm; no download needed) with the running
 // Node's own headers when they are installed next to it (<prefix>/include/node, as with
@@ -12,15 +18,18 @@
 // DSV3_SKIP_NATIVE=1 skips the build; DSV3_NATIVE_BUILD=direct skips node-gyp.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, copyFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, copyFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 
 const strict = process.argv.includes('--strict');
+const check = process.argv.includes('--check');
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, 'build', 'Release', 'dsv3_native.node');
+const stamp = join(root, 'build', 'Release', 'dsv3_native.hash');
 const log = (msg) => process.stderr.write(`dsv3: ${msg}\n`);
 
 function giveUp(reason) {
@@ -142,11 +151,51 @@ function verify() {
   return r.stdout.trim().split(' ');
 }
 
+/** Hash of everything the addon is built from. */
+function sourceHash() {
+  const files = [];
+  const walk = (dir) => {
+    for (const e of readdirSync(join(root, dir)).sort()) {
+      const p = join(dir, e);
+      if (statSync(join(root, p)).isDirectory()) walk(p);
+      else files.push(p);
+    }
+  };
+  walk('native');
+  files.push('binding.gyp', join('scripts', 'build-native.mjs'));
+  const h = createHash('sha256');
+  h.update(JSON.stringify([process.platform, process.arch, process.versions.node, process.versions.napi,
+    process.env.CXX ?? '', process.env.CXXFLAGS ?? '', process.env.DSV3_NATIVE_BUILD ?? '']));
+  for (const f of files) {
+    h.update(`\n${f.split('\\').join('/')}\n`);
+    h.update(readFileSync(join(root, f)));
+  }
+  return h.digest('hex');
+}
+
+/** [level, threads] of the built addon when it is stamped with this hash and loads, else null. */
+function upToDate(hash) {
+  if (!existsSync(out) || !existsSync(stamp) || readFileSync(stamp, 'utf8').trim() !== hash) return null;
+  try {
+    return verify();
+  } catch {
+    return null;
+  }
+}
+
 async function main() {
-  if (process.env.DSV3_SKIP_NATIVE === '1') {
+  if (process.env.DSV3_SKIP_NATIVE === '1' && !check) {
     log('DSV3_SKIP_NATIVE=1: not building the native kernels');
     return;
   }
+  const hash = sourceHash();
+  if (check) process.exit(upToDate(hash) ? 0 : 1);
+  const built = strict ? null : upToDate(hash);
+  if (built) {
+    log(`native kernels up to date: ${out} (${built[0]}, ${built[1]} threads)`);
+    return;
+  }
+  rmSync(stamp, { force: true });
   const nodedir = findNodeDir();
   const gyp = process.env.DSV3_NATIVE_BUILD === 'direct' ? null : findNodeGyp();
   let err = gyp ? await buildWithNodeGyp(gyp, nodedir) : 'node-gyp not found';
@@ -157,6 +206,7 @@ async function main() {
   }
   try {
     const [level, threads] = verify();
+    writeFileSync(stamp, `${hash}\n`);
     log(`native kernels built: ${out} (${level}, ${threads} threads)`);
   } catch (e) {
     giveUp(e instanceof Error ? e.message : String(e));

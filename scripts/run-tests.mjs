@@ -26,5 +26,7 @@ if (files.length === 0) {
 }
 const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...files], {
   stdio: 'inherit',
+  // Every dsv3 command the tests start runs the sources, not a dist/ older than them.
+  env: { ...process.env, DSV3_FROM_SOURCE: '1' },
 });
 process.exit(r.status ?? 1);

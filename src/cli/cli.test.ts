@@ -8,8 +8,7 @@ import { join } from 'node:path';
 import { GOLDEN_DIR, GOLDEN_MISSING, REPO_ROOT, goldenModelDir, logitTolerance, maxAbs, maxAbsDiff, readJson } from '../../test/helpers/golden.ts';
 import { tempDir, textCheckpoint } from '../../test/helpers/fixtures.ts';
 import { nativeInfo } from '../kernels/native.ts';
-
-const BIN = join(REPO_ROOT, 'bin/dsv3.js');
+import { DSV3_BIN as BIN } from '../../test/helpers/cli.ts';
 
 function dsv3(args: string[], input?: string) {
   const r = spawnSync(process.execPath, [BIN, ...args], { input, encoding: 'utf8', timeout: 120_000 });

@@ -20,8 +20,8 @@ import { renderChat, type ChatMessage } from '../../src/text/chat-template.ts';
 import { DEEPSEEK_TOKENIZER_DIR, REPO_ROOT } from '../helpers/golden.ts';
 import { textCheckpoint } from '../helpers/fixtures.ts';
 import { MODEL_NAME, parseSse, post, startServer, waitFor, type TestServer } from './helpers.ts';
+import { DSV3_BIN as BIN } from '../helpers/cli.ts';
 
-const BIN = join(REPO_ROOT, 'bin/dsv3.js');
 const dir = textCheckpoint();
 const m = { model: DeepseekV3.load(dir, { kernels: refKernels }), tokenizer: Tokenizer.fromDir(dir) };
 const tok = m.tokenizer;

@@ -15,6 +15,7 @@ import { refKernels } from '../../src/kernels/ref/index.ts';
 import { trainStep, type TrainStepResult } from '../../src/train/step.ts';
 import { tempDir } from '../helpers/fixtures.ts';
 import { GOLDEN_MISSING, REPO_ROOT, goldenModelDir, maxAbsDiff, readJson } from '../helpers/golden.ts';
+import { DSV3_BIN } from '../helpers/cli.ts';
 
 interface BalanceLayer {
   per_sequence: number[];
@@ -86,7 +87,7 @@ describe('training step against train.json (v3-tiny)', { skip }, () => {
     const names = Object.keys(g.grads);
     const p = spawnSync(
       process.execPath,
-      [join(REPO_ROOT, 'bin/dsv3.js'), 'train-step', '--model', dir, '--tokens', tokens, '--grads', names.join(','),
+      [DSV3_BIN, 'train-step', '--model', dir, '--tokens', tokens, '--grads', names.join(','),
         '--kernels', 'ref', '--json'],
       { encoding: 'utf8', maxBuffer: 64 << 20 },
     );
