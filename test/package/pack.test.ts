@@ -135,7 +135,7 @@ describe('the npm package', () => {
 
   it('holds dist/ (JavaScript and .d.ts for every source), the native sources and the model, and no tests', () => {
     const has = new Set(packed);
-    const need = ['package.json', 'README.md', 'bin/dsv3.js', 'binding.gyp', 'scripts/build-native.mjs',
+    const need = ['package.json', 'README.md', 'LICENSE', 'bin/dsv3.js', 'binding.gyp', 'scripts/build-native.mjs',
       'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/server/web/index.html',
       ...['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((f) => `models/default/${f}`),
       ...walk(join(REPO_ROOT, 'native')).map((f) => `native/${f}`)];
