@@ -15,6 +15,9 @@ export { Tokenizer } from './text/tokenizer.ts';
 export { renderChat, type ChatMessage } from './text/chat-template.ts';
 export { StreamingDetokenizer } from './text/detokenizer.ts';
 export { startCompletion, type CompletionOptions, type CompletionResult } from './pipeline/completion.ts';
+export { ConstrainedSampler, type TokenConstraint } from './engine/constrained.ts';
+export { GrammarEngine, GrammarMatcher, type GrammarSpec } from './grammar/engine.ts';
+export { schemaProblems } from './grammar/json-schema.ts';
 export {
   load,
   Model,

@@ -23,8 +23,10 @@ export interface AppOptions {
   model: DeepseekV3;
   tokenizer: Tokenizer;
   scheduler: Scheduler;
-  /** The name clients pass as `model` (and /v1/models lists). */
+  /** The name clients pass as `model` (and /v1/models lists first). */
   modelName: string;
+  /** More names the model answers to (aliases; /v1/models lists them all). */
+  modelNames?: string[];
   /** When set, /v1/* requires `Authorization: Bearer <apiKey>`; it may not be empty. */
   apiKey?: string;
   /** Where request log lines go; default stderr, null for none. */
@@ -33,6 +35,12 @@ export interface AppOptions {
   maxBodyBytes?: number;
   /** Abort it when the server shuts down (see above). */
   shutdown?: AbortSignal;
+  /**
+   * A streaming client that reads nothing for this long, while events wait for it, is
+   * disconnected and its generation cancelled (default 30 000 ms; 0: never). Until then it is
+   * only paused: its sequences stop decoding while its socket is full.
+   */
+  writeTimeoutMs?: number;
 }
 
 const WEB_PAGE = new URL('./web/index.html', import.meta.url);
@@ -51,9 +59,14 @@ export function createApp(opts: AppOptions): Hono<Env> {
     tokenizer: opts.tokenizer,
     scheduler: opts.scheduler,
     modelName: opts.modelName,
+    modelNames: [...new Set([opts.modelName, ...(opts.modelNames ?? [])])],
     shutdown: opts.shutdown,
     streams: new Set(),
+    writeTimeoutMs: opts.writeTimeoutMs ?? 30_000,
   };
+  if (!(Number.isFinite(ctx.writeTimeoutMs) && ctx.writeTimeoutMs! >= 0)) {
+    throw new DsError('BAD_INPUT', `writeTimeoutMs must be a number >= 0 (got ${opts.writeTimeoutMs})`);
+  }
   opts.shutdown?.addEventListener('abort', () => [...ctx.streams].forEach((end) => end()), { once: true });
   const sink: LogSink = opts.log === undefined ? (line) => process.stderr.write(line + '\n') : opts.log;
   const keyDigest = opts.apiKey !== undefined ? digest(opts.apiKey) : null;
@@ -64,6 +77,13 @@ export function createApp(opts: AppOptions): Hono<Env> {
   app.use('*', async (c, next) => {
     const rec = new RequestRecord(c.req.method, c.req.path, sink);
     c.set('rec', rec);
+    // On Node's HTTP stack (@hono/node-server) the connection can be cut (write timeout): reset,
+    // so the kernel drops what the client never took rather than keep trying to send it.
+    type Outgoing = { destroy(): void; socket?: { resetAndDestroy?(): void } | null };
+    const outgoing = (c.env as { outgoing?: Outgoing } | undefined)?.outgoing;
+    if (outgoing) {
+      rec.disconnect = () => (outgoing.socket?.resetAndDestroy ? outgoing.socket.resetAndDestroy() : outgoing.destroy());
+    }
     await next();
     if (!rec.stream || c.res.status !== 200) rec.log(c.res.status);
   });
@@ -88,10 +108,12 @@ export function createApp(opts: AppOptions): Hono<Env> {
     },
   }));
 
+  // An unknown name is OpenAI's 404 model_not_found (with the names this server answers to).
   const checkModel = (name: string | undefined) => {
-    if (name !== undefined && name !== ctx.modelName) {
-      throw new ApiError(404, `The model \`${name}\` does not exist; this server serves \`${ctx.modelName}\`.`,
-        'not_found_error', 'model', 'model_not_found');
+    if (name !== undefined && !ctx.modelNames.includes(name)) {
+      const served = ctx.modelNames.map((n) => `\`${n}\``).join(', ');
+      throw new ApiError(404, `The model \`${name}\` does not exist or you do not have access to it. ` +
+        `This server serves ${served}.`, 'invalid_request_error', null, 'model_not_found');
     }
   };
 
@@ -107,20 +129,23 @@ export function createApp(opts: AppOptions): Hono<Env> {
     return textCompletion(ctx, req, c.get('rec'), c.req.raw.signal);
   });
 
-  const modelCard = () => ({
-    id: ctx.modelName,
+  const modelCard = (id: string) => ({
+    id,
     object: 'model',
     created: 0,
     owned_by: 'dsv3',
     max_model_len: ctx.model.cfg.max_position_embeddings,
   });
-  app.get('/v1/models', (c) => c.json({ object: 'list', data: [modelCard()] }));
+  app.get('/v1/models', (c) => c.json({ object: 'list', data: ctx.modelNames.map(modelCard) }));
   app.get('/v1/models/:id', (c) => {
-    checkModel(c.req.param('id'));
-    return c.json(modelCard());
+    const id = c.req.param('id');
+    checkModel(id);
+    return c.json(modelCard(id));
   });
 
-  app.get('/health', (c) => c.json({ status: 'ok', model: ctx.modelName, ...ctx.scheduler.load }));
+  app.get('/health', (c) => c.json({
+    status: 'ok', model: ctx.modelName, ...ctx.scheduler.load, paused: ctx.scheduler.paused,
+  }));
   app.get('/', (c) => c.html(page));
 
   // A known route asked with the wrong method: 405 naming the right ones (GET serves HEAD too).

@@ -155,3 +155,20 @@ describe('output parsers', () => {
     assert.deepEqual(collectEvents(events).toolCalls, [{ id: 'call_0', name: 'get_weather', arguments: WEATHER }]);
   });
 });
+
+describe('OutputParser with reasoning off (constrained output)', () => {
+  it('keeps <think> as content, whatever the split, and still finds tool calls', () => {
+    const json = '{"note": "<think>not a thought</think>"}';
+    for (let cut = 0; cut <= json.length; cut++) {
+      const p = new OutputParser({ reasoning: false });
+      const out = collectEvents([...p.push(json.slice(0, cut)), ...p.push(json.slice(cut)), ...p.flush()]);
+      assert.deepEqual(out, { content: json, reasoning: null, toolCalls: [] });
+    }
+    const args = '{"q": "<think>"}';
+    const text = `${CALLS_BEGIN}${CALL_BEGIN}function${TOOL_SEP}search\n\`\`\`json\n${args}\n\`\`\`${CALL_END}${CALLS_END}`;
+    const p = new OutputParser({ tools: true, reasoning: false });
+    const out = collectEvents([...p.push(text), ...p.flush()]);
+    assert.deepEqual(out.toolCalls, [{ id: 'call_0', name: 'search', arguments: args }]);
+    assert.equal(out.reasoning, null);
+  });
+});

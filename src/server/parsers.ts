@@ -229,26 +229,32 @@ function closingStart(s: string): number {
 export interface OutputParserOptions {
   /** Parse tool calls (only when the request offered tools). Default false. */
   tools?: boolean;
+  /**
+   * Split `<think>` spans into reasoning. Default true; false when the output is constrained
+   * to JSON or tool calls, where such text can only be part of a string.
+   */
+  reasoning?: boolean;
   startInReasoning?: boolean;
   makeId?: (index: number) => string;
 }
 
 /** Reasoning first, then tool calls in the content outside `<think>`. */
 export class OutputParser {
-  private readonly reasoning: ReasoningParser;
+  private readonly reasoning: ReasoningParser | null;
   private readonly tools: ToolCallParser | null;
 
   constructor(opts: OutputParserOptions = {}) {
-    this.reasoning = new ReasoningParser(opts);
+    this.reasoning = opts.reasoning === false ? null : new ReasoningParser(opts);
     this.tools = opts.tools ? new ToolCallParser(opts) : null;
   }
 
   push(text: string): OutputEvent[] {
+    if (!this.reasoning) return this.route(text ? [{ type: 'content', text }] : [], false);
     return this.route(this.reasoning.push(text), false);
   }
 
   flush(): OutputEvent[] {
-    return this.route(this.reasoning.flush(), true);
+    return this.route(this.reasoning ? this.reasoning.flush() : [], true);
   }
 
   private route(events: OutputEvent[], end: boolean): OutputEvent[] {

@@ -4,6 +4,7 @@
 // honour (echo, suffix, best_of > 1, images) are refused rather than silently dropped.
 
 import type { SamplingParams } from '../engine/sampler.ts';
+import { schemaProblems } from '../grammar/json-schema.ts';
 import type { ChatMessage } from '../text/chat-template.ts';
 import { ApiError, badField } from './errors.ts';
 
@@ -83,7 +84,21 @@ export interface GenerationRequest {
   sampling: SamplingParams;
   /** Alternatives per token when logprobs are asked for; undefined: no logprobs. */
   topLogprobs: number | undefined;
+  /** What the output must be (response_format, tool_choice); undefined: free text. */
+  constraint?: OutputConstraint;
 }
+
+/**
+ * Output constrained by grammar (structured.ts turns it into one): JSON valid against a
+ * schema (response_format json_schema; json_object is any JSON object), or tool calls
+ * (tool_choice "required" or a named function) whose arguments match the function's
+ * parameters schema. `param` is the request field to name in errors. With `declaredOnly`, an
+ * object gets only the properties its schema declares (unless additionalProperties says more):
+ * valid either way, and a model cannot wander off into made-up keys.
+ */
+export type OutputConstraint =
+  | { type: 'json'; schema: unknown; declaredOnly: boolean; param: string }
+  | { type: 'tool_calls'; tools: ToolDef[]; single: boolean; param: string };
 
 export interface ChatRequest extends GenerationRequest {
   messages: ChatMessage[];
@@ -94,6 +109,74 @@ export interface ChatRequest extends GenerationRequest {
 export interface CompletionRequest extends GenerationRequest {
   /** Each prompt, as text or as token ids. */
   prompts: (string | number[])[];
+}
+
+/** A JSON Schema the grammar cannot enforce exactly: 400 naming every problem. */
+function checkSchema(schema: unknown, param: string, where: string): void {
+  const problems = schemaProblems(schema);
+  if (problems.length) {
+    throw badField(param, `${where} uses JSON Schema features that cannot be enforced: ${problems.join('; ')}`);
+  }
+}
+
+/** response_format: text (undefined), json_object, or json_schema. */
+function responseFormat(f: Fields): OutputConstraint | undefined {
+  const rf = f.raw('response_format');
+  if (rf === undefined) return undefined;
+  const param = 'response_format';
+  if (!isObject(rf)) throw badField(param, 'must be an object such as {"type": "json_object"}');
+  if (rf.type === 'text') return undefined;
+  if (rf.type === 'json_object') return { type: 'json', schema: { type: 'object' }, declaredOnly: false, param };
+  if (rf.type !== 'json_schema') {
+    throw badField(param, `type must be "text", "json_object" or "json_schema", got ${JSON.stringify(rf.type)}`);
+  }
+  const js = rf.json_schema;
+  if (!isObject(js)) throw badField(param, 'json_schema must be an object: {"name", "schema", "strict"}');
+  if (typeof js.name !== 'string' || js.name === '') throw badField(param, 'json_schema.name must be a non-empty string');
+  if (js.strict !== undefined && js.strict !== null && typeof js.strict !== 'boolean') {
+    throw badField(param, 'json_schema.strict must be a boolean');
+  }
+  const schema = js.schema ?? { type: 'object' };
+  if (!isObject(schema) && typeof schema !== 'boolean') throw badField(param, 'json_schema.schema must be a JSON Schema object');
+  checkSchema(schema, param, 'json_schema.schema');
+  return { type: 'json', schema, declaredOnly: true, param };
+}
+
+/**
+ * tool_choice "required" or {"type": "function", "function": {"name"}}: a constraint to tool
+ * calls (one when parallel_tool_calls is false or a function is named); undefined for
+ * "auto" and "none" (the model decides; "none" hides the tools).
+ */
+function toolChoice(f: Fields, tools: ToolDef[] | undefined): OutputConstraint | undefined {
+  const choice = f.raw('tool_choice');
+  const parallel = f.bool('parallel_tool_calls') ?? true;
+  if (choice === undefined || choice === 'auto' || choice === 'none') return undefined;
+  const param = 'tool_choice';
+  let chosen: ToolDef[];
+  if (choice === 'required') {
+    if (!tools?.length) throw badField(param, '"required" needs tools');
+    chosen = tools;
+  } else if (typeof choice === 'string') {
+    throw badField(param, `must be "none", "auto", "required" or {"type": "function", "function": {"name": …}}, got ${JSON.stringify(choice)}`);
+  } else {
+    const c = choice as Json;
+    const fn = c.function;
+    if (c.type !== 'function' || !isObject(fn) || typeof fn.name !== 'string') {
+      throw badField(param, 'must be {"type": "function", "function": {"name": …}}');
+    }
+    const t = tools?.find((x) => x.function.name === fn.name);
+    if (!t) throw badField(param, `function ${JSON.stringify(fn.name)} is not among the tools`);
+    chosen = [t];
+  }
+  for (const t of chosen) {
+    const params = t.function.parameters ?? { type: 'object', properties: {} };
+    const p = params as Json;
+    if (p.type !== 'object' && !(p.type === undefined && (isObject(p.properties) || p.$ref !== undefined))) {
+      throw badField('tools', `function ${JSON.stringify(t.function.name)}: parameters must be a schema of "type": "object"`);
+    }
+    checkSchema(params, 'tools', `function ${JSON.stringify(t.function.name)}'s parameters`);
+  }
+  return { type: 'tool_calls', tools: chosen, single: !parallel || choice !== 'required', param };
 }
 
 export interface ToolDef {
@@ -218,11 +301,10 @@ export function parseChatRequest(body: Json): ChatRequest {
     throw badField('tool_choice', 'must be "none", "auto", "required" or an object');
   }
   if (choice === 'none' || tools?.length === 0) tools = undefined;
-  const rf = f.raw('response_format');
-  if (rf !== undefined && !(isObject(rf) && rf.type === 'text')) {
-    throw badField('response_format', 'only {"type": "text"} is supported');
-  }
-  return { ...req, messages, tools };
+  // A forced tool call is the whole output: it takes precedence over response_format.
+  const format = responseFormat(f);
+  const constraint = toolChoice(f, tools) ?? format;
+  return { ...req, messages, tools, constraint };
 }
 
 /** A /v1/completions body; `vocab` bounds prompt token ids. */
@@ -256,5 +338,5 @@ export function parseCompletionRequest(body: Json, vocab: number): CompletionReq
   if (f.bool('echo')) throw badField('echo', 'is not supported');
   if (f.has('suffix')) throw badField('suffix', 'is not supported');
   if ((f.int('best_of', 1) ?? 1) > 1) throw badField('best_of', 'values above 1 are not supported');
-  return { ...req, prompts };
+  return { ...req, prompts, constraint: responseFormat(f) };
 }

@@ -36,11 +36,15 @@ export interface TestServer {
 /** Serves `m` on 127.0.0.1 at a free port. */
 export async function startServer(
   m: TextModel,
-  opts: SchedulerOptions & { apiKey?: string; log?: (line: string) => void; shutdown?: AbortSignal } = {},
+  opts: SchedulerOptions & {
+    apiKey?: string; log?: (line: string) => void; shutdown?: AbortSignal; writeTimeoutMs?: number;
+    modelNames?: string[];
+  } = {},
 ): Promise<TestServer> {
   const scheduler = new Scheduler(m.model, opts);
   const app = createApp({
     ...m, scheduler, modelName: MODEL_NAME, apiKey: opts.apiKey, log: opts.log ?? null, shutdown: opts.shutdown,
+    writeTimeoutMs: opts.writeTimeoutMs, modelNames: opts.modelNames,
   });
   const server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
   await new Promise<void>((ok, fail) => {

@@ -9,7 +9,7 @@ import type { TextPart } from '../../text/tokenizer.ts';
 import { DsError } from '../../errors.ts';
 import { toApiError, ApiError } from '../errors.ts';
 import {
-  encodePrompt, finishedChoices, onShutdown, shuttingDown, startChoices, usage, type ServerContext,
+  encodePrompt, finishedChoices, onShutdown, shuttingDown, startChoices, streamFlow, usage, type ServerContext,
 } from '../generation.ts';
 import { chatLogprobs } from '../logprobs.ts';
 import { OutputParser, collectEvents, type OutputEvent, type ParsedOutput } from '../parsers.ts';
@@ -102,9 +102,12 @@ export async function chatCompletion(
   const prompt = await encodePrompt(ctx, renderPrompt(ctx, req), req, 'messages'); // the template writes BOS
   const id = `chatcmpl-${rec.id}`;
   const created = Math.floor(Date.now() / 1000);
-  const head = (object: string) => ({ id, object, created, model: ctx.modelName, system_fingerprint: null });
+  const model = req.model ?? ctx.modelName; // the name the client used, when it gave one
+  const head = (object: string) => ({ id, object, created, model, system_fingerprint: null });
   const callId = () => `call_${randomBytes(8).toString('hex')}`;
-  const parsers = Array.from({ length: req.n }, () => new OutputParser({ tools: !!req.tools, makeId: callId }));
+  const parsers = Array.from({ length: req.n }, () =>
+    // Constrained output is all JSON or all calls: no <think> spans, and JSON strings are not calls.
+    new OutputParser({ tools: !!req.tools && req.constraint?.type !== 'json', reasoning: !req.constraint, makeId: callId }));
 
   if (!req.stream) {
     const choices = await startChoices(ctx, [prompt], req, 'messages');
@@ -195,5 +198,5 @@ export async function chatCompletion(
   }, () => {
     release();
     onAbort();
-  }, { 'x-request-id': rec.id });
+  }, { 'x-request-id': rec.id }, streamFlow(ctx, choices, rec));
 }

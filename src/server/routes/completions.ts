@@ -5,7 +5,7 @@
 import type { CompletionResult, TextDelta, TokenLogprob } from '../../pipeline/completion.ts';
 import { toApiError } from '../errors.ts';
 import {
-  encodePrompt, finishedChoices, onShutdown, shuttingDown, startChoices, usage, type ServerContext,
+  encodePrompt, finishedChoices, onShutdown, shuttingDown, startChoices, streamFlow, usage, type ServerContext,
 } from '../generation.ts';
 import type { RequestRecord } from '../log.ts';
 import { completionLogprobs } from '../logprobs.ts';
@@ -27,7 +27,7 @@ export async function textCompletion(
     prompts.push(typeof p === 'string' ? await encodePrompt(ctx, [{ text: p }], req, 'prompt', true) : p);
   }
   const created = Math.floor(Date.now() / 1000);
-  const base = { id: `cmpl-${rec.id}`, object: 'text_completion', created, model: ctx.modelName };
+  const base = { id: `cmpl-${rec.id}`, object: 'text_completion', created, model: req.model ?? ctx.modelName };
   const total = prompts.length * req.n;
 
   if (!req.stream) {
@@ -86,5 +86,5 @@ export async function textCompletion(
   }, () => {
     release();
     onAbort();
-  }, { 'x-request-id': rec.id });
+  }, { 'x-request-id': rec.id }, streamFlow(ctx, choices, rec));
 }
