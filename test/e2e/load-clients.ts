@@ -1,8 +1,9 @@
 // The client side of load.test.ts, run as its own process so that the clients do not share the
 // server's event loop (where each decode step blocks for its whole duration): CLIENTS clients
-// streaming chat completions back to back, one client that keeps disconnecting mid-stream, and
-// four loops of malformed requests, for a fixed time. Checks every stream's shape and prints one
-// JSON report on stdout.
+// streaming chat completions back to back, one client that keeps disconnecting mid-stream, four
+// loops of malformed requests, and SLOW_READERS clients that stop reading until the server has
+// paused a stream for want of a reader, then read slowly, for a fixed time. Checks every stream's
+// shape and prints one JSON report on stdout.
 //
 //   node --import tsx test/e2e/load-clients.ts URL CLIENTS DURATION_MS MAX_TOKENS
 
@@ -19,11 +20,22 @@ export interface StreamRecord {
 
 export interface LoadReport {
   records: StreamRecord[];
+  /** The slow readers' streams. */
+  slow: StreamRecord[];
   malformed: number;
   disconnects: number;
   elapsedS: number;
   failures: string[];
 }
+
+export const SLOW_READERS = 2;
+
+/**
+ * A name the load test's server also answers to, 2 MiB long. Every chunk carries the name the
+ * client used, so a slow reader's stream fills the socket's buffers (MBs on loopback) in a few
+ * tokens of the tiny test model.
+ */
+export const SLOW_ALIAS = `dsv3-test-slow-${'s'.repeat(2 * 2 ** 20)}`;
 
 /** The request body for a seed (streamed or not); the rerun uses the same one. */
 export function loadBody(seed: number, stream: boolean, maxTokens: number) {
@@ -44,12 +56,39 @@ async function streamOnce(url: string, seed: number, maxTokens: number): Promise
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(loadBody(seed, true, maxTokens)),
   });
-  const raw = await res.text();
+  return checkStream(res.status, await res.text(), seed, maxTokens);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// A client that reads nothing until /health reports a paused stream (the server stopped
+// decoding one for want of a reader; at most 20 s), then reads at about 4 MB/s.
+async function slowStream(url: string, seed: number, maxTokens: number): Promise<StreamRecord> {
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...loadBody(seed, true, maxTokens), model: SLOW_ALIAS }),
+  });
+  for (const t0 = Date.now(); Date.now() - t0 < 20_000; await sleep(50)) {
+    const h = (await (await fetch(`${url}/health`)).json()) as { paused: number };
+    if (h.paused > 0) break;
+  }
+  const reader = res.body!.getReader();
+  const chunks: Uint8Array[] = [];
+  for (let c = await reader.read(); !c.done; c = await reader.read()) {
+    chunks.push(c.value);
+    await sleep(c.value.byteLength / 4000);
+  }
+  return checkStream(res.status, Buffer.concat(chunks).toString('utf8'), seed, maxTokens, SLOW_ALIAS);
+}
+
+function checkStream(status: number, raw: string, seed: number, maxTokens: number, model?: string): StreamRecord {
   const fail = (what: string) => new Error(`seed ${seed}: ${what}: ${raw.slice(0, 300)}`);
-  if (res.status !== 200) throw fail(`status ${res.status}`);
+  if (status !== 200) throw fail(`status ${status}`);
   const { events, done } = parseSse(raw);
   if (!done) throw fail('no [DONE]');
   if (!events.every((e) => e.id === events[0].id && e.object === 'chat.completion.chunk')) throw fail('mixed chunks');
+  if (model !== undefined && !events.every((e) => e.model === model)) throw fail('a chunk with the wrong model name');
   if (events[0].choices[0].delta.role !== 'assistant') throw fail('no role chunk first');
   const last = events.at(-1);
   const fin = events.at(-2)?.choices[0]?.finish_reason;
@@ -125,8 +164,13 @@ export async function runLoad(url: string, clients: number, durationMs: number, 
       disconnects++;
     }
   })());
-  await Promise.all([...streams, ...bad, leaver]);
-  return { records, malformed, disconnects, elapsedS: (Date.now() - t0) / 1e3, failures };
+  const slow: StreamRecord[] = [];
+  // One stream each (a slow stream takes several seconds: more would outlast the others).
+  const slowReaders = Array.from({ length: SLOW_READERS }, (_, i) => guard((async () => {
+    slow.push(await slowStream(url, 500 + i, maxTokens));
+  })()));
+  await Promise.all([...streams, ...bad, leaver, ...slowReaders]);
+  return { records, slow, malformed, disconnects, elapsedS: (Date.now() - t0) / 1e3, failures };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

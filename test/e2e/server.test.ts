@@ -178,7 +178,7 @@ describe('completions, models, health', () => {
     const models = await client.models.list();
     assert.deepEqual(models.data.map((x) => x.id), [MODEL_NAME]);
     const health = await (await fetch(`${srv.url}/health`)).json();
-    assert.deepEqual(health, { status: 'ok', model: MODEL_NAME, active: 0, queued: 0 });
+    assert.deepEqual(health, { status: 'ok', model: MODEL_NAME, active: 0, queued: 0, paused: 0 });
   });
 });
 
