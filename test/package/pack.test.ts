@@ -46,6 +46,17 @@ for (let i = 0; i < ${TOKENS}; i++) {
 }
 console.log(JSON.stringify({ ids, text: tok.decode(ids) }));
 `;
+// The same continuation through the async API most users start with: load(), then a text
+// stream from model.generate (greedy), and its result.
+const ASYNC_APP = `import { load } from 'dsv3';
+
+const model = await load('node_modules/dsv3/models/default');
+const stream = model.generate(${JSON.stringify(PROMPT)}, { maxTokens: ${TOKENS}, temperature: 0 });
+let streamed = '';
+for await (const chunk of stream) streamed += chunk;
+const r = await stream.result;
+console.log(JSON.stringify({ ids: r.ids, text: r.text, streamed, finish: r.finish }));
+`;
 // Appended to the TypeScript app only: fails to compile if the package's types were missing
 // (everything would be \`any\` and the directive unused).
 const TYPED = `
@@ -207,6 +218,19 @@ describe('the npm package', () => {
       const r = ok(process.execPath, [file], app, cleanEnv(kernelEnv));
       assert.deepEqual(JSON.parse(r.out), want, `${file} printed ${r.out}`);
     }
+  });
+
+  it('runs an app on the async API (load, a streamed generate), which generates what the sources do', (t) => {
+    if (notInstalled) return t.skip(notInstalled);
+    const want = expected();
+    writeFileSync(join(app, 'async.mjs'), ASYNC_APP);
+    const r = ok(process.execPath, ['async.mjs'], app, cleanEnv(kernelEnv));
+    const got = JSON.parse(r.out) as { ids: number[]; text: string; streamed: string; finish: string };
+    // Greedy, so the ids are the hand-made loop's, up to an EOS that ends the stream early.
+    assert.ok(got.ids.length > 0, `no tokens: ${r.out}`);
+    assert.deepEqual(got.ids, want.ids.slice(0, got.ids.length), `async.mjs printed ${r.out}`);
+    assert.equal(got.finish, got.ids.length === TOKENS ? 'length' : 'stop');
+    assert.equal(got.streamed, got.text);
   });
 
   it('runs the installed dsv3 command from dist/', (t) => {
