@@ -28,6 +28,7 @@
         "native/ops.cc",
         "native/pool.cc",
         "native/quantize.cc",
+        "native/sample.cc",
         "native/generic/kernels.cc",
       ],
       "conditions": [

@@ -694,6 +694,128 @@ napi_value Quantize(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// sampleBatch(logits, V, rows, params, hist, histOff, masks, outIds, outDrew, outLp, outTopIds,
+// outTopLp, maxTop): see Kernels.sampleBatch and native.ts, which packs the rows. Row r reads
+// logits row rows[r] and params[r·10 …] = temperature, topK, topP, minP, repetition,
+// frequency, presence, vocab, u, logprobs; its penalty history is hist[histOff[r] …
+// histOff[r+1]), its mask masks[r] (Int32Array or Uint32Array, or null); it writes outIds[r],
+// outDrew[r], outLp[r] and maxTop alternatives at outTopIds / outTopLp[r·maxTop …].
+napi_value SampleBatch(napi_env env, napi_callback_info info) {
+  Args a(env, info, "sampleBatch");
+  size_t nl, nr, np, nh, nho, noi, nod, nol, nti, ntl;
+  const float* logits = a.f32(0, &nl, "logits");
+  const i64 V = a.count(1, "V");
+  const std::int32_t* rows = a.i32(2, &nr, "rows");
+  const double* params = static_cast<const double*>(a.typed(3, napi_float64_array, &np, "params"));
+  const std::int32_t* hist = a.i32(4, &nh, "hist");
+  const std::int32_t* histOff = a.i32(5, &nho, "histOff");
+  std::int32_t* outIds = a.i32(7, &noi, "outIds");
+  std::uint8_t* outDrew = static_cast<std::uint8_t*>(a.typed(8, napi_uint8_array, &nod, "outDrew"));
+  float* outLp = a.f32(9, &nol, "outLp");
+  std::int32_t* outTopIds = a.i32(10, &nti, "outTopIds");
+  float* outTopLp = a.f32(11, &ntl, "outTopLp");
+  const i64 maxTop = a.count(12, "maxTop");
+  if (!a.ok) return nullptr;
+  const i64 R = (i64)nr;
+  if (V < 1) a.fail("V must be positive", true);
+  a.need(np, (double)R * 10, "params");
+  a.need(nho, (double)R + 1, "histOff");
+  a.need(noi, (double)R, "outIds");
+  a.need(nod, (double)R, "outDrew");
+  a.need(nol, (double)R, "outLp");
+  a.need(nti, (double)R * maxTop, "outTopIds");
+  a.need(ntl, (double)R * maxTop, "outTopLp");
+  bool isArr = false;
+  if (a.ok && (a.n < 7 || napi_is_array(env, a.v[6], &isArr) != napi_ok || !isArr)) a.fail("masks must be an array");
+  uint32_t nm = 0;
+  if (a.ok) napi_get_array_length(env, a.v[6], &nm);
+  if (a.ok && (i64)nm < R) a.fail("masks is too short", true);
+  if (!a.ok) return nullptr;
+  std::vector<SampleRowArgs> args((std::size_t)R);
+  const i64 nRows = (i64)(nl / (size_t)V);
+  for (i64 r = 0; r < R && a.ok; r++) {
+    SampleRowArgs& s = args[(std::size_t)r];
+    const double* q = params + r * 10;
+    const std::string at = "row " + std::to_string(r) + ": ";
+    if (rows[r] < 0 || rows[r] >= nRows) {
+      a.fail(at + "logits row " + std::to_string(rows[r]) + " is outside the " + std::to_string(nRows) + " rows", true);
+      break;
+    }
+    s.logits = logits + (i64)rows[r] * V;
+    s.temperature = q[0];
+    s.topP = q[2];
+    s.minP = q[3];
+    s.rep = q[4];
+    s.freq = q[5];
+    s.pres = q[6];
+    s.u = q[8];
+    const bool ok = q[0] >= 0 && std::isfinite(q[0]) && q[1] >= 0 && q[1] <= 9007199254740991.0 && std::floor(q[1]) == q[1] &&
+                    q[2] > 0 && q[2] <= 1 && q[3] >= 0 && q[3] <= 1 && q[4] > 0 && std::isfinite(q[4]) &&
+                    std::isfinite(q[5]) && std::isfinite(q[6]) && q[7] >= 1 && q[8] >= 0 && q[8] < 1 &&
+                    q[9] >= -1 && q[9] <= (double)maxTop && std::floor(q[9]) == q[9];
+    if (!ok) {
+      a.fail(at + "a parameter is out of range", true);
+      break;
+    }
+    s.topK = (i64)q[1];
+    s.vocab = q[7] >= (double)V ? V : (i64)q[7];
+    s.logprobs = (i64)q[9];
+    const i64 h0 = histOff[r], h1 = histOff[r + 1];
+    if (h0 < 0 || h1 < h0 || (size_t)h1 > nh) {
+      a.fail(at + "histOff is out of range", true);
+      break;
+    }
+    s.hist = hist + h0;
+    s.nHist = h1 - h0;
+    for (i64 j = 0; j < s.nHist; j++)
+      if (s.hist[j] < 0 || s.hist[j] >= V) {
+        a.fail(at + "history id " + std::to_string(s.hist[j]) + " is not below " + std::to_string(V), true);
+        break;
+      }
+    napi_value m;
+    napi_get_element(env, a.v[6], (uint32_t)r, &m);
+    s.mask = nullptr;
+    s.maskWords = 0;
+    if (a.ok && !a.nullish(m)) {
+      bool isTyped = false;
+      napi_typedarray_type type;
+      size_t len = 0, off;
+      void* data = nullptr;
+      napi_value ab;
+      if (napi_is_typedarray(env, m, &isTyped) == napi_ok && isTyped)
+        napi_get_typedarray_info(env, m, &type, &len, &data, &ab, &off);
+      if (!isTyped || (type != napi_int32_array && type != napi_uint32_array)) {
+        a.fail(at + "a mask must be an Int32Array or a Uint32Array");
+        break;
+      }
+      static const std::uint32_t none = 0;
+      s.mask = data ? static_cast<const std::uint32_t*>(data) : &none;
+      s.maskWords = (i64)len;
+    }
+    s.outId = outIds + r;
+    s.outDrew = outDrew + r;
+    s.outLp = outLp + r;
+    s.outTopIds = outTopIds + r * maxTop;
+    s.outTopLp = outTopLp + r * maxTop;
+  }
+  if (a.ok && R > 0) op_sample_rows(args.data(), R, V);
+  return nullptr;
+}
+
+// jsMath(fn, x, out): out[i] = V8's Math.exp (0), Math.log (1), Math.log2 (2) of x[i] as the
+// sampler computes them, or (3) exp through the level's vectorised exp_sum (x <= 0). For tests.
+napi_value JsMath(napi_env env, napi_callback_info info) {
+  Args a(env, info, "jsMath");
+  size_t nx, no;
+  const i64 fn = a.count(0, "fn");
+  const double* x = static_cast<const double*>(a.typed(1, napi_float64_array, &nx, "x"));
+  double* out = static_cast<double*>(a.typed(2, napi_float64_array, &no, "out"));
+  if (a.ok && fn > 3) a.fail("fn must be 0, 1, 2 or 3", true);
+  a.need(no, (double)nx, "out");
+  if (a.ok) op_js_math((int)fn, x, out, (i64)nx);
+  return nullptr;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   struct {
     const char* name;
@@ -709,6 +831,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"cpuFeatures", Features},  {"readBandwidth", ReadBandwidth}, {"setWeightBytes", SetWeightBytes}, {"adviseHugePages", AdviseHugePages},
       {"mapFile", MapFile}, {"mapSize", MapSize}, {"mapView", MapView},
       {"quantize", Quantize}, {"weight", Weight},
+      {"sampleBatch", SampleBatch}, {"jsMath", JsMath},
   };
   for (auto& f : fns) {
     napi_value fn;

@@ -149,6 +149,12 @@ struct KernelTable {
    * (rows past m1 in the last tile as zeros when m1 is the end).
    */
   void (*quantize_x)(int dt, const float* x, i64 ldx, i64 K, i64 m0, i64 m1, i64 M, const XQ* q);
+  /**
+   * p[i] = exp((x[i] − m) · s) for i < n (p may be x, or null: not stored), each value V8's
+   * Math.exp bit for bit, for arguments <= 0 (exp_impl.h); returns their sum in index order
+   * (0 when !sum: then only the values are written).
+   */
+  double (*exp_sum)(const double* x, double* p, i64 n, double m, double s, int sum);
 };
 
 const KernelTable* generic_table();

@@ -58,6 +58,28 @@ void op_ffn_experts(float* y, const float* x, i64 D, const FfnNet* nets, i64 cou
  */
 void set_weight_bytes(i64 bytes);
 bool decode_resident();
+/** One row of op_sample_rows (Kernels.sampleBatch, validated by binding.cc). */
+struct SampleRowArgs {
+  const float* logits;  // V values
+  double temperature, topP, minP, rep, freq, pres, u;
+  i64 topK, vocab, logprobs;  // logprobs: alternatives to report, -1 for none
+  const std::int32_t* hist;   // penalty history, ids < V
+  i64 nHist;
+  const std::uint32_t* mask;  // allowed ids (bit id & 31 of word id >> 5), nullptr: all
+  i64 maskWords;
+  std::int32_t* outId;
+  std::uint8_t* outDrew;
+  float* outLp;             // with logprobs >= 0: the pick's logprob
+  std::int32_t* outTopIds;  // and min(logprobs, vocab, V) alternatives, best first
+  float* outTopLp;
+};
+/** Kernels.sampleBatch over n rows of V logits, one row per pool job (sample.cc). */
+void op_sample_rows(const SampleRowArgs* rows, i64 n, i64 V);
+/**
+ * V8's Math functions as sample.cc computes them (js_math.h), for tests: fn 0 exp, 1 log,
+ * 2 log2, 3 exp through the level's vectorised exp_sum (x <= 0 only).
+ */
+void op_js_math(int fn, const double* x, double* out, i64 n);
 /** Read bandwidth of a simple streaming sum over `bytes` bytes, `reps` times, all threads (GB/s). */
 double read_bandwidth(i64 bytes, int reps);
 

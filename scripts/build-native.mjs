@@ -120,7 +120,7 @@ async function buildDirect(nodedir) {
   const common = ['-std=c++17', '-O3', '-fPIC', '-fno-math-errno', '-ffp-contract=off', '-fno-exceptions', '-fno-rtti', '-pthread', `-I${join(nodedir, 'include', 'node')}`,
     '-DNODE_GYP_MODULE_NAME=dsv3_native', ...(x86 ? ['-DDSV3_X86'] : [])];
   const units = [
-    ['native/binding.cc', []], ['native/mapfile.cc', []], ['native/ops.cc', []], ['native/pool.cc', []], ['native/quantize.cc', []], ['native/generic/kernels.cc', []],
+    ['native/binding.cc', []], ['native/mapfile.cc', []], ['native/ops.cc', []], ['native/pool.cc', []], ['native/quantize.cc', []], ['native/sample.cc', []], ['native/generic/kernels.cc', []],
   ];
   if (x86) {
     units.push(['native/arch/x86/avx2.cc', ['-mavx2', '-mfma', '-mf16c']]);

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "../common.h"
+#include "../js_math.h"
 
 namespace dsv3 {
 
@@ -196,10 +197,12 @@ static const std::int64_t SHORT_ROW_BYTES = DSV3_SHORT_ROW;  // decode rows up t
 
 #include "../kernels_impl.h"
 #include "../qdot_impl.h"
+#define DSV3_EXP_LANES 2
+#include "../exp_impl.h"
 
 const KernelTable table = {
     "generic", L, 8, gemm_nt_direct, gemm_nt_packed, gemm_nn, softmax_rows, silu_mul, attn_latent, attention,
-    decode_row, XQ_TILE_ROWS, xq_tile_bytes, quantize_x,
+    decode_row, XQ_TILE_ROWS, xq_tile_bytes, quantize_x, exp_sum,
 };
 
 }  // namespace

@@ -1,11 +1,16 @@
 // Next-token sampling from logits: penalties, temperature, top-k / top-p / min-p, and a seeded
 // PRNG (tensor/random.ts), plus log-softmax for logprobs. Works on token ids and logits only; it
-// knows nothing of text, tokenizers or the model.
+// knows nothing of text, tokenizers or the model. The numbers are Kernels.sampleBatch's
+// (kernels/ref/sample.ts): one sequence at a time here, or a whole batch through the kernel
+// backend with batchRow() and settle() (the Scheduler does), with the same ids either way.
 
 import { argmax } from '../kernels/ref/index.ts';
-import type { Kernels } from '../kernels/kernels.ts';
+import { penalizes, pickRow, weights, type PickParams } from '../kernels/ref/sample.ts';
+import type { Kernels, SampleResult, SampleRow } from '../kernels/kernels.ts';
 import { Rng } from '../tensor/random.ts';
 import { DsError } from '../errors.ts';
+
+export { logSoftmax as logprobs } from '../kernels/ref/sample.ts';
 
 /** How to pick the next token. Every field is optional; defaults make plain sampling at T=1. */
 export interface SamplingParams {
@@ -49,49 +54,33 @@ function checkParams(p: SamplingParams): void {
   num('seed', (v) => Number.isSafeInteger(v), 'a safe integer');
 }
 
-/** Log-softmax of logits (natural log), computed in float64; -Infinity stays -Infinity. */
-export function logprobs(logits: Float32Array): Float32Array {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
-  const out = new Float32Array(logits.length);
-  if (max === -Infinity || Number.isNaN(max)) return out.fill(Number.NaN);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
-  const lse = max + Math.log(sum);
-  for (let i = 0; i < logits.length; i++) out[i] = logits[i]! - lse;
-  return out;
-}
-
 /** Picks next tokens from logits under fixed {@link SamplingParams}, with its own PRNG. */
 export class Sampler {
   /** The parameters, as given. */
   readonly params: Readonly<SamplingParams>;
   private readonly rng: Rng;
-  private readonly temperature: number;
-  private readonly topK: number;
-  private readonly topP: number;
-  private readonly minP: number;
-  private readonly rep: number;
-  private readonly freq: number;
-  private readonly pres: number;
+  /** The parameters resolved, as Kernels.sampleBatch takes them (vocab set by limitVocab). */
+  private readonly q: PickParams;
   /** Greedy decoding's argmax: the reference loop until useKernels gives a backend's. */
   private pick: (x: Float32Array) => number = argmax;
+  /** The PRNG state before the draw of the last batchRow (null: it drew nothing). */
+  private beforeDraw: number[] | null = null;
 
   constructor(params: SamplingParams = {}) {
     checkParams(params);
     this.params = { ...params };
-    this.temperature = params.temperature ?? 1;
-    this.topK = params.topK ?? 0;
-    this.topP = params.topP ?? 1;
-    this.minP = params.minP ?? 0;
-    this.rep = params.repetitionPenalty ?? 1;
-    this.freq = params.frequencyPenalty ?? 0;
-    this.pres = params.presencePenalty ?? 0;
+    this.q = {
+      temperature: params.temperature ?? 1,
+      topK: params.topK ?? 0,
+      topP: params.topP ?? 1,
+      minP: params.minP ?? 0,
+      repetitionPenalty: params.repetitionPenalty ?? 1,
+      frequencyPenalty: params.frequencyPenalty ?? 0,
+      presencePenalty: params.presencePenalty ?? 0,
+      vocab: Infinity,
+    };
     this.rng = new Rng(params.seed);
   }
-
-  /** Ids from here on are never picked (limitVocab). */
-  private vocab = Infinity;
 
   /**
    * Never pick an id at or past `n`: a model's embedding often has more rows than its
@@ -100,7 +89,7 @@ export class Sampler {
    */
   limitVocab(n: number): void {
     if (!Number.isInteger(n) || n < 1) bad(`limitVocab: ${n} is not a vocabulary size`);
-    this.vocab = n;
+    this.q.vocab = n;
   }
 
   /** Take greedy decoding's argmax from a kernel backend (the same index, faster). */
@@ -108,9 +97,14 @@ export class Sampler {
     this.pick = K.argmax;
   }
 
+  /** True when the PRNG was seeded (params.seed): the output is meant to be reproducible. */
+  get seeded(): boolean {
+    return this.params.seed !== undefined;
+  }
+
   /** True when sample() is argmax (temperature 0). */
   get greedy(): boolean {
-    return this.temperature === 0;
+    return this.q.temperature === 0;
   }
 
   /**
@@ -118,22 +112,33 @@ export class Sampler {
    * not modified. NaN logits count as -Infinity.
    */
   sample(logits: Float32Array, history: ArrayLike<number> = []): number {
-    if (this.temperature === 0 && this.rep === 1 && this.freq === 0 && this.pres === 0) {
+    if (logits.length === 0) bad('logits: empty');
+    if (this.q.temperature === 0 && !penalizes(this.q)) {
       // plain greedy: no copy of the logits needed
-      return picked(this.pick(logits.length > this.vocab ? logits.subarray(0, this.vocab) : logits), logits);
+      const v = this.q.vocab;
+      return picked(this.pick(logits.length > v ? logits.subarray(0, v) : logits), logits);
     }
-    const { p, total, best } = this.weights(logits, history);
-    if (total === 0) return best;
-    let u = this.rng.uniform() * total;
-    let last = best;
-    for (let i = 0; i < p.length; i++) {
-      const v = p[i]!;
-      if (v === 0) continue;
-      last = i;
-      u -= v;
-      if (u < 0) return i;
-    }
-    return last; // rounding left u >= 0: the last kept token
+    return picked(pickRow(logits, this.q, history, null, () => this.rng.uniform()), logits);
+  }
+
+  /**
+   * This sampler's next pick as a row of Kernels.sampleBatch (its `row` and `mask` left to the
+   * caller): sampleBatch then settle() give what sample() would, from the same PRNG stream.
+   * `logprobs`: the alternatives to report (-1: none).
+   */
+  batchRow(history: ArrayLike<number>, logprobs = -1): Omit<SampleRow, 'row'> {
+    // The draw is taken now and given back in settle() if the pick turns out to be an argmax
+    // (a +Infinity logit), as sample() only draws when it samples.
+    this.beforeDraw = this.greedy ? null : this.rng.state;
+    const u = this.greedy ? 0 : this.rng.uniform();
+    return { ...this.q, u, history: penalizes(this.q) ? history : null, mask: null, logprobs };
+  }
+
+  /** The id of a batchRow's result (-1: nothing to pick, see noPick()); rewinds an unused draw. */
+  settle(r: SampleResult): number {
+    if (this.beforeDraw && !r.drew) this.rng.state = this.beforeDraw;
+    this.beforeDraw = null;
+    return r.id;
   }
 
   /** A uniform draw in [0, 1) from this sampler's stream (speculative acceptance uses it). */
@@ -146,7 +151,9 @@ export class Sampler {
    * top-k / top-p / min-p, summing to 1 (one-hot at the argmax when greedy).
    */
   distribution(logits: Float32Array, history: ArrayLike<number> = []): Float64Array {
-    const { p, total, best } = this.weights(logits, history);
+    if (logits.length === 0) bad('logits: empty');
+    const { p, total, best } = weights(logits, this.q, history, null);
+    picked(best, logits);
     if (total === 0) {
       p.fill(0);
       p[best] = 1;
@@ -155,184 +162,18 @@ export class Sampler {
     for (let i = 0; i < p.length; i++) p[i]! /= total;
     return p;
   }
+}
 
-  // Unnormalised kept probabilities (the largest is 1) and their sum; total 0 means "take
-  // best" (greedy, or a +Infinity logit).
-  private weights(
-    logits: Float32Array,
-    history: ArrayLike<number>,
-  ): { p: Float64Array; total: number; best: number } {
-    const n = logits.length;
-    if (n === 0) bad('logits: empty');
-    const x = this.penalized(logits, history);
-    const best = picked(argmax(x), x);
-    const max = x[best]!;
-    if (this.temperature === 0 || max === Infinity) return { p: x, total: 0, best };
-
-    const p = x; // reuse the buffer: each p[i] is written after x[i] is read
-    const invT = 1 / this.temperature;
-    let total = 0;
-    for (let i = 0; i < n; i++) {
-      p[i] = Math.exp((x[i]! - max) * invT); // -Infinity gives 0
-      total += p[i]!;
-    }
-    if (this.topK > 0 && this.topK < n) total = keepTopK(p, this.topK);
-    if (this.topP < 1) total = keepTopP(p, total, this.topP);
-    if (this.minP > 0) {
-      // The most likely token is always kept, so the cut relative to it is minP itself.
-      total = 0;
-      for (let i = 0; i < n; i++) {
-        if (p[i]! < this.minP) p[i] = 0;
-        total += p[i]!;
-      }
-    }
-    return { p, total, best };
-  }
-
-  // A float64 copy of the logits with NaN -> -Infinity and the penalties applied.
-  private penalized(logits: Float32Array, history: ArrayLike<number>): Float64Array {
-    const n = logits.length;
-    const x = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      const v = logits[i]!;
-      x[i] = Number.isNaN(v) || i >= this.vocab ? -Infinity : v;
-    }
-    if (this.rep === 1 && this.freq === 0 && this.pres === 0) return x;
-    const counts = new Map<number, number>();
-    for (let j = 0; j < history.length; j++) {
-      const id = history[j]!;
-      if (!Number.isInteger(id) || id < 0 || id >= n) {
-        bad(`history[${j}] = ${id} is not a token id below ${n}`);
-      }
-      counts.set(id, (counts.get(id) ?? 0) + 1);
-    }
-    for (const [id, c] of counts) {
-      let v = x[id]!;
-      if (this.rep !== 1) v = v > 0 ? v / this.rep : v * this.rep;
-      v -= c * this.freq + this.pres;
-      x[id] = v;
-    }
-    return x;
-  }
+/** The error of a pick with nothing to pick from (Kernels.sampleBatch's id -1). */
+export function noPick(): DsError {
+  return new DsError('BAD_INPUT', 'logits: all -Infinity or NaN, nothing to sample');
 }
 
 /** An argmax's index, or the error that says why there is none (-1). */
 function picked(best: number, logits: ArrayLike<number>): number {
   if (best === -1) {
     if (logits.length === 0) bad('logits: empty');
-    bad('logits: all -Infinity or NaN, nothing to sample');
+    throw noPick();
   }
   return best;
-}
-
-// Zeroes all but the k largest (ties with the k-th largest kept, as transformers); new total.
-function keepTopK(p: Float64Array, k: number): number {
-  const kth = kthLargest(p, k);
-  let total = 0;
-  for (let i = 0; i < p.length; i++) {
-    if (p[i]! < kth) p[i] = 0;
-    total += p[i]!;
-  }
-  return total;
-}
-
-// The k-th largest value of p (0 when p has k or fewer non-zero values).
-function kthLargest(p: Float64Array, k: number): number {
-  if (k <= 256) {
-    // A min-heap of the k largest seen so far; most values fail the first comparison.
-    const heap = new Float64Array(k);
-    let size = 0;
-    for (let i = 0; i < p.length; i++) {
-      const v = p[i]!;
-      if (v === 0) continue;
-      if (size < k) {
-        let j = size++;
-        while (j > 0) {
-          const up = (j - 1) >> 1;
-          if (heap[up]! <= v) break;
-          heap[j] = heap[up]!;
-          j = up;
-        }
-        heap[j] = v;
-      } else if (v > heap[0]!) {
-        let j = 0;
-        for (;;) {
-          const l = 2 * j + 1;
-          if (l >= k) break;
-          const c = l + 1 < k && heap[l + 1]! < heap[l]! ? l + 1 : l;
-          if (heap[c]! >= v) break;
-          heap[j] = heap[c]!;
-          j = c;
-        }
-        heap[j] = v;
-      }
-    }
-    return size < k ? 0 : heap[0]!;
-  }
-  // Large k: find the log2 bucket that holds the k-th largest and sort only that bucket.
-  const { bucket, count } = bucketize(p);
-  let b = 0;
-  let above = 0;
-  while (b < NBUCKETS && above + count[b]! < k) above += count[b++]!;
-  if (b === NBUCKETS) return 0;
-  const vals: number[] = [];
-  for (let i = 0; i < p.length; i++) if (bucket[i] === b && p[i]! > 0) vals.push(p[i]!);
-  const sorted = Float64Array.from(vals).sort();
-  return sorted[sorted.length - (k - above)]!;
-}
-
-// Buckets of the non-zero values by -log2(v) (v <= 1), BUCKETS_PER_OCTAVE per halving: bucket
-// 0 holds the largest values. Zero values get bucket 0 too; callers skip them.
-const BUCKETS_PER_OCTAVE = 8;
-const NBUCKETS = 1024;
-
-interface Buckets { bucket: Uint16Array; count: Uint32Array; mass: Float64Array }
-
-function bucketize(p: Float64Array): Buckets {
-  const bucket = new Uint16Array(p.length);
-  const count = new Uint32Array(NBUCKETS);
-  const mass = new Float64Array(NBUCKETS);
-  for (let i = 0; i < p.length; i++) {
-    const v = p[i]!;
-    if (v === 0) continue;
-    const b = Math.min(NBUCKETS - 1, Math.floor(-Math.log2(v) * BUCKETS_PER_OCTAVE));
-    bucket[i] = b;
-    count[b]!++;
-    mass[b]! += v;
-  }
-  return { bucket, count, mass };
-}
-
-// Nucleus filter: in descending order (ties by id) keep each token whose preceding mass is
-// < topP of the total, i.e. the smallest set reaching topP and at least one token; returns
-// the new total. Only the log2 bucket where the nucleus closes needs sorting.
-function keepTopP(p: Float64Array, total: number, topP: number): number {
-  const need = topP * total;
-  const n = p.length;
-  const { bucket, mass } = bucketize(p);
-  let closing = 0;
-  let before = 0;
-  while (closing < NBUCKETS - 1 && before + mass[closing]! < need) before += mass[closing++]!;
-  const vals: number[] = [];
-  for (let i = 0; i < n; i++) if (bucket[i] === closing && p[i]! > 0) vals.push(p[i]!);
-  const sorted = Float64Array.from(vals).sort(); // ascending: walk from the end
-  let cutValue = 0;
-  let tiesKept = 0;
-  for (let j = sorted.length - 1; j >= 0 && before < need; j--) {
-    const v = sorted[j]!;
-    if (v !== cutValue) { cutValue = v; tiesKept = 0; }
-    tiesKept++;
-    before += v;
-  }
-  let kept = 0;
-  for (let i = 0; i < n; i++) {
-    const v = p[i]!;
-    if (v === 0) continue;
-    const b = bucket[i]!;
-    const keep = b < closing ||
-      (b === closing && (v > cutValue || (v === cutValue && tiesKept-- > 0)));
-    if (keep) kept += v;
-    else p[i] = 0;
-  }
-  return kept;
 }

@@ -39,6 +39,59 @@ export interface FfnWeights {
   down_proj: LinearWeight;
 }
 
+/**
+ * One row of Kernels.sampleBatch: how to pick the next token from one row of logits
+ * (engine/sampler.ts's Sampler makes these; the fields are its SamplingParams, resolved).
+ */
+export interface SampleRow {
+  /** Which row of the logits matrix. */
+  row: number;
+  /** >= 0; 0 is greedy (argmax, lowest id on ties). */
+  temperature: number;
+  /** Keep the k most likely (ties with the k-th kept); 0: off. */
+  topK: number;
+  /** Keep the smallest most-likely set with mass >= topP, in (0, 1]; 1: off. */
+  topP: number;
+  /** Drop what is less likely than minP times the most likely, in [0, 1]; 0: off. */
+  minP: number;
+  /** HF-style, > 0 (1: off); frequency and presence are OpenAI-style (0: off). */
+  repetitionPenalty: number;
+  frequencyPenalty: number;
+  presencePenalty: number;
+  /** Ids at or past this are never picked (Infinity: none are cut). */
+  vocab: number;
+  /**
+   * The uniform draw in [0, 1) to sample with. It is not used (SampleResult.drew false) when
+   * the pick is an argmax: temperature 0, or a logit of +Infinity.
+   */
+  u: number;
+  /** Token ids the penalties count, with repeats (ids in 0 … V-1); null or unread without penalties. */
+  history: ArrayLike<number> | null;
+  /**
+   * Allowed ids (grammar-constrained decoding): bit (id & 31) of word (id >> 5) set means
+   * allowed; ids past the mask are not. null: every id.
+   */
+  mask: Int32Array | Uint32Array | null;
+  /** Report the raw logits' log-softmax at the pick and this many best alternatives; -1: none. */
+  logprobs: number;
+}
+
+export interface IdLogprob {
+  id: number;
+  logprob: number;
+}
+
+export interface SampleResult {
+  /** The pick; -1 when there is nothing to pick (every logit -Infinity, NaN, masked or past vocab). */
+  id: number;
+  /** Whether the row's u was used. */
+  drew: boolean;
+  /** With logprobs >= 0: the float32 log-softmax of the raw logits (before penalties, mask, temperature) at id. */
+  logprob?: number;
+  /** With logprobs >= 0: the ids below vocab with the largest logprobs, best first (ties: lower id). */
+  top?: IdLogprob[];
+}
+
 /** A file mapped into memory (Kernels.mapFile); it stays mapped while any view is alive. */
 export interface MappedFile {
   readonly byteLength: number;
@@ -227,6 +280,14 @@ export interface Kernels {
    * no element exceeds -Infinity (x empty, or all -Infinity or NaN). Greedy decoding's pick.
    */
   argmax(x: Float32Array): number;
+
+  /**
+   * Next-token picks for a batch: for each row r, a token from logits[r.row · V … + V) under
+   * r's penalties, mask, temperature, top-k / top-p / min-p and draw u, plus the logprobs it
+   * asks for. ref/sample.ts defines the numbers (float64, index order); every backend gives
+   * the same ids and the same logprob bits. Logits are not modified.
+   */
+  sampleBatch(logits: Float32Array, V: number, rows: readonly SampleRow[]): SampleResult[];
 
   /**
    * Quantise every row of w (any stored dtype, widened to float32 exactly as the reference

@@ -6,9 +6,11 @@ import { createRequire } from 'node:module';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FfnWeights, Kernels, MappedFile, RouteParams } from './kernels.ts';
+import type { FfnWeights, Kernels, MappedFile, RouteParams, SampleResult, SampleRow } from './kernels.ts';
 import type { LinearWeight } from '../tensor/weight.ts';
 import { FORMATS } from '../tensor/dtypes.ts';
+import { DsError } from '../errors.ts';
+import { penalizes, sampleBatch as refSampleBatch } from './ref/sample.ts';
 
 type F32 = Float32Array;
 type WData = Float32Array | Uint16Array | Uint8Array;
@@ -56,6 +58,12 @@ export interface NativeAddon {
   mapSize(handle: object): number;
   mapView(handle: object, offset: number, length: number): ArrayBuffer;
   quantize(out: Uint8Array, w: WeightHandle, type: number): void;
+  /** Kernels.sampleBatch on packed rows (see sampleNative). */
+  sampleBatch(logits: F32, V: number, rows: Int32Array, params: Float64Array, hist: Int32Array, histOff: Int32Array,
+    masks: (Int32Array | Uint32Array | null)[], outIds: Int32Array, outDrew: Uint8Array, outLp: F32,
+    outTopIds: Int32Array, outTopLp: F32, maxTop: number): void;
+  /** The sampler's Math.exp (0), Math.log (1), Math.log2 (2), or exp via the level's exp_sum (3, x <= 0). */
+  jsMath(fn: number, x: Float64Array, out: Float64Array): void;
 }
 
 
@@ -210,6 +218,102 @@ export function mapFileInPlace(path: string): MappedFile | null {
   return a ? mapInPlace(a, path) : null;
 }
 
+/** Numbers per row in the addon's sampleBatch params (see SampleBatch in native/binding.cc). */
+const SAMPLE_PARAMS = 10;
+
+/**
+ * Whether the addon's ports of Math.exp, Math.log and Math.log2 (native/js_math.h) give this
+ * Node's bits, on a fixed spread of arguments (the sampler's ids depend on them). They are
+ * V8's fdlibm functions; a Node whose V8 computes them differently gets the reference sampler.
+ */
+export function nativeMathMatches(a: NativeAddon): boolean {
+  const n = 16384;
+  const neg = new Float64Array(n);
+  const pos = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    neg[i] = i < 8 ? [-0, -1e-300, -(2 ** -28), -0.34657359027997264, -0.34657359027997275, -1.0397207708399179, -745.1332191019412, -Infinity][i]!
+      : -((i * 0.6180339887498949) % 1) * 2 ** ((i % 11) - 1) * (i % 3 === 0 ? 90 : 1);
+    pos[i] = i < 4 ? [1, 0.5, 2 ** -0.125, 5e-324][i]! : ((i * 0.7548776662466927) % 1) * 2 ** ((i % 61) - 40) + 2 ** -1074;
+  }
+  const out = new Float64Array(n);
+  const same = (fn: number, x: Float64Array, f: (v: number) => number) => {
+    a.jsMath(fn, x, out);
+    for (let i = 0; i < n; i++) if (!Object.is(out[i], f(x[i]!))) return false;
+    return true;
+  };
+  return same(0, neg, Math.exp) && same(3, neg, Math.exp) && same(1, pos, Math.log) && same(2, pos, Math.log2);
+}
+
+/** Kernels.sampleBatch through the addon: the rows packed into flat arrays, one call, all rows over the pool. */
+function sampleNative(a: NativeAddon, logits: F32, V: number, rows: readonly SampleRow[]): SampleResult[] {
+  if (!Number.isInteger(V) || V < 1) throw new RangeError(`sampleBatch: V must be a positive integer, got ${V}`);
+  const R = rows.length;
+  const idx = new Int32Array(R);
+  const params = new Float64Array(R * SAMPLE_PARAMS);
+  const histOff = new Int32Array(R + 1);
+  const masks: (Int32Array | Uint32Array | null)[] = new Array(R);
+  let nh = 0;
+  let maxTop = 0;
+  for (const r of rows) {
+    if (r.history && penalizes(r)) nh += r.history.length;
+    maxTop = Math.max(maxTop, r.logprobs);
+  }
+  const hist = new Int32Array(nh);
+  let h = 0;
+  for (let i = 0; i < R; i++) {
+    const r = rows[i]!;
+    if (!Number.isInteger(r.row) || r.row < 0 || (r.row + 1) * V > logits.length) {
+      throw new RangeError(`sampleBatch: row ${r.row} is outside logits of ${logits.length / V} rows`);
+    }
+    idx[i] = r.row;
+    const o = i * SAMPLE_PARAMS;
+    params[o] = r.temperature;
+    params[o + 1] = r.topK;
+    params[o + 2] = r.topP;
+    params[o + 3] = r.minP;
+    params[o + 4] = r.repetitionPenalty;
+    params[o + 5] = r.frequencyPenalty;
+    params[o + 6] = r.presencePenalty;
+    params[o + 7] = r.vocab;
+    params[o + 8] = r.u;
+    params[o + 9] = r.logprobs;
+    if (r.history && penalizes(r)) {
+      const hs = r.history;
+      for (let j = 0; j < hs.length; j++) {
+        const id = hs[j]!;
+        if (!Number.isInteger(id) || id < 0 || id >= V) {
+          throw new DsError('BAD_INPUT', `history[${j}] = ${id} is not a token id below ${V}`);
+        }
+        hist[h++] = id;
+      }
+    }
+    histOff[i + 1] = h;
+    masks[i] = r.mask;
+  }
+  const ids = new Int32Array(R);
+  const drew = new Uint8Array(R);
+  const lp = new Float32Array(R);
+  const topIds = new Int32Array(R * maxTop).fill(-1);
+  const topLp = new Float32Array(R * maxTop);
+  a.sampleBatch(logits, V, idx, params, hist, histOff, masks, ids, drew, lp, topIds, topLp, maxTop);
+  return rows.map((r, i) => {
+    const res: SampleResult = { id: ids[i]!, drew: drew[i] === 1 };
+    if (r.logprobs >= 0) {
+      res.logprob = lp[i]!;
+      res.top = [];
+      for (let j = 0; j < r.logprobs; j++) {
+        const id = topIds[i * maxTop + j]!;
+        if (id < 0) break;
+        res.top.push({ id, logprob: topLp[i * maxTop + j]! });
+      }
+    }
+    return res;
+  });
+}
+
+/** Whether sampleBatch runs in the addon (decided on first use; see nativeMathMatches). */
+let nativeSampling: boolean | undefined;
+
 function makeKernels(a: NativeAddon): Kernels {
   // FP8 matrices found once to hold no NaN code (0x7F, 0xFF) go to the addon as code 4, and
   // its kernels skip their per-block look for NaN codes (about 20% of an FP8 GEMV). Loaded
@@ -269,6 +373,12 @@ function makeKernels(a: NativeAddon): Kernels {
       a.ffnExperts(y, x, D, nets.flatMap((n) => [h(n.gate_proj), h(n.up_proj), h(n.down_proj)]), offsets, rows, weights);
     },
     quantize: (out, w: LinearWeight, type) => a.quantize(out, h(w), FORMATS[type].native),
+    sampleBatch(logits, V, rows) {
+      // An addon built before sampleBatch, or a Node whose Math functions the addon does not
+      // reproduce, samples with the reference (the same ids, slower).
+      if (nativeSampling === undefined) nativeSampling = typeof a.sampleBatch === 'function' && nativeMathMatches(a);
+      return nativeSampling ? sampleNative(a, logits, V, rows) : refSampleBatch(logits, V, rows);
+    },
   };
 }
 

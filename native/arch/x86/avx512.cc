@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../../common.h"
+#include "../../js_math.h"
 
 namespace dsv3 {
 namespace {
@@ -198,10 +199,12 @@ static const std::int64_t SHORT_ROW_BYTES = DSV3_SHORT_ROW;  // decode rows up t
 #define DSV3_VNNI 1
 #define DSV3_QDOT_HEADER "arch/x86/qdot_x86.h"
 #include "../../qdot_impl.h"
+#define DSV3_EXP_LANES 8
+#include "../../exp_impl.h"
 
 const KernelTable table = {
     "avx512", L, 16, gemm_nt_direct, gemm_nt_packed, gemm_nn, softmax_rows, silu_mul, attn_latent, attention,
-    decode_row, XQ_TILE_ROWS, xq_tile_bytes, quantize_x,
+    decode_row, XQ_TILE_ROWS, xq_tile_bytes, quantize_x, exp_sum,
 };
 
 }  // namespace

@@ -13,6 +13,7 @@ import { E4M3_TABLE, F16_TABLE, FORMATS, isBlockType, rowBytes, type BlockType }
 import { blockDot, quantizeActivations, VEC_DOT_TYPE, weightRowInts } from './qdot.ts';
 import { decodeBlocks, quantizeBlocks } from '../../tensor/quants.ts';
 import { copyBlock } from '../../tensor/layout.ts';
+import { sampleBatch } from './sample.ts';
 
 /** Widen row `r` of a weight into `dst` (length w.cols) as float32. */
 export function decodeRow(w: LinearWeight, r: number, dst: Float32Array): void {
@@ -491,6 +492,7 @@ export const refKernels: Kernels = {
   gatherRows,
   scatterAddRows,
   argmax,
+  sampleBatch,
   quantize,
   ...composedOps(() => refKernels),
 };
