@@ -1,11 +1,19 @@
-// MTP speculative decoding vs plain decoding at batch 1, greedy, in one run: decode tokens/s
-// (prefill excluded), acceptance per draft position, tokens per verify pass. The outputs are
-// checked to be identical.
-//   node --import tsx bench/speculative.ts [DIR] [--tokens 200] [--rounds 3] [--draft-vocab N] [--bench-s]
+// MTP speculative decoding against plain decoding, greedy, in one run: decode tokens/s
+// (prefill excluded), the draft policy's decisions (decode steps by draft length), acceptance
+// per draft position and tokens per drafted verify pass. The outputs are checked to be
+// identical to plain decoding's.
+//   node --import tsx bench/speculative.ts [DIR] [--tokens 200] [--rounds 3] [--batch 1]
+//     [--draft-vocab N] [--bench-s] [--configs plain,a1,a2,a3,f1,f2,f3]
 // DIR defaults to the shipped model; --bench-s uses a random bench-s-sized checkpoint with an
-// MTP module (written once into .cache/bench/).
+// MTP module (written once into .cache/bench/). --batch B decodes B sequences together
+// (maxBatch B), each wave of B prompts submitted at once; the speed of a wave is its tokens
+// after the first over the time from its first token to its last.
+// Configurations: plain decoding; `aK` is `--speculative mtp --draft-tokens K` (the adaptive
+// policy: each step drafts 0 … K tokens, whichever it expects to decode fastest); `fK` drafts
+// K tokens every step (policy 'fixed'), what speculating costs or gains when forced.
 
 import { existsSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DeepseekV3 } from '../src/model/deepseek-v3.ts';
@@ -20,8 +28,10 @@ const { values, positionals } = parseArgs({
   options: {
     tokens: { type: 'string', default: '200' },
     rounds: { type: 'string', default: '3' },
+    batch: { type: 'string', default: '1' },
     'draft-vocab': { type: 'string' },
     'bench-s': { type: 'boolean' },
+    configs: { type: 'string', default: 'plain,a1,a2,a3,f1,f2,f3' },
   },
   allowPositionals: true,
 });
@@ -29,42 +39,58 @@ const ROOT = resolve(import.meta.dirname, '..');
 let dir = positionals[0] ?? join(ROOT, 'models', 'default');
 if (values['bench-s']) dir = benchSMtpDir();
 const n = Number(values.tokens);
+const B = Number(values.batch);
 const model = DeepseekV3.load(dir, { kernels: loadKernels(), mtp: true });
-const prompts = existsSync(join(dir, 'tokenizer.json'))
-  ? ['The jury said', 'In the morning, the city', 'He told me that the'].map((p) =>
-      Tokenizer.fromDir(dir).encode(p, { addSpecialTokens: true }))
-  : [[1, 2, 3], [40, 50, 60, 70], [900]];
+const TEXTS = [
+  'The jury said', 'In the morning, the city', 'He told me that the', 'She opened the door and',
+  'The committee will meet', 'After the war, many', 'It was the first time', 'They walked along the river',
+];
+const hasTokenizer = existsSync(join(dir, 'tokenizer.json'));
+const tok = hasTokenizer ? Tokenizer.fromDir(dir) : null;
+// Batch 1: three prompts one after another; batch B: one wave of B prompts.
+const prompts = (B === 1 ? TEXTS.slice(0, 3) : Array.from({ length: B }, (_, i) => TEXTS[i % TEXTS.length])).map((t, i) =>
+  tok ? tok.encode(t, { addSpecialTokens: true }) : [1 + i, 40 + 7 * i, 60 + 3 * i, 900 - i]);
 
-// Configurations: plain decoding, then k drafts from the default draft vocabulary, and k = 1
-// from the whole vocabulary (what drafting cost before the draft vocabulary).
 const V = model.cfg.vocab_size;
 const N = Number(values['draft-vocab'] ?? draftVocabulary(V));
-const CONFIGS = [
-  { name: 'plain decoding', k: 0, vocab: V },
-  { name: `MTP k=1, all ${V} ids`, k: 1, vocab: V },
-  ...[1, 2, 3].map((k) => ({ name: `MTP k=${k}, ${N} ids`, k, vocab: N })),
-];
-type Config = (typeof CONFIGS)[number];
+interface Config { name: string; k: number; policy?: 'adaptive' | 'fixed' }
+const CONFIGS: Config[] = values.configs.split(',').map((c) => {
+  if (c === 'plain') return { name: 'plain decoding', k: 0 };
+  const m = /^([af])([1-9])$/.exec(c);
+  if (!m) throw new Error(`--configs: unknown configuration "${c}" (plain, aK or fK)`);
+  const k = Number(m[2]);
+  return m[1] === 'a' ? { name: `adaptive k<=${k}`, k, policy: 'adaptive' } : { name: `fixed k=${k}`, k, policy: 'fixed' };
+});
+if (CONFIGS[0].k !== 0) throw new Error('--configs: the first configuration must be plain (the reference)');
 
 async function run(c: Config) {
-  const s = new Scheduler(model, { maxBatch: 1, speculative: c.k ? { draftTokens: c.k, draftVocab: c.vocab } : undefined });
+  const s = new Scheduler(model, {
+    maxBatch: B,
+    speculative: c.k ? { draftTokens: c.k, draftVocab: N, policy: c.policy } : undefined,
+  });
   const out: { ids: number[]; r: SeqResult }[] = [];
-  for (const prompt of prompts) {
-    const ids: number[] = [];
-    const r = await new Promise<SeqResult>((done) =>
-      s.submit({ prompt, maxNewTokens: n, sampler: new Sampler({ temperature: 0 }), onToken: (id) => void ids.push(id), onDone: done }));
-    out.push({ ids, r });
+  let tokens = 0;
+  let secs = 0;
+  for (let w = 0; w < prompts.length; w += B) {
+    const wave = await Promise.all(prompts.slice(w, w + B).map((prompt) => {
+      const ids: number[] = [];
+      return new Promise<{ ids: number[]; r: SeqResult }>((done) =>
+        s.submit({ prompt, maxNewTokens: n, sampler: new Sampler({ temperature: 0 }), onToken: (id) => void ids.push(id), onDone: (r) => done({ ids, r }) }));
+    }));
+    out.push(...wave);
+    tokens += wave.reduce((a, o) => a + o.r.completionTokens - 1, 0);
+    secs += (Math.max(...wave.map((o) => o.r.totalMs)) - Math.min(...wave.map((o) => o.r.ttftMs))) / 1e3;
   }
-  const tokens = out.reduce((a, o) => a + o.r.completionTokens - 1, 0);
-  const secs = out.reduce((a, o) => a + (o.r.totalMs - o.r.ttftMs) / 1e3, 0);
-  return { out, tps: tokens / secs, spec: out.map((o) => o.r.spec) };
+  return { out, tps: tokens / secs, spec: out.map((o) => o.r.spec!), decided: s.draftPolicy?.stats };
 }
 
-// Rounds over the configurations in rotating order; each speed is the median over the rounds
-// (throughput on this shared VM drifts between minutes, which sequential runs mistake for
-// a speed-up or a slow-down).
+// Rounds over the configurations in rotating order; each speed is the median over the rounds,
+// and each ratio the median of the rounds' ratios to plain decoding in the same round
+// (throughput on this shared VM drifts between minutes, which sequential runs mistake for a
+// speed-up or a slow-down).
 const ROUNDS = Number(values.rounds);
 const runs = new Map<Config, Awaited<ReturnType<typeof run>>[]>(CONFIGS.map((c) => [c, []]));
+const load0 = loadavg()[0];
 await run(CONFIGS[0]); // warm-up
 for (let r = 0; r < ROUNDS; r++) {
   for (let i = 0; i < CONFIGS.length; i++) {
@@ -72,29 +98,41 @@ for (let r = 0; r < ROUNDS; r++) {
     runs.get(c)!.push(await run(c));
   }
 }
-const med = (c: Config) => {
-  const v = runs.get(c)!.map((x) => x.tps).sort((a, b) => a - b);
-  return v[Math.floor(v.length / 2)];
+const median = (v: number[]) => {
+  const s = [...v].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 };
 const plain = CONFIGS[0];
-const base = runs.get(plain)![0];
-console.log(`model ${dir}: ${prompts.length} prompts × ${n} greedy tokens, batch 1, median of ${ROUNDS} rounds`);
-console.log(`plain decoding: ${med(plain).toFixed(1)} tok/s`);
+const base = runs.get(plain)!;
+const pct = (x: number) => (x * 100).toFixed(0) + '%';
+console.log(
+  `model ${dir}: ${prompts.length} prompts × ${n} greedy tokens, batch ${B}, draft vocabulary ${N}, ` +
+    `median of ${ROUNDS} rounds; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`,
+);
+console.log(`plain decoding: ${median(base.map((x) => x.tps)).toFixed(1)} tok/s`);
 for (const c of CONFIGS.slice(1)) {
-  const r = runs.get(c)![0];
-  const same = runs.get(c)!.every((x) => x.out.every((o, i) => o.ids.join() === base.out[i].ids.join()));
-  const proposed = r.spec.map((s) => s!.proposed);
-  const accepted = r.spec.map((s) => s!.accepted);
-  const perPos = proposed[0].map((_, j) => {
-    const p = proposed.reduce((a, x) => a + (x[j] ?? 0), 0);
-    const a = accepted.reduce((a2, x) => a2 + (x[j] ?? 0), 0);
-    return p ? a / p : 0;
+  const rs = runs.get(c)!;
+  const ratios = rs.map((x, i) => x.tps / base[i].tps);
+  const same = rs.every((x) => x.out.every((o, i) => o.ids.join() === base[0].out[i].ids.join()));
+  const all = rs.flatMap((x) => x.spec);
+  const perPos = Array.from({ length: c.k }, (_, j) => {
+    const p = all.reduce((a, s) => a + (s.proposed[j] ?? 0), 0);
+    return p ? pct(all.reduce((a, s) => a + (s.accepted[j] ?? 0), 0) / p) : '–';
   });
-  const steps = r.spec.reduce((a, s) => a + s!.steps, 0);
-  const emitted = r.spec.reduce((a, s) => a + s!.emitted, 0);
+  const steps = all.reduce((a, s) => a + s.steps, 0);
+  const emitted = all.reduce((a, s) => a + s.emitted, 0);
+  const decided = new Array(c.k + 1).fill(0);
+  let explored = 0;
+  for (const x of rs) {
+    x.decided!.decided.forEach((d, k) => (decided[k] += d));
+    explored += x.decided!.explored;
+  }
+  const total = decided.reduce((a, b) => a + b, 0);
   console.log(
-    `${c.name}: ${med(c).toFixed(1)} tok/s (${(med(c) / med(plain)).toFixed(2)}×), acceptance per position ` +
-      `[${perPos.map((x) => (x * 100).toFixed(0) + '%').join(', ')}], ${(emitted / steps).toFixed(2)} tokens per step, ` +
-      `output ${same ? 'identical' : 'DIFFERENT'}`,
+    `${c.name}: ${median(rs.map((x) => x.tps)).toFixed(1)} tok/s (${median(ratios).toFixed(3)}× plain; rounds ` +
+      `${ratios.map((x) => x.toFixed(2)).join(' ')}), steps by draft length [${decided.map((d) => pct(d / total)).join(', ')}]` +
+      ` (${explored} exploring), acceptance per position [${perPos.join(', ')}], ` +
+      `${steps ? (emitted / steps).toFixed(2) : '–'} tokens per drafted step, output ${same ? 'identical' : 'DIFFERENT'}`,
   );
 }

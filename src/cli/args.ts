@@ -136,6 +136,7 @@ const VALUE_CHECKS: Record<string, ValueCheck> = {
   speculative: oneOfCheck(['mtp']),
   'draft-tokens': intCheck(1),
   'draft-vocab': intCheck(1),
+  'draft-policy': oneOfCheck(['adaptive', 'fixed']),
 };
 
 export function intOption(v: string | undefined, name: string, def: number, min = 0): number {

@@ -11,7 +11,7 @@ import { SAMPLING_OPTIONS, chatIds, loadTokenizer, modelDir, samplingParams, che
 import { SPECULATIVE_OPTIONS, decodeStats, printStats, speculativeOption } from './speculative.ts';
 
 const HELP = `usage: dsv3 chat [--model DIR] [--system TEXT] [sampling options as for generate]
-  [--speculative mtp [--draft-tokens K] [--draft-vocab N]] [--stats]
+  [--speculative mtp [--draft-tokens K] [--draft-vocab N] [--draft-policy adaptive|fixed]] [--stats]
   in the chat: /help lists the commands, /clear forgets the conversation, /exit leaves,
   Ctrl-C stops an answer; no line starting with / goes to the model (//text sends /text)`;
 

@@ -56,18 +56,29 @@ describe('dsv3 CLI', () => {
     const args = ['generate', 'The jury said', '--max-new-tokens', '40', '--temperature', '0', '--json'];
     const plain = JSON.parse(ok([...args, '--stats']));
     assert.deepEqual(Object.keys(plain.stats), ['decode_tps']);
+    // The fixed policy drafts every step (the adaptive one, the default, as far as its timings
+    // say it pays: the same text, with acceptance figures that depend on the machine).
     for (const extra of [[], ['--draft-tokens', '2', '--draft-vocab', '512']]) {
-      const spec = JSON.parse(ok([...args, '--stats', '--speculative', 'mtp', ...extra]));
+      const spec = JSON.parse(ok([...args, '--stats', '--speculative', 'mtp', '--draft-policy', 'fixed', ...extra]));
       assert.equal(spec.text, plain.text);
       assert.deepEqual(spec.ids, plain.ids);
       const { acceptance, acceptance_per_position: per, accepted_per_step: step, decode_tps } = spec.stats;
       assert.ok(acceptance > 0.3 && acceptance <= 1, `acceptance ${acceptance}`);
       assert.equal(per.length, extra.length ? 2 : 1);
       assert.ok(step > 1 && decode_tps > 0);
+      const adaptive = JSON.parse(ok([...args, '--stats', '--speculative', 'mtp', ...extra]));
+      assert.deepEqual(adaptive.ids, plain.ids);
+      assert.ok(adaptive.stats.decode_tps > 0);
     }
     let r = dsv3([...args, '--draft-vocab', '512']);
     assert.equal(r.code, 2);
     assert.match(r.err, /--draft-vocab needs --speculative mtp/);
+    r = dsv3([...args, '--draft-policy', 'fixed']);
+    assert.equal(r.code, 2);
+    assert.match(r.err, /--draft-policy needs --speculative mtp/);
+    r = dsv3([...args, '--speculative', 'mtp', '--draft-policy', 'fast']);
+    assert.equal(r.code, 2);
+    assert.match(r.err, /--draft-policy must be one of adaptive, fixed/);
     r = dsv3([...args, '--speculative', 'mtp', '--draft-vocab', '0']);
     assert.equal(r.code, 2);
     assert.match(r.err, /--draft-vocab must be an integer >= 1/);

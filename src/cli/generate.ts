@@ -29,8 +29,10 @@ options:
   --stop TEXT               stop string (repeatable)
   --json                    print {"text", "ids"} (or {"ids"} with --ids) instead of streaming
   --speculative mtp         draft tokens with the model's MTP module, verify them in one pass
-  --draft-tokens K          drafts per step (default 1)
+  --draft-tokens K          most drafts per step (default 1)
   --draft-vocab N           draft from the first N token ids (default max(1024, vocab/8))
+  --draft-policy P          adaptive (default): each step drafts 0 … K tokens, whichever is
+                            measured to decode fastest; fixed: K every step
   --stats                   print acceptance and decode speed (with --json: a "stats" field)
   --kernels auto|native|ref --threads N --attn absorb|naive`;
 

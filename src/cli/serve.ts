@@ -15,6 +15,8 @@ const HELP = `usage: dsv3 serve [--model DIR] [--host 127.0.0.1] [--port 8000] [
   [--prefill-chunk N]                      most prompt tokens per step (default 256), so a long
                                            prompt does not stall the other streams
   [--speculative mtp [--draft-tokens K]]   draft with the MTP module, verify in one pass
+  [--draft-policy adaptive|fixed]          adaptive (default): each step drafts 0 … K tokens,
+                                           whichever is measured to decode fastest; fixed: K
   [--cache-mb N]                           prefix cache: keep up to N MiB of finished and running
                                            requests' latent KV rows, so a prompt that starts like an
                                            earlier one skips that part (default 1024; 0: off)

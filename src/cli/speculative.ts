@@ -1,5 +1,5 @@
-// The --speculative / --draft-tokens / --draft-vocab / --stats flags shared by generate, chat
-// and serve.
+// The --speculative / --draft-tokens / --draft-vocab / --draft-policy / --stats flags shared by
+// generate, chat and serve.
 
 import type { SeqResult } from '../engine/scheduler.ts';
 import { UsageError, intOption } from './args.ts';
@@ -8,27 +8,37 @@ export const SPECULATIVE_OPTIONS = {
   speculative: { type: 'string' },
   'draft-tokens': { type: 'string' },
   'draft-vocab': { type: 'string' },
+  'draft-policy': { type: 'string' },
   stats: { type: 'boolean' },
 } as const;
 
-/** `--speculative mtp [--draft-tokens K] [--draft-vocab N]` → the scheduler's setting. */
+/**
+ * `--speculative mtp [--draft-tokens K] [--draft-vocab N] [--draft-policy adaptive|fixed]` →
+ * the scheduler's setting.
+ */
 export function speculativeOption(values: {
   speculative?: string;
   'draft-tokens'?: string;
   'draft-vocab'?: string;
-}): { draftTokens: number; draftVocab?: number } | undefined {
+  'draft-policy'?: string;
+}): { draftTokens: number; draftVocab?: number; policy?: 'adaptive' | 'fixed' } | undefined {
   const mode = values.speculative;
   if (mode === undefined) {
-    for (const f of ['draft-tokens', 'draft-vocab'] as const) {
+    for (const f of ['draft-tokens', 'draft-vocab', 'draft-policy'] as const) {
       if (values[f] !== undefined) throw new UsageError(`--${f} needs --speculative mtp`);
     }
     return undefined;
   }
   if (mode !== 'mtp') throw new UsageError(`--speculative must be "mtp", got "${mode}"`);
   const v = values['draft-vocab'];
+  const policy = values['draft-policy'];
+  if (policy !== undefined && policy !== 'adaptive' && policy !== 'fixed') {
+    throw new UsageError(`--draft-policy must be one of adaptive, fixed, got "${policy}"`);
+  }
   return {
     draftTokens: intOption(values['draft-tokens'], 'draft-tokens', 1, 1),
     draftVocab: v === undefined ? undefined : intOption(v, 'draft-vocab', 0, 1),
+    ...(policy === undefined ? {} : { policy }),
   };
 }
 

@@ -58,17 +58,36 @@ function assertSame(got: Out, want: Out, what: string): void {
 const prompt = (n: number, seed: number, V: number) => Array.from({ length: n }, (_, i) => (i * 131 + seed * 17 + 3) % V);
 
 /**
+ * Make a scheduler's adaptive draft policy choose the draft lengths `pattern` in turn (0:
+ * plain decoding, whose MTP rows the sequences then owe), from the start of each request
+ * after the returned reset: the same drafts in two schedulers, whatever the timings.
+ */
+function forceDrafts(s: Scheduler, pattern: readonly number[] | undefined): () => void {
+  let i = 0;
+  if (pattern) s.draftPolicy!.choose = (_b, n) => (n === 0 ? 0 : pattern[i++ % pattern.length]);
+  return () => void (i = 0);
+}
+
+/**
  * Requests one after another through a scheduler with the cache, each against the same
  * request in a scheduler without it: A, A again, a strict prefix of A, A's start with another
  * ending, and A + its answer + more (the next turn of a conversation). Returns each request's
- * cached token count.
+ * cached token count. With `drafts`, both schedulers draft by that pattern (forceDrafts).
  */
-async function scenario(model: DeepseekV3, opts: SchedulerOptions, sampling: (i: number) => SamplingParams): Promise<number[]> {
+async function scenario(
+  model: DeepseekV3,
+  opts: SchedulerOptions,
+  sampling: (i: number) => SamplingParams,
+  drafts?: readonly number[],
+): Promise<number[]> {
   const V = model.cfg.vocab_size;
   const cached = new Scheduler(model, { ...opts, prefixCacheBytes: 64 << 20 });
   const plain = new Scheduler(model, opts);
+  const resetCached = forceDrafts(cached, drafts);
+  const resetPlain = forceDrafts(plain, drafts);
   const A = prompt(40, 1, V);
   const n = 12;
+  resetPlain();
   const first = await submit(plain, A, n, sampling(0));
   const requests = [
     A,
@@ -79,7 +98,9 @@ async function scenario(model: DeepseekV3, opts: SchedulerOptions, sampling: (i:
   ];
   const counts: number[] = [];
   for (const [i, p] of requests.entries()) {
+    resetPlain();
     const want = await submit(plain, p, n, sampling(i));
+    resetCached();
     const got = await submit(cached, p, n, sampling(i));
     assertSame(got, want, `request ${i}`);
     assert.equal(want.r.cachedTokens, 0);
@@ -125,13 +146,22 @@ describe('prefix cache', () => {
       skip: name === 'v3-tiny' && GOLDEN_MISSING,
     }, async () => {
       const model = DeepseekV3.load(dir(), { kernels: FAST });
+      // The fixed policy: drafts every step, so both schedulers draft alike.
       for (const [k, sampling] of [[1, GREEDY], [2, GREEDY], [2, SEEDED]] as const) {
-        const counts = await scenario(model, { speculative: { draftTokens: k } }, sampling);
+        const counts = await scenario(model, { speculative: { draftTokens: k, policy: 'fixed' } }, sampling);
         // One token less than without speculation: MTP row i needs token i+1 to match too.
         assert.deepEqual(counts.slice(0, 4), [0, 39, 24, 29]);
         assert.ok(counts[4] >= 40, `continuation reused ${counts[4]}`);
       }
-      await scenario(model, { speculative: { draftTokens: 2 }, prefillChunk: 9 }, SEEDED);
+      await scenario(model, { speculative: { draftTokens: 2, policy: 'fixed' }, prefillChunk: 9 }, SEEDED);
+      // The adaptive policy (the default; its choices follow the timings, so here a pattern
+      // stands in for them): sequences owe the MTP rows of plain steps and compute them when
+      // they draft again, or leave (for the cache); a seeded one never drafts and owes them all.
+      for (const sampling of [GREEDY, SEEDED]) {
+        const counts = await scenario(model, { speculative: { draftTokens: 2 } }, sampling, [0, 0, 2, 0, 1, 2, 2, 0, 0, 0, 1]);
+        assert.deepEqual(counts.slice(0, 4), [0, 39, 24, 29]);
+        assert.ok(counts[4] >= 40, `continuation reused ${counts[4]}`);
+      }
     });
   }
 

@@ -99,6 +99,58 @@ describe('scheduler', () => {
     assert.equal(calls, 1);
   });
 
+  it('pauses a sequence: no tokens and no batch slot until resumed, then the same output', async () => {
+    const s = new Scheduler(model, { maxBatch: 1 });
+    const ids: number[] = [];
+    let h: SeqHandle | null = null;
+    let pausedAt = -1;
+    const done = new Promise<SeqResult>((resolve) => {
+      h = s.submit({
+        prompt: [3, 4],
+        maxNewTokens: 12,
+        sampler: greedy(),
+        onToken: (id) => {
+          ids.push(id);
+          if (ids.length === 3) {
+            h!.pause(); // as a stream whose reader is behind would, between two tokens
+            pausedAt = s.steps;
+          }
+        },
+        onDone: resolve,
+      });
+    });
+    while (pausedAt < 0) await tick();
+    assert.equal(s.paused, 1);
+    assert.deepEqual(s.load, { active: 1, queued: 0 }, 'it keeps its cache');
+    // With one batch slot, another request runs to its end meanwhile; the paused one is in
+    // none of its steps.
+    const rows0 = s.stepRows;
+    const o = await run(s, [5, 6], 6);
+    assert.deepEqual(o.ids, await alone([5, 6], 6));
+    assert.equal(s.stepRows - rows0, s.steps - pausedAt, 'every step since the pause carried one sequence');
+    assert.equal(ids.length, 3, 'no token while paused');
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(ids.length, 3);
+    h!.resume();
+    const r = await done;
+    assert.equal(r.finish, 'length');
+    assert.deepEqual(ids, await alone([3, 4], 12), 'resumed where it stopped');
+    assert.equal(s.paused, 0);
+    assert.deepEqual(s.load, { active: 0, queued: 0 });
+    // A paused sequence can be cancelled (its cache is freed); pausing or resuming a finished one does nothing.
+    let result: SeqResult | null = null;
+    const h2 = s.submit({ prompt: [1, 2], maxNewTokens: 50, sampler: greedy(), onDone: (x) => void (result = x) });
+    h2.pause();
+    await tick();
+    assert.equal(s.paused, 1);
+    h2.cancel();
+    assert.equal(result!.finish, 'cancelled');
+    assert.deepEqual(s.load, { active: 0, queued: 0 });
+    h2.resume();
+    h!.pause();
+    assert.equal(s.paused, 0);
+  });
+
   it('prefills long prompts in chunks: same output, and running sequences keep decoding meanwhile', async () => {
     const chunk = 4;
     const s = new Scheduler(model, { maxBatch: 2, prefillChunk: chunk });

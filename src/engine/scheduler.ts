@@ -5,12 +5,19 @@
 // together), so a long prompt does not stall the others' decoding, and a step (the time
 // the event loop waits) stays bounded. Finished and cancelled sequences leave between
 // steps and their latent caches are dropped at once; queued ones take their places.
-// Steps yield to the event loop so I/O (HTTP, cancellation) interleaves.
+// Steps yield to the event loop so I/O (HTTP, cancellation) interleaves. A sequence whose
+// consumer is behind (a client not reading its stream) can be paused: it keeps its cache but
+// leaves the steps and its batch slot until resumed.
 //
 // With `speculative`, a running sequence feeds [next, d1 … dk] instead of one token: the
 // drafts come from the MTP module (one batched MTP pass for all sequences per draft
 // position), the verify pass is the same single forward, and rejected positions are cut
-// from the latent caches (see speculative.ts).
+// from the latent caches (see speculative.ts). How many tokens to draft is decided step by
+// step from measured pass times and acceptance (draft-policy.ts), so drafting happens where it
+// pays and plain decoding where it does not. Sequences not drafting keep the MTP rows they
+// owe (pending) and compute them in one batched cache-only pass when they next draft; in
+// plain decoding a sequence that would owe more than PENDING_CAP rows, with no draft planned
+// soon and no prefix cache to keep them for, stops keeping them (it never drafts again).
 
 import { DsError } from '../errors.ts';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
@@ -18,6 +25,18 @@ import type { SequenceCache } from '../model/cache.ts';
 import { PrefixCache, type PrefixPin } from './prefix-cache.ts';
 import type { AttnImpl } from '../model/mla.ts';
 import { acceptDrafts, acceptGreedy, draftVocabulary, SpecStats, type SpecSampler } from './speculative.ts';
+import { DraftPolicy } from './draft-policy.ts';
+import { noPick } from './sampler.ts';
+import type { IdLogprob, SampleResult } from '../kernels/kernels.ts';
+
+/** A token's logprob and its best alternatives (SeqRequest.logprobs). */
+export interface TokenLogprobs {
+  logprob: number;
+  top: IdLogprob[];
+}
+
+/** Most MTP rows a sequence that is not drafting keeps owing (see the header). */
+const PENDING_CAP = 64;
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
 
@@ -43,7 +62,12 @@ export interface SeqRequest {
   /** Ids that end the sequence (emitted, then finish 'stop'). */
   stopIds?: readonly number[];
   /** Each generated token; returning false ends the sequence with 'stop'. */
-  onToken?: (id: number, logits: Float32Array) => boolean | void;
+  onToken?: (id: number, logits: Float32Array, lp?: TokenLogprobs) => boolean | void;
+  /**
+   * Give onToken the token's logprob and this many alternatives (the raw logits' log-softmax,
+   * computed with the pick where the sampler makes batch rows; otherwise lp is undefined).
+   */
+  logprobs?: number;
   onDone: (r: SeqResult) => void;
 }
 
@@ -53,10 +77,13 @@ export interface SchedulerOptions {
   /** Most requests waiting for a slot before submit() refuses (default 64). */
   maxQueue?: number;
   /**
-   * Draft this many tokens per step with the model's MTP module (needs MTP weights), from
-   * a draft vocabulary of the first `draftVocab` token ids (default: draftVocabulary()).
+   * Draft up to this many tokens per step with the model's MTP module (needs MTP weights),
+   * from a draft vocabulary of the first `draftVocab` token ids (default: draftVocabulary()).
+   * `policy` 'adaptive' (default) picks 0 … draftTokens each step, whichever is expected to
+   * decode fastest (measured; see draft-policy.ts), and never drafts for a seeded sampled
+   * sequence (its output then is plain decoding's); 'fixed' drafts draftTokens every step.
    */
-  speculative?: { draftTokens: number; draftVocab?: number };
+  speculative?: { draftTokens: number; draftVocab?: number; policy?: 'adaptive' | 'fixed' };
   /** Most prompt tokens fed per step, over all sequences (default 256). */
   prefillChunk?: number;
   /** Attention path of every forward pass (default: the model's, absorbed). */
@@ -82,8 +109,13 @@ interface Seq {
   /** Speculation: drafts after feed[0], their distributions, and MTP rows to catch up. */
   drafts: number[];
   draftDists: Float64Array[];
+  /** MTP rows owed (row i: main hidden state mtpHidden[i], next token mtpIds[i]), oldest first. */
   mtpIds: number[];
   mtpHidden: Float32Array | null;
+  /** Of those, how many were owed before this step's. */
+  mtpOld?: number;
+  /** The MTP rows are no longer kept: this sequence does not draft again. */
+  mtpOff?: boolean;
   spec: SpecStats | null;
   t0: number;
   ttft: number;
@@ -124,6 +156,10 @@ export class Scheduler {
   stepRows = 0;
   /** Latent rows of earlier sequences, for prompts that start the same way (null: off). */
   readonly prefixCache: PrefixCache | null;
+  /** How far each step drafts, and what it decided so far (null: no speculation). */
+  readonly draftPolicy: DraftPolicy | null;
+  /** When the last step ended (0: the steps had stopped), for the time between steps. */
+  private stepEnd = 0;
 
   constructor(
     readonly model: DeepseekV3,
@@ -145,6 +181,11 @@ export class Scheduler {
     if (this.draftTokens > 0 && !model.hasMtp) {
       throw new DsError('BAD_INPUT', 'speculative decoding with MTP needs a checkpoint with MTP weights');
     }
+    const policy = opts.speculative?.policy ?? 'adaptive';
+    if (policy !== 'adaptive' && policy !== 'fixed') {
+      throw new DsError('BAD_INPUT', `speculative.policy must be 'adaptive' or 'fixed' (got ${String(policy)})`);
+    }
+    this.draftPolicy = this.draftTokens > 0 ? new DraftPolicy(this.draftTokens, policy === 'adaptive') : null;
     const cacheBytes = opts.prefixCacheBytes ?? 0;
     if (!(Number.isFinite(cacheBytes) && cacheBytes >= 0)) {
       throw new DsError('BAD_INPUT', `prefixCacheBytes must be a number >= 0 (got ${opts.prefixCacheBytes})`);
@@ -243,6 +284,7 @@ export class Scheduler {
   /** A new sequence starts after the longest prefix of its prompt that is cached. */
   private restorePrefix(s: Seq): void {
     if (!this.prefixCache) return;
+    this.catchUp(this.active); // running sequences' MTP rows, so their rows can be shared whole
     const running = this.active.map((a) => ({ tokens: a.history, cache: a.cache! }));
     const hit = this.prefixCache.restore(s.req.prompt, s.cache!, running);
     s.cached = hit.tokens;
@@ -254,7 +296,10 @@ export class Scheduler {
   /** A leaving sequence's rows go to the prefix cache (not after an error: they may be half written). */
   private keepPrefix(s: Seq, reason: FinishReason): void {
     if (!this.prefixCache) return;
-    if (s.cache && reason !== 'error') this.prefixCache.store(s.history, s.cache);
+    if (s.cache && reason !== 'error') {
+      this.catchUp([s]); // the MTP rows it owes, so the cache keeps all of it
+      this.prefixCache.store(s.history, s.cache);
+    }
     this.prefixCache.release(s.pin ?? null);
     s.pin = null;
   }
@@ -280,6 +325,7 @@ export class Scheduler {
     const batch = this.active.filter((s) => !s.paused).slice(0, this.maxBatch);
     if (batch.length === 0) {
       this.running = false; // resume() or submit() starts the steps again
+      this.stepEnd = 0;
       return;
     }
     try {
@@ -288,6 +334,7 @@ export class Scheduler {
     } catch (e) {
       for (const s of batch) this.drop(s, 'error', e as Error);
     }
+    this.stepEnd = performance.now();
     setImmediate(() => this.step());
   }
 
@@ -329,22 +376,41 @@ export class Scheduler {
     );
     this.steps++;
     this.stepRows += plan.length;
+    const picks: { s: Seq; j: number }[] = [];
     plan.forEach(({ s, ids, whole }, j) => {
       this.fed(s, ids);
-      if (s.cancelled || !whole) return;
-      const logits = r.logits.subarray(j * V, (j + 1) * V);
-      const id = s.req.sampler.sample(logits, s.history);
-      if (this.emit(s, id, logits)) s.feed = [id];
+      if (!s.cancelled && whole) picks.push({ s, j });
     });
+    // One Kernels.sampleBatch call picks for every sampler that makes batch rows (the native
+    // backend over all rows at once, in parallel); any other picks with its own sample().
+    const rows = picks.filter(({ s }) => s.req.sampler.batchRow && s.req.sampler.settle);
+    const results = new Map<Seq, SampleResult>();
+    if (rows.length > 0) {
+      const got = this.model.K.sampleBatch(r.logits, V, rows.map(({ s, j }) =>
+        ({ ...s.req.sampler.batchRow!(s.history, s.req.logprobs ?? -1), row: j })));
+      rows.forEach(({ s }, i) => results.set(s, got[i]!));
+    }
+    for (const { s, j } of picks) {
+      const logits = r.logits.subarray(j * V, (j + 1) * V);
+      const res = results.get(s);
+      const id = res ? s.req.sampler.settle!(res) : s.cancelled ? -1 : s.req.sampler.sample(logits, s.history);
+      if (s.cancelled) continue; // (by an earlier sequence's onToken)
+      if (id < 0) {
+        this.drop(s, 'error', noPick()); // nothing allowed (all -Infinity, NaN or masked): this sequence only
+        continue;
+      }
+      const lp = res?.logprob !== undefined ? { logprob: res.logprob, top: res.top! } : undefined;
+      if (this.emit(s, id, logits, lp)) s.feed = [id];
+    }
   }
 
   /** Record one generated token; false when the sequence has finished. */
-  private emit(s: Seq, id: number, logits: Float32Array): boolean {
+  private emit(s: Seq, id: number, logits: Float32Array, lp?: TokenLogprobs): boolean {
     const max = this.model.cfg.max_position_embeddings;
     s.history.push(id);
     s.generated++;
     if (s.generated === 1) s.ttft = performance.now();
-    const keep = s.req.onToken?.(id, logits) !== false;
+    const keep = s.req.onToken?.(id, logits, lp) !== false;
     let reason: FinishReason | null = null;
     if (!keep || s.req.stopIds?.includes(id)) reason = 'stop';
     else if (s.generated >= s.req.maxNewTokens || s.history.length >= max) reason = 'length';
@@ -358,13 +424,21 @@ export class Scheduler {
     const V = m.cfg.vocab_size;
     const D = m.cfg.hidden_size;
     const L = m.cfg.num_hidden_layers;
+    const t0 = performance.now();
     const plan = this.plan(batch);
+    // Sequences verifying drafts, and their common draft length (-1: they differ).
+    const withDrafts = plan.filter((p) => p.s.generated > 0 && p.s.drafts.length > 0);
+    const kStep = withDrafts.every((p) => p.s.drafts.length === withDrafts[0].s.drafts.length) ? withDrafts[0]?.s.drafts.length ?? 0 : -1;
+    const prompts = plan.some((p) => p.s.generated === 0);
+    // No drafts and no unfinished prompt: a plain decode step, with the head batched as plainStep's.
+    const batched = withDrafts.length === 0 && plan.every((p) => p.whole);
     const r = m.forward(
       plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })),
-      { logits: 'none', attn: this.attn },
+      { logits: batched ? 'last' : 'none', attn: this.attn },
     );
     this.steps++;
     this.stepRows += plan.length;
+    let emitMs = 0;
 
     const drafting: Seq[] = [];
     const catchUp = new Set<Seq>();
@@ -377,27 +451,34 @@ export class Scheduler {
       if (!whole) {
         // A prompt chunk with more to come: nothing to pick, but the MTP module's rows for
         // these positions pair each hidden state with the next prompt token.
-        s.mtpIds = s.req.prompt.slice(p0 + 1, p0 + 1 + slice.len);
-        s.mtpHidden = r.hidden.subarray(slice.row * D, (slice.row + slice.len) * D);
+        this.owe(s, s.req.prompt.slice(p0 + 1, p0 + 1 + slice.len), r.hidden.subarray(slice.row * D, (slice.row + slice.len) * D));
         drafting.push(s);
         catchUp.add(s);
         return;
       }
       // Logits only for the rows that are read: the prompt's last, or next + every draft.
-      const nRows = prefill ? 1 : slice.len;
-      const first = slice.row + slice.len - nRows;
-      const hidden = r.hidden.subarray(first * D, (first + nRows) * D);
-      const logits = new Float32Array(nRows * V);
-      m.K.matmul(logits, hidden, nRows, m.weights.lm_head);
+      let logits = r.logits.subarray(j * V, (j + 1) * V);
+      if (!batched) {
+        const nRows = prefill ? 1 : slice.len;
+        const first = slice.row + slice.len - nRows;
+        const hidden = r.hidden.subarray(first * D, (first + nRows) * D);
+        logits = new Float32Array(nRows * V);
+        m.K.matmul(logits, hidden, nRows, m.weights.lm_head);
+      }
       const row = (i: number) => logits.subarray(i * V, (i + 1) * V);
 
       let tokens: number[];
-      if (prefill) tokens = [s.req.sampler.sample(row(0), s.history)];
-      else {
-        const sampler = s.req.sampler;
+      const sampler = s.req.sampler;
+      if (prefill || s.drafts.length === 0) {
+        // Nothing to verify: the token is picked exactly as plain decoding picks it.
+        tokens = [sampler.sample(row(0), s.history)];
+      } else {
         tokens = sampler.greedy
           ? acceptGreedy(s.drafts, (i, h) => sampler.sample(row(i), h), s.history)
           : acceptDrafts(s.drafts, s.draftDists, (i, h) => sampler.distribution(row(i), h), s.history, sampler);
+        this.draftPolicy!.accepted(s.drafts.length, tokens.length - 1);
+      }
+      if (!prefill) {
         s.spec!.record(s.drafts.length, tokens.length - 1, tokens.length);
         // Positions past the last accepted draft hold rejected tokens: cut them off.
         for (const c of s.cache!.layers.slice(0, L)) c.length = slice.p0 + tokens.length;
@@ -405,47 +486,144 @@ export class Scheduler {
       // MTP rows to (re)compute from the true hidden states: row i pairs h_i with token i+1.
       const mtpFrom = slice.p0;
       s.cache!.layers[L].length = Math.min(s.cache!.layers[L].length, mtpFrom);
-      s.mtpIds = prefill ? [...s.req.prompt.slice(p0 + 1), tokens[0]] : tokens;
       const hRows = prefill ? slice.len : tokens.length;
-      s.mtpHidden = r.hidden.subarray(slice.row * D, (slice.row + hRows) * D);
+      this.owe(s, prefill ? [...s.req.prompt.slice(p0 + 1), tokens[0]] : tokens, r.hidden.subarray(slice.row * D, (slice.row + hRows) * D));
 
+      // (Emitting is left out of the step's time: it is the same per token however they come.)
+      const te = performance.now();
       let alive = true;
       for (const [i, id] of tokens.entries()) {
         alive = this.emit(s, id, row(prefill ? 0 : i));
         if (!alive) break;
       }
+      emitMs += performance.now() - te;
       if (alive) {
         s.feed = [tokens[tokens.length - 1]];
         drafting.push(s);
       }
     });
-    this.draft(drafting, catchUp);
+    if (!prompts) {
+      // A step's cost includes the wait since the last one (the event loop's turn, the batch
+      // set up), which is the same per step whatever k is: what drafting saves on it counts.
+      const gap = this.stepEnd > 0 ? t0 - this.stepEnd : 0;
+      let ms = performance.now() - t0 - emitMs;
+      ms += Math.min(gap, ms);
+      if (withDrafts.length === 0) this.draftPolicy!.plainStep(plan.length, ms);
+      else if (kStep > 0) this.draftPolicy!.verifyStep(plan.length, withDrafts.length, kStep, ms);
+    }
+    this.draft(drafting, catchUp, !prompts);
+  }
+
+  /** Queue MTP rows a sequence owes (unless it keeps none): ids[i] pairs with hidden row i. */
+  private owe(s: Seq, ids: readonly number[], hidden: Float32Array): void {
+    s.mtpOld = s.mtpIds.length;
+    if (s.mtpOff) return;
+    const D = this.model.cfg.hidden_size;
+    const n = s.mtpIds.length;
+    const need = (n + ids.length) * D;
+    if (!s.mtpHidden || s.mtpHidden.length < need) {
+      const grown = new Float32Array(Math.max(need, 2 * (s.mtpHidden?.length ?? 0)));
+      if (s.mtpHidden) grown.set(s.mtpHidden.subarray(0, n * D));
+      s.mtpHidden = grown;
+    }
+    s.mtpHidden.set(hidden.subarray(0, ids.length * D), n * D);
+    for (const id of ids) s.mtpIds.push(id);
+  }
+
+  /** Compute the first `n` MTP rows each sequence owes, cache entries only, in one pass. */
+  private payRows(owed: readonly { s: Seq; n: number }[]): void {
+    if (owed.length === 0) return;
+    const D = this.model.cfg.hidden_size;
+    this.model.mtp(
+      owed.map(({ s, n }) => ({ ids: s.mtpIds.slice(0, n), hidden: s.mtpHidden!.subarray(0, n * D), cache: s.cache! })),
+      { logits: 'none', attn: this.attn },
+    );
+    for (const { s, n } of owed) {
+      s.mtpHidden!.copyWithin(0, n * D, s.mtpIds.length * D);
+      s.mtpIds.splice(0, n);
+      s.mtpOld = Math.max(0, (s.mtpOld ?? 0) - n);
+    }
+  }
+
+  /** Every MTP row these sequences owe, computed now (the prefix cache keeps only whole rows). */
+  private catchUp(seqs: readonly Seq[]): void {
+    if (!this.draftPolicy) return;
+    try {
+      this.payRows(seqs.filter((s) => s.cache && !s.mtpOff && s.mtpIds.length > 0).map((s) => ({ s, n: s.mtpIds.length })));
+    } catch {
+      // Nothing lost but cache entries: the prefix cache then keeps what is whole.
+    }
+  }
+
+  /** This sequence keeps no MTP rows from now on, and drafts no more. */
+  private stopMtp(s: Seq): void {
+    s.mtpOff = true;
+    s.mtpIds = [];
+    s.mtpHidden = null;
+  }
+
+  /** Whether a sequence may be drafted for at all (constrained ones never; see SchedulerOptions). */
+  private mayDraft(sampler: SpecSampler): boolean {
+    if (sampler.speculate === false) return false;
+    return !this.draftPolicy!.adaptive || sampler.greedy || sampler.seeded === false;
   }
 
   /**
-   * Draft up to k tokens for each sequence with the MTP module, batched across sequences;
-   * sequences in `catchUp` (mid-prompt) only get their MTP rows computed.
+   * Choose this step's draft length (draftPolicy), then draft up to that many tokens for each
+   * sequence that may with the MTP module, batched across sequences; the others (sequences in
+   * `catchUp` are mid-prompt) keep owing their MTP rows, pay them, or stop keeping them.
+   * `clean`: the step had no prompt rows, so the drafting pass is timed for the policy.
    */
-  private draft(seqs: Seq[], catchUp: Set<Seq>): void {
+  private draft(seqs: Seq[], catchUp: Set<Seq>, clean: boolean): void {
     const m = this.model;
     const V = m.cfg.vocab_size;
     const D = m.cfg.hidden_size;
     const max = m.cfg.max_position_embeddings;
-    const want = seqs.map((s) => {
-      if (catchUp.has(s) || s.req.sampler.speculate === false) return 0; // constrained: no drafts
+    const pol = this.draftPolicy!;
+    seqs = seqs.filter((s) => !s.done); // (one may have been cancelled from another's onToken)
+    const room = seqs.map((s) => {
+      if (catchUp.has(s) || s.mtpOff || !this.mayDraft(s.req.sampler)) return 0;
       const budget = s.req.maxNewTokens - s.generated - 1;
       const room = max - 1 - s.history.length;
       return Math.max(0, Math.min(this.draftTokens, budget, room));
     });
+    const b = seqs.filter((s) => !catchUp.has(s)).length;
+    const k = b > 0 ? pol.choose(b, room.filter((x) => x > 0).length) : 0;
+    const want = room.map((x) => Math.min(x, k));
     for (const s of seqs) {
       s.drafts = [];
       s.draftDists = [];
     }
+    // Rows owed from before this step are paid in a pass of their own, so the drafting pass
+    // below costs what it does in steady drafting; a sequence not drafting keeps owing up to
+    // PENDING_CAP rows (with the fixed policy it pays every step).
+    const owed: { s: Seq; n: number }[] = [];
+    let keep: boolean | undefined;
+    for (const [i, s] of seqs.entries()) {
+      if (s.mtpOff || s.mtpIds.length === 0) continue;
+      if (want[i] > 0) {
+        if (s.mtpOld) owed.push({ s, n: s.mtpOld });
+      } else if (!pol.adaptive) owed.push({ s, n: s.mtpIds.length });
+      else if (s.mtpIds.length > PENDING_CAP) {
+        keep ??= this.prefixCache !== null || pol.keepsMtp(b, PENDING_CAP);
+        if (keep) owed.push({ s, n: s.mtpIds.length });
+        else this.stopMtp(s);
+      }
+    }
+    this.payRows(owed);
+
+    const t0 = performance.now();
     const N = this.draftVocab;
     // Draft logits over the whole vocabulary: ids past the draft vocabulary stay -Infinity,
     // so a draft's distribution q is exactly the one it was drawn from.
     const logits = new Float32Array(V).fill(-Infinity);
-    let cur = seqs.map((s) => ({ s, ids: s.mtpIds, hidden: s.mtpHidden! }));
+    let cur = seqs.flatMap((s, i) => {
+      if (want[i] === 0) return [];
+      const c = { s, want: want[i], ids: s.mtpIds, hidden: s.mtpHidden!.subarray(0, s.mtpIds.length * D) };
+      s.mtpIds = []; // paid by the first pass (the buffer is only written again next step)
+      return [c];
+    });
+    const drafters = cur.length;
     for (let j = 0; cur.length > 0; j++) {
       const out = m.mtp(
         cur.map((c) => ({ ids: c.ids, hidden: c.hidden, cache: c.s.cache! })),
@@ -454,18 +632,16 @@ export class Scheduler {
       const next: typeof cur = [];
       for (const [i, c] of cur.entries()) {
         const s = c.s;
-        if (s.drafts.length >= want[seqs.indexOf(s)]) continue;
         logits.set(out.logits.subarray(i * N, (i + 1) * N));
-        const h = [...s.history, ...s.drafts];
+        const h = s.drafts.length > 0 ? [...s.history, ...s.drafts] : s.history;
         const d = s.req.sampler.sample(logits, h);
         if (!s.req.sampler.greedy) s.draftDists.push(s.req.sampler.distribution(logits, h));
         s.drafts.push(d);
-        if (s.drafts.length < want[seqs.indexOf(s)]) {
-          next.push({ s, ids: [d], hidden: out.block.subarray(i * D, (i + 1) * D) });
-        }
+        if (s.drafts.length < c.want) next.push({ s, want: c.want, ids: [d], hidden: out.block.subarray(i * D, (i + 1) * D) });
       }
       cur = next;
     }
+    if (clean && drafters > 0 && want.every((w) => w === 0 || w === k)) pol.draftPass(drafters, k, performance.now() - t0);
   }
 
   private drop(s: Seq, reason: FinishReason, error?: Error): void {

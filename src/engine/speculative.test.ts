@@ -36,7 +36,7 @@ async function sameAsPlain(
   prefillChunk?: number,
   draftVocab?: number,
 ) {
-  const s = new Scheduler(model, { speculative: { draftTokens: k, draftVocab }, maxBatch: prompts.length, prefillChunk });
+  const s = new Scheduler(model, { speculative: { draftTokens: k, draftVocab, policy: 'fixed' }, maxBatch: prompts.length, prefillChunk });
   const out = await Promise.all(prompts.map((p) => run(s, p, n)));
   for (const [i, p] of prompts.entries()) {
     assert.deepEqual(out[i].ids, (await greedyDecode(model, [p], { maxNewTokens: n }))[0], `k=${k}, prompt ${i}`);
@@ -82,7 +82,7 @@ describe('MTP speculative decoding', () => {
     assert.ok(acc(dflt) > acc(full) - 0.05, `the default 1024 ids draft about as well (${acc(dflt)} against ${acc(full)})`);
     // Sampled drafts (with a penalty on history ids past the draft vocabulary) have q = 0
     // past it; the acceptance rule then keeps the output distribution (chi-square below).
-    const s = new Scheduler(model, { speculative: { draftTokens: 2, draftVocab: 300 } });
+    const s = new Scheduler(model, { speculative: { draftTokens: 2, draftVocab: 300, policy: 'fixed' } });
     const sampler = new Sampler({ temperature: 0.8, repetitionPenalty: 1.2, seed: 5 });
     const dist = sampler.distribution.bind(sampler);
     let drafts = 0;
@@ -112,6 +112,42 @@ describe('MTP speculative decoding', () => {
         assert.ok(st.perPosition.every((a) => a >= 0 && a <= 1));
       }
     }
+  });
+
+  it('a sequence paused and resumed mid-stream keeps greedy output identical, while another runs in its slot', async () => {
+    const model = DeepseekV3.load(randomCheckpoint({ max_position_embeddings: 256 }, { seed: 21 }), { kernels: backends()[0] });
+    const s = new Scheduler(model, { speculative: { draftTokens: 2, policy: 'fixed' }, maxBatch: 1 });
+    const ids: number[] = [];
+    let resume: (() => void) | null = null;
+    const done = new Promise<SeqResult>((resolve) => {
+      const h = s.submit({
+        prompt: [1, 2, 3],
+        maxNewTokens: 40,
+        sampler: new Sampler({ temperature: 0 }),
+        onToken: (id) => {
+          ids.push(id);
+          if (ids.length % 7 === 0) {
+            h.pause(); // possibly between two tokens of one verify pass
+            resume = () => h.resume();
+          }
+        },
+        onDone: resolve,
+      });
+    });
+    let finished = false;
+    void done.then(() => (finished = true));
+    let rounds = 0;
+    for (; !finished; rounds++) {
+      while (!resume && !finished) await new Promise((r) => setTimeout(r, 2));
+      if (finished) break;
+      const other = await run(s, [50 + rounds, 60], 5);
+      assert.deepEqual(other.ids, (await greedyDecode(model, [[50 + rounds, 60]], { maxNewTokens: 5 }))[0]);
+      const r = resume as unknown as () => void;
+      resume = null;
+      r();
+    }
+    assert.equal(rounds, 5, 'paused after tokens 7, 14, 21, 28 and 35');
+    assert.deepEqual(ids, (await greedyDecode(model, [[1, 2, 3]], { maxNewTokens: 40 }))[0]);
   });
 
   it('chunked prefill keeps greedy output identical (the MTP cache is filled chunk by chunk)', async () => {

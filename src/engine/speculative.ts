@@ -7,7 +7,7 @@
 // With greedy settings p and q are one-hot, so this reduces to "keep while the argmax
 // agrees", and the output is token for token the output of plain greedy decoding.
 
-import type { Kernels } from '../kernels/kernels.ts';
+import type { Kernels, SampleResult, SampleRow } from '../kernels/kernels.ts';
 
 /**
  * The default draft vocabulary: the first max(1024, vocab/8) token ids. The MTP head is the
@@ -34,6 +34,22 @@ export interface SpecSampler {
   uniform(): number;
   /** Optional: compute with the model's kernel backend where it can (the same numbers). */
   useKernels?(K: Kernels): void;
+  /**
+   * Optional, with settle: the next pick as a row of Kernels.sampleBatch (without its `row`),
+   * so that a step picks for the whole batch in one call; settle(result) then gives the id
+   * (-1: nothing to pick). The same id as sample(), from the same random stream.
+   */
+  batchRow?(history: ArrayLike<number>, logprobs: number): Omit<SampleRow, 'row'>;
+  settle?(result: SampleResult): number;
+  /** Optional: false when this sequence must not be drafted for (constrained decoding). */
+  readonly speculate?: boolean;
+  /**
+   * Optional: whether the draws come from a seeded stream (their output is to be
+   * reproducible). The adaptive draft policy drafts for a sampled (non-greedy) sequence only
+   * when this is false: how many drafts a step verifies depends on timings, and the
+   * acceptance rule's draws on that.
+   */
+  readonly seeded?: boolean;
 }
 
 /** Draw an index from non-negative weights (need not sum to 1); null if all are zero. */
@@ -111,14 +127,24 @@ export function acceptGreedy(
 export class SpecStats {
   readonly proposed: number[] = [];
   readonly accepted: number[] = [];
-  /** Verify passes, and tokens they emitted. */
+  /** Verify passes with drafts, and tokens they emitted. */
   steps = 0;
   emitted = 0;
+  /** Decode steps without drafts (the draft policy chose plain decoding, or none could be made). */
+  plainSteps = 0;
+  /** Decode steps by the number of drafts they verified: lengths[k] (lengths[0] = plainSteps). */
+  readonly lengths: number[] = [0];
 
   record(nDrafts: number, nAccepted: number, nEmitted: number): void {
     for (let j = 0; j < nDrafts; j++) {
       this.proposed[j] = (this.proposed[j] ?? 0) + 1;
       this.accepted[j] = (this.accepted[j] ?? 0) + (j < nAccepted ? 1 : 0);
+    }
+    for (let j = this.lengths.length; j <= nDrafts; j++) this.lengths[j] = 0;
+    this.lengths[nDrafts]++;
+    if (nDrafts === 0) {
+      this.plainSteps++;
+      return;
     }
     this.steps++;
     this.emitted += nEmitted;
@@ -135,7 +161,7 @@ export class SpecStats {
     return this.proposed.map((p, j) => (p ? this.accepted[j] / p : 0));
   }
 
-  /** Mean tokens emitted per verify pass. */
+  /** Mean tokens emitted per verify pass with drafts. */
   get acceptedPerStep(): number {
     return this.steps ? this.emitted / this.steps : 0;
   }

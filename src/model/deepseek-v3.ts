@@ -280,6 +280,7 @@ export class DeepseekV3 {
    * predicts the token after ids[i]. Rows take positions from the module's cache length on.
    * With `logits: 'last'`, only each sequence's last row runs the module's layer and head
    * (one row of logits and of `block` each); the other rows only fill the module's cache.
+   * With `logits: 'none'`, every row only fills the cache (empty logits and block).
    * With `vocab`, they cover only token ids 0 … vocab-1 (a draft vocabulary; see
    * engine/scheduler.ts): the head's other rows are not read.
    */
@@ -305,7 +306,8 @@ export class DeepseekV3 {
       throw new DsError('BAD_INPUT', `MTP vocab must be an integer in 1 … ${V} (got ${opts.vocab})`);
     }
     if (opts.tape && vocab !== V) throw new DsError('BAD_INPUT', 'training runs the MTP head over the whole vocabulary');
-    return mtpForward(ctx, m, this.routes[index]!, index, caches, ids, hidden, opts.logits === 'last', vocab);
+    const mode = opts.logits === 'none' ? 'none' : opts.logits === 'last';
+    return mtpForward(ctx, m, this.routes[index]!, index, caches, ids, hidden, mode, vocab);
   }
 
   /**

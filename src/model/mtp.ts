@@ -45,6 +45,7 @@ export interface MtpOutput {
  * only each sequence's last row is run through the layer and the head (drafting reads no
  * other): the rows before it only append their entries to the module's cache, which is all
  * a later row needs of them, so the last rows' numbers are those of a pass over every row.
+ * With 'none', every row only appends its cache entries (catching the cache up).
  */
 export function mtpForward(
   ctx: StepContext,
@@ -54,7 +55,7 @@ export function mtpForward(
   caches: LayerCache[],
   ids: Int32Array,
   hidden: Float32Array,
-  last = false,
+  last: boolean | 'none' = false,
   vocab: number = w.head.rows,
 ): MtpOutput {
   const { K, T, mem } = ctx;
@@ -74,6 +75,12 @@ export function mtpForward(
   // With `last`, every row's x is a temporary: only the last rows' copies are returned.
   let x = last ? mem.f32(T * D) : new Float32Array(T * D);
   K.matmul(x, cat, T, w.eh_proj);
+  if (last === 'none') {
+    // Cache entries only (rows a later pass attends to; no logits, no block output).
+    if (ctx.tape) throw new Error('mtpForward: training runs every row');
+    blockAppend(ctx, w.layer, caches, x);
+    return { logits: new Float32Array(0), block: new Float32Array(0) };
+  }
   let sub = ctx;
   if (last) {
     if (ctx.tape) throw new Error('mtpForward: training runs every row');

@@ -4,9 +4,10 @@
 // stop strings (StopMatcher) or at EOS. It sits above engine/ and text/ and below cli/ and
 // server/, which only add their input and output formats.
 
-import type { Scheduler, FinishReason, SeqHandle } from '../engine/scheduler.ts';
+import type { Scheduler, FinishReason, SeqHandle, TokenLogprobs } from '../engine/scheduler.ts';
 import type { SpecStats } from '../engine/speculative.ts';
 import { Sampler, logprobs as logSoftmax, type SamplingParams } from '../engine/sampler.ts';
+import { topLogprobs } from '../kernels/ref/sample.ts';
 import { ConstrainedSampler, type TokenConstraint } from '../engine/constrained.ts';
 import { StreamingDetokenizer } from '../text/detokenizer.ts';
 import { StopMatcher } from '../text/stop.ts';
@@ -69,17 +70,10 @@ export interface Completion {
   done: Promise<CompletionResult>;
 }
 
-function topK(lp: Float32Array, k: number, tok: Tokenizer): TopLogprob[] {
-  const idx: number[] = [];
-  // Ids past the tokenizer's vocabulary (padding rows of the embedding) have no text.
-  for (let i = 0; i < Math.min(lp.length, tok.vocabSize); i++) {
-    if (idx.length < k || lp[i] > lp[idx[idx.length - 1]]) {
-      idx.push(i);
-      idx.sort((a, b) => lp[b] - lp[a] || a - b);
-      if (idx.length > k) idx.pop();
-    }
-  }
-  return idx.map((id) => ({ id, token: tok.decode([id]), logprob: lp[id] }));
+/** The raw logits' log-softmax at `id` and the k best ids below `vocab` (Kernels.sampleBatch's numbers). */
+function tokenLogprobs(logits: Float32Array, id: number, k: number, vocab: number): TokenLogprobs {
+  const lp = logSoftmax(logits);
+  return { logprob: lp[id]!, top: topLogprobs(lp, k, vocab) };
 }
 
 /** Submit a prompt (token ids) and stream its completion as text. */
@@ -124,13 +118,17 @@ export function startCompletion(
       maxNewTokens: opts.maxTokens,
       sampler,
       stopIds: [tok.eosId],
-      onToken: (id, logits) => {
+      logprobs: opts.topLogprobs,
+      onToken: (id, logits, given) => {
         constraint?.accept(id);
         ids.push(id);
         pendingIds.push(id);
         if (opts.topLogprobs !== undefined) {
-          const lp = logSoftmax(logits);
-          const entry = { id, token: tok.decode([id]), logprob: lp[id], top: topK(lp, opts.topLogprobs, tok) };
+          // Computed with the pick (batch-wide, by the kernels) when the scheduler could; the
+          // same numbers here otherwise (speculative steps).
+          const r = given ?? tokenLogprobs(logits, id, opts.topLogprobs, tok.vocabSize);
+          const top = r.top.map((t) => ({ id: t.id, token: tok.decode([t.id]), logprob: t.logprob }));
+          const entry = { id, token: tok.decode([id]), logprob: r.logprob, top };
           lps.push(entry);
           pendingLps.push(entry);
         }

@@ -1,0 +1,200 @@
+// The draft policy on simulated machines: it decodes plain where drafting costs more than it
+// gains (compute-bound, or drafts never accepted), drafts as far as pays where it gains
+// (memory-bound, good drafts), follows a change of regime, shrugs off stalled steps, and
+// explores little. The simulation feeds it what the scheduler measures (pass times, with
+// noise, and acceptance) and counts the tokens and time that its choices would give.
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { DraftPolicy } from './draft-policy.ts';
+import { Rng } from '../tensor/random.ts';
+
+interface Machine {
+  /** A plain decode step at batch b (ms). */
+  plain: number;
+  /** What each draft adds to the verify pass, per sequence (ms). */
+  row: number;
+  /** One MTP pass for the batch (ms); drafting k tokens takes k of them. */
+  pass: number;
+  /** Probability that draft j stands given the ones before it did. */
+  accept: number[];
+}
+
+interface Sim {
+  /** Tokens per ms, and the same for plain decoding. */
+  rate: number;
+  plainRate: number;
+  /** Steps by draft length, and how many explored. */
+  decided: number[];
+  explored: number;
+}
+
+function simulate(
+  policy: DraftPolicy,
+  machine: (step: number) => Machine,
+  steps: number,
+  b: number,
+  opts: { seed?: number; noise?: number; stalls?: number } = {},
+): Sim {
+  const rng = new Rng(opts.seed ?? 1);
+  const noisy = (ms: number) => {
+    let x = ms * (1 + (opts.noise ?? 0.1) * (2 * rng.uniform() - 1));
+    if (rng.uniform() < (opts.stalls ?? 0)) x *= 5; // lost the CPU for a while
+    return x;
+  };
+  const before = [...policy.decided];
+  const explored0 = policy.explored;
+  let k = 0;
+  let tokens = 0;
+  let time = 0;
+  let plainTime = 0;
+  for (let i = 0; i < steps; i++) {
+    const m = machine(i);
+    plainTime += m.plain / b;
+    // The verify pass of this step, with the k drafts chosen last step.
+    const verify = m.plain + (k > 0 ? b * k * m.row : 0);
+    const ms = noisy(verify);
+    time += verify;
+    if (k === 0) {
+      policy.plainStep(b, ms);
+      tokens += b;
+    } else {
+      policy.verifyStep(b, b, k, ms);
+      for (let s = 0; s < b; s++) {
+        let a = 0;
+        while (a < k && rng.uniform() < m.accept[a]) a++;
+        policy.accepted(k, a);
+        tokens += a + 1;
+      }
+    }
+    k = policy.choose(b, b);
+    if (k > 0) {
+      time += k * m.pass;
+      policy.draftPass(b, k, noisy(k * m.pass));
+    }
+  }
+  return {
+    rate: tokens / time,
+    plainRate: (steps * b) / (plainTime * b),
+    decided: policy.decided.map((d, j) => d - before[j]),
+    explored: policy.explored - explored0,
+  };
+}
+
+// Shaped on the shipped model on this machine (compute-bound: each verify row costs most of
+// a plain step; a draft a third of one; 88% / 75% acceptance), and on a memory-bound model
+// where rows are nearly free (DeepSeek-V3 at batch 1).
+const COMPUTE: Machine = { plain: 0.26, row: 0.2, pass: 0.07, accept: [0.88, 0.75, 0.65] };
+const MEMORY: Machine = { plain: 10, row: 0.4, pass: 1.2, accept: [0.88, 0.75, 0.65] };
+const ratio = (s: Sim) => s.rate / s.plainRate;
+const share = (s: Sim, k: number) => s.decided[k] / s.decided.reduce((a, x) => a + x, 0);
+
+/** The draft length that decodes fastest on a machine at batch b, and its speed over plain decoding's. */
+function best(m: Machine, b: number, maxDraft: number): { k: number; ratio: number } {
+  let top = { k: 0, ratio: 1 };
+  let e = 1;
+  let a = 1;
+  for (let k = 1; k <= maxDraft; k++) {
+    a *= m.accept[k - 1];
+    e += a;
+    const r = (b * e) / (m.plain + b * k * m.row + k * m.pass) / (b / m.plain);
+    if (r > top.ratio) top = { k, ratio: r };
+  }
+  return top;
+}
+
+describe('draft policy', () => {
+  it('decodes plain on a compute-bound model: within 2% of plain decoding', () => {
+    for (const b of [1, 8]) {
+      const s = simulate(new DraftPolicy(3), () => COMPUTE, 3000, b);
+      assert.ok(share(s, 0) > 0.97, `batch ${b}: ${s.decided}`);
+      assert.ok(ratio(s) > 0.98, `batch ${b}: ${ratio(s)}`);
+      assert.ok(s.explored < 60, `batch ${b}: explored ${s.explored} times`);
+    }
+  });
+
+  it('drafts where it pays (memory-bound, good drafts), as far as pays', () => {
+    // Batch 1: all three drafts pay, E_3 = 1 + .88 + .66 + .43 = 2.97 tokens for
+    // 10 + 3·0.4 + 3·1.2 = 14.8 ms, twice plain decoding's speed. Batch 8: two, 1.35 times
+    // plain's (the third draft's 8 verify rows, 3.2 ms, bring 8 · .43 tokens, 3.4; what the
+    // step makes on average is 20.3 tokens in 18.8 ms).
+    for (const [b, k] of [[1, 3], [8, 2]] as const) {
+      const top = best(MEMORY, b, 3);
+      assert.equal(top.k, k);
+      const s = simulate(new DraftPolicy(3), () => MEMORY, 3000, b);
+      assert.ok(share(s, 0) < 0.03, `batch ${b}: ${s.decided}`);
+      assert.ok(share(s, k) > 0.9, `batch ${b}: ${k} drafts pay (${s.decided})`);
+      assert.ok(ratio(s) > 0.97 * top.ratio, `batch ${b}: ${ratio(s)} against ${top.ratio}`);
+    }
+    // Drafts that cost much (4 ms a pass) and seldom stand after the first: one, not three.
+    const m = { ...MEMORY, pass: 4, accept: [0.88, 0.4, 0.3] };
+    assert.equal(best(m, 1, 3).k, 1);
+    const s = simulate(new DraftPolicy(3), () => m, 3000, 1);
+    assert.ok(share(s, 1) > 0.9, `${s.decided}`);
+  });
+
+  it('stops drafting when drafts are never accepted, and explores little', () => {
+    const s = simulate(new DraftPolicy(2), () => ({ ...MEMORY, accept: [0, 0] }), 3000, 1);
+    assert.ok(share(s, 0) > 0.99, `${s.decided}`);
+    assert.ok(ratio(s) > 0.99, `${ratio(s)}`);
+    assert.ok(s.explored < 15, `explored ${s.explored} times`);
+  });
+
+  it('keeps to the better option when steps stall at random (5% of them 5× longer)', () => {
+    const noisy = { seed: 7, noise: 0.3, stalls: 0.05 };
+    // Compute-bound: plain decoding (one draft is 8% slower).
+    const c = simulate(new DraftPolicy(3), () => COMPUTE, 3000, 1, noisy);
+    assert.ok(share(c, 0) > 0.9, `${c.decided}`);
+    // Memory-bound: two or three drafts (three are 4.5% faster than two, closer than ±30%
+    // noise on every step lets a few thousand steps tell apart), near the best speed.
+    const m = simulate(new DraftPolicy(3), () => MEMORY, 3000, 1, noisy);
+    assert.ok(share(m, 2) + share(m, 3) > 0.9, `${m.decided}`);
+    assert.ok(ratio(m) > 0.95 * best(MEMORY, 1, 3).ratio, `${ratio(m)}`);
+  });
+
+  it('follows a change of regime both ways', () => {
+    const p = new DraftPolicy(2);
+    const a = simulate(p, () => COMPUTE, 2000, 1);
+    assert.ok(share(a, 0) > 0.97);
+    assert.equal(p.keepsMtp(1, 64), false, 'plain for long: no need to keep MTP rows');
+    // The machine turns memory-bound (another model's worth of weights on the bus, say): the
+    // plain steps' times jump, a change of regime, and drafting is measured anew.
+    const b = simulate(p, (i) => (i < 100 ? COMPUTE : MEMORY), 6000, 1);
+    assert.ok(share(b, 2) > 0.3, `${b.decided}`);
+    const c = simulate(p, () => MEMORY, 1000, 1);
+    assert.ok(share(c, 2) > 0.95, `${c.decided}`);
+    assert.equal(p.keepsMtp(1, 64), true);
+    // And back: the verify passes take less than half what they did, and plain decoding is
+    // measured anew.
+    const d = simulate(p, () => COMPUTE, 1000, 1);
+    assert.ok(share(d, 0) > 0.8, `${d.decided}`);
+  });
+
+  it('measures at a new batch size anew what it cannot rule out; the fixed policy always drafts k', () => {
+    const p = new DraftPolicy(2);
+    simulate(p, () => MEMORY, 500, 1);
+    const s = simulate(p, () => MEMORY, 40, 4);
+    assert.ok(s.decided[1] >= 2 && s.decided[2] >= 2, `batch 4 measured anew: ${s.decided}`);
+    assert.ok(p.cost(4, 4, 0)! > 0 && p.cost(4, 4, 2)! > p.cost(4, 4, 0)!);
+    // Compute-bound at batch 8: one draft is measured, and it costs so much that two could
+    // not win even were every draft accepted, so they are never tried.
+    const c = simulate(p, () => COMPUTE, 40, 8);
+    assert.ok(c.decided[1] >= 2 && c.decided[2] === 0, `batch 8: ${c.decided}`);
+    assert.ok(p.cost(8, 8, 1)! > 4 * p.cost(8, 8, 0)!);
+    assert.equal(p.choose(4, 0), 0, 'nothing to draft for');
+    const f = new DraftPolicy(2, false);
+    assert.ok(Array.from({ length: 20 }, () => f.choose(1, 1)).every((k) => k === 2));
+    assert.equal(f.keepsMtp(1, 64), true);
+    assert.deepEqual(f.stats, { decided: [0, 0, 20], explored: 0 });
+  });
+
+  it('expects 1 + Σ a_j tokens per verify pass from the acceptance counts', () => {
+    const p = new DraftPolicy(2);
+    assert.equal(p.expected(0), 1);
+    assert.equal(p.expected(2), 2, 'no data: each a_j is 1/2');
+    assert.equal(p.expected(2, true), 3, 'optimistic: all stand');
+    for (let i = 0; i < 400; i++) p.accepted(2, i % 4 === 0 ? 0 : i % 4 === 1 ? 1 : 2);
+    // a_0 = 3/4 (the first stood), a_1 = 1/2 (both stood), up to the prior and the decay
+    assert.ok(Math.abs(p.expected(2) - 2.25) < 0.02, `${p.expected(2)}`);
+  });
+});

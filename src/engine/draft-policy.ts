@@ -1,0 +1,455 @@
+// How far to draft, decided step by step. Speculation pays only when a verify pass over k+1
+// rows per sequence, plus the k MTP passes that drafted them, costs less than the plain steps
+// its accepted tokens replace; on a compute-bound model (every extra row costs about what the
+// first did) it does not, on a memory-bound one with a good MTP head it does. So the
+// scheduler measures instead of assuming: at the end of each step it asks choose() for the
+// next step's draft length k (0 = plain decoding), which maximizes the expected tokens per
+// second from running estimates of
+//   - c0(b): the time of a plain decode step at batch b (forward, head, sampling),
+//   - v(b, k): what a verify pass adds per sequence carrying k drafts,
+//   - d(n, k): the time of drafting k tokens for n sequences (the MTP passes),
+//   - a_j: the fraction of drafts whose first j+1 positions were all accepted (all sequences),
+// as  rate(k) = (b + n·(E_k − 1)) / (c0 + n·v + d),  E_k = 1 + a_0 + … + a_{k−1},
+// against rate(0) = b / c0. Times come from performance.now() around the passes (the work
+// done per emitted token, like streaming it out, is left out: it cancels from the comparison).
+//
+// Estimates. Each time is a trimmed mean (the median up to 5) of its last 15 measurements,
+// with a standard error from their spread; the first measurement of each pays for warm-up and
+// is dropped, and an option counts as measured after 4 more. A measurement over twice the
+// estimate is a step that lost the CPU to another process and is left out, unless 5 come in a
+// row; 5 in a row that far above it, or 3 below half of it, are a change of regime (another
+// load on the machine, say): the estimate starts again from them, and if they are the chosen
+// option's, every other option at that batch size is measured anew. Verify passes are kept as
+// whole pass times, so v follows c0 when c0 is measured anew.
+//
+// Choosing. The option chosen before is kept unless another is expected faster by 1% plus 1.5
+// of its standard errors; one that looks faster, but not by that, is tried every other step
+// until measured 15 times. Options not measured at this batch size are tried first, shortest
+// draft first. Measured ones are tried again after 8 steps, then 16, 32 … up to 4096 (back to 8
+// when the chosen one loses the lead; an interval doubles only once the option's deepest draft
+// position has about 24 verdicts, so a thin acceptance estimate does not stay thin). An option
+// that could not win even at its best (each a_j at (accepted + 1) / (proposed + 1), its time 1.5
+// standard errors lower) is tried only every 4096 steps; an unmeasured one that a shorter draft's
+// such time rules out (drafting further costs at least as much) is not tried. So on a
+// compute-bound model plain decoding costs almost nothing beyond the first measurements.
+//
+// Only the speed changes: greedy output is the same whatever k is, and a seeded sampler's
+// sequence is never drafted for under this policy (its output would depend on the timings;
+// see Scheduler). The 'fixed' policy drafts the configured k every step.
+
+/** Measurements kept per estimate. */
+const WINDOW = 15;
+/** Of those, the highest and lowest fifth are left out of the mean (from 6 on). */
+const TRIM = 0.2;
+/** Measurements (after the warm-up one) before an option counts as measured. */
+const MIN = 4;
+/** Another option replaces the chosen one when expected this much faster ... */
+const HYSTERESIS = 0.01;
+/** ... plus this many of its standard errors; one that looks faster, but not by that, is
+ * tried every other step until measured FULL times. */
+const ZS = 1.5;
+const FULL = 15;
+/** An option is out (cannot win) even this many standard errors cheaper than estimated. */
+const Z = 1.5;
+/** A measurement this far off the estimate (either way) is a stall, or a change of regime ... */
+const FAR = 2;
+/** ... when this many come in a row above it (stalls come in twos and threes), or below. */
+const STREAK = 5;
+const LOWSTREAK = 3;
+/** Exploration backoff: first interval and longest (steps). */
+const BASE = 8;
+const MAX = 4096;
+/** Verdicts at an option's deepest draft position before its interval doubles. */
+const VERDICTS = 24;
+/** Steps in a row an option is tried without a measurement coming before it is put off. */
+const TRIES = 8;
+/** Acceptance counts decay by this per drafted sequence, so they follow the text. */
+const DECAY = 0.995;
+
+/** Scratch for Est (at most WINDOW + STREAK measurements). */
+const SORTED = new Float64Array(WINDOW + STREAK);
+const DEVS = new Float64Array(WINDOW + STREAK);
+
+/** xs (or with `from`, |xs[i] − from|) in ascending order, into `out` (insertion sort: a handful). */
+function sorted(out: Float64Array, xs: ArrayLike<number>, from?: number): Float64Array {
+  for (let i = 0; i < xs.length; i++) {
+    const x = from === undefined ? xs[i] : Math.abs(xs[i] - from);
+    let j = i;
+    for (; j > 0 && out[j - 1] > x; j--) out[j] = out[j - 1];
+    out[j] = x;
+  }
+  return out;
+}
+
+/** An estimate and its standard error. */
+interface Val {
+  v: number;
+  se: number;
+}
+
+/** A running estimate: a trimmed mean of the last WINDOW measurements (see the header). */
+class Est {
+  /** Measurements kept, oldest first, and their weights (sequences drafting, for v). */
+  private xs: number[] = [];
+  private ws: number[] = [];
+  /** Measurements ever (the first is dropped). */
+  private seen = 0;
+  /** Measurements far above the estimate, in a row (left out unless STREAK of them). */
+  private high: [number, number][] = [];
+  /** Measurements far below it, in a row. */
+  private low = 0;
+  /** The last value() (null: to compute; it is asked more often than measurements come). */
+  private cached: (Val & { w: number }) | undefined | null = null;
+
+  /** Measurements that count. */
+  get n(): number {
+    return this.xs.length;
+  }
+
+  /**
+   * Add a measurement; `pred` is what the estimate expects of it (undefined: no outlier test).
+   * True when it completes a change of regime: the estimate starts again from the last ones.
+   */
+  add(x: number, w: number, pred: number | undefined): boolean {
+    if (++this.seen === 1) return false; // warm-up
+    this.cached = null;
+    if (pred !== undefined && this.xs.length >= 1) {
+      if (x > FAR * pred) {
+        this.low = 0;
+        this.high.push([x, w]);
+        if (this.high.length < STREAK) return false; // a stall, most likely: left out
+        this.xs = this.high.map((h) => h[0]);
+        this.ws = this.high.map((h) => h[1]);
+        this.high = [];
+        return true;
+      }
+      this.high = [];
+      this.low = x < pred / FAR ? this.low + 1 : 0;
+    }
+    this.xs.push(x);
+    this.ws.push(w);
+    if (this.low >= LOWSTREAK) {
+      this.xs = this.xs.slice(-LOWSTREAK);
+      this.ws = this.ws.slice(-LOWSTREAK);
+      this.low = 0;
+      return true;
+    }
+    if (this.xs.length > WINDOW) {
+      this.xs.shift();
+      this.ws.shift();
+    }
+    return false;
+  }
+
+  /** Drop the measurements (not the warm-up: that was paid). */
+  forget(): void {
+    this.cached = null;
+    this.xs = [];
+    this.ws = [];
+    this.high = [];
+    this.low = 0;
+  }
+
+  /**
+   * The trimmed mean of the measurements, its standard error, and the mean weight.
+   * Undefined: none.
+   */
+  value(): (Val & { w: number }) | undefined {
+    if (this.cached === null) this.cached = this.compute();
+    return this.cached;
+  }
+
+  private compute(): (Val & { w: number }) | undefined {
+    const n = this.xs.length;
+    if (n === 0) return undefined;
+    const v = sorted(SORTED, this.xs);
+    // (Up to 5, the median: robust to two stalls among the first measurements.)
+    const q = n <= 5 ? (n - 1) >> 1 : Math.floor(n * TRIM);
+    let t = 0;
+    for (let i = q; i < n - q; i++) t += v[i];
+    const mean = t / (n - 2 * q);
+    // The spread from the median absolute deviation (σ ≈ 1.4826 MAD).
+    const med = n % 2 ? v[n >> 1] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    const dev = sorted(DEVS, v.subarray(0, n), med);
+    const mad = n % 2 ? dev[n >> 1] : (dev[n / 2 - 1] + dev[n / 2]) / 2;
+    let w = 0;
+    for (const x of this.ws) w += x;
+    return { v: mean, se: (1.15 * 1.4826 * mad) / Math.sqrt(n), w: w / n };
+  }
+}
+
+/** When an option is tried next, the interval after that, and tries while unmeasured. */
+interface Due {
+  next: number;
+  interval: number;
+  /** Tries in a row without a measurement coming. */
+  tries: number;
+  /** It could not win at the last look (then it is tried only MAX steps after the last time). */
+  out?: boolean;
+  /** When it was last tried. */
+  last: number;
+}
+
+export interface DraftPolicyStats {
+  /** Decode steps by the draft length chosen for them: decided[k]. */
+  decided: number[];
+  /** Of those, steps that tried an option to refresh its estimate. */
+  explored: number;
+}
+
+export class DraftPolicy {
+  /** Decode steps by the draft length chosen for them (index k; 0 = plain decoding). */
+  readonly decided: number[];
+  explored = 0;
+  private step = 0;
+  /** The batch size of the last choice (a drafting pass belongs to it). */
+  private lastB = 0;
+  /** c0 by batch size; verify pass times by batch size and k; drafting times by n and k. */
+  private readonly plain = new Map<number, Est>();
+  private readonly verify = new Map<number, Est[]>();
+  private readonly draft = new Map<number, Est[]>();
+  private readonly due = new Map<number, Due[]>();
+  private readonly best = new Map<number, number>();
+  private readonly acc: number[] = [];
+  private readonly prop: number[] = [];
+
+  constructor(
+    /** The longest draft (the scheduler's draftTokens). */
+    readonly maxDraft: number,
+    /** false: always draft maxDraft (the 'fixed' policy). */
+    readonly adaptive = true,
+  ) {
+    this.decided = new Array(maxDraft + 1).fill(0);
+  }
+
+  get stats(): DraftPolicyStats {
+    return { decided: [...this.decided], explored: this.explored };
+  }
+
+  /**
+   * The draft length for the next step: `b` sequences decode in it, `n` of them may draft
+   * (each drafts min(k, what it has room for)).
+   */
+  choose(b: number, n: number): number {
+    this.step++;
+    this.lastB = b;
+    if (n === 0) return this.take(0, false);
+    if (!this.adaptive) return this.take(this.maxDraft, false);
+    const prev = this.best.get(b) ?? 0;
+    // (Plain steps measure c0; they are exploring only when drafting is what pays.)
+    if (this.c0(b) === undefined) return this.take(0, prev !== 0);
+    const costs: (Val | undefined)[] = [];
+    const rate: number[] = [];
+    for (let k = 0; k <= this.maxDraft; k++) {
+      costs.push(this.costOf(b, n, k));
+      rate.push(costs[k] ? this.tokens(b, n, k) / costs[k]!.v : NaN);
+    }
+    // The chosen option: the one before, unless another is expected faster by HYSTERESIS and
+    // ZS of its standard errors; one that looks faster, but not by that, is tried every other
+    // step while it has fewer than FULL measurements.
+    const inc = costs[prev] ? prev : 0;
+    let bestK = inc;
+    let promising = -1;
+    for (let k = 0; k <= this.maxDraft; k++) {
+      if (k === inc || !costs[k] || rate[k] <= rate[inc]) continue;
+      if (rate[k] > rate[inc] * (1 + HYSTERESIS + (ZS * costs[k]!.se) / costs[k]!.v)) {
+        if (rate[k] > rate[bestK]) bestK = k;
+      } else if (promising < 0 && this.samples(b, k) < FULL) promising = k;
+    }
+    if (prev !== bestK) {
+      // The old best becomes an alternative: look at it again soon.
+      this.best.set(b, bestK);
+      const d = this.dueOf(b, prev);
+      d.next = this.step + BASE;
+      d.interval = BASE;
+    }
+    if (bestK === inc && promising >= 0) {
+      const d = this.dueOf(b, promising);
+      if (this.step - d.last >= 2 && d.tries++ < TRIES) {
+        d.last = this.step;
+        return this.take(promising, true);
+      }
+    }
+    // Options that could not beat the best one even at their best (optimistic acceptance, Z
+    // standard errors cheaper) are left alone; the others are tried when due.
+    const c0 = costs[0]!.v;
+    const floor = rate[bestK];
+    for (let k = 0; k <= this.maxDraft; k++) {
+      if (k === bestK) continue;
+      const d = this.dueOf(b, k);
+      if (k > 0) {
+        let low = costs[k] ? costs[k]!.v - Z * costs[k]!.se : 0;
+        // Not measured: at least what a shorter draft costs at its least.
+        for (let j = 1; j < k && !costs[k]; j++) if (costs[j]) low = Math.max(low, costs[j]!.v - Z * costs[j]!.se);
+        d.out = low > 0 && this.tokens(b, n, k, true) / Math.max(low, c0) < floor;
+      }
+      // (One that cannot win is looked at again only every MAX steps, if measured.)
+      if (d.out && !costs[k]) continue;
+      if (this.step < (d.out ? d.last + MAX : d.next)) continue;
+      d.last = this.step;
+      if (!costs[k]) {
+        if (d.tries++ < TRIES) return this.take(k, true);
+        d.tries = 0; // no measurement came (steps with prompts, or uneven drafts): later
+      }
+      d.next = this.step + d.interval;
+      if (k === 0 || (this.prop[k - 1] ?? 0) >= VERDICTS) d.interval = Math.min(2 * d.interval, MAX);
+      if (costs[k]) return this.take(k, true);
+    }
+    return this.take(bestK, false);
+  }
+
+  /**
+   * Whether sequences not drafting now should keep their MTP cache rows up to date at batch
+   * `b`: drafting wins there, or is to be tried within `steps` steps.
+   */
+  keepsMtp(b: number, steps: number): boolean {
+    if (!this.adaptive || (this.best.get(b) ?? 0) > 0) return true;
+    const ds = this.due.get(b);
+    for (let k = 1; k <= this.maxDraft; k++) {
+      const d = ds?.[k];
+      if (!d || (d.out ? d.last + MAX : d.next) - this.step <= steps) return true;
+    }
+    return false;
+  }
+
+  /** A decode step without drafts and without prompt rows, at batch b, took `ms`. */
+  plainStep(b: number, ms: number): void {
+    let e = this.plain.get(b);
+    if (!e) this.plain.set(b, (e = new Est()));
+    this.dueOf(b, 0).tries = 0;
+    if (e.add(ms, 1, e.value()?.v) && (this.best.get(b) ?? 0) === 0) this.changed(b, 0);
+  }
+
+  /** A verify pass at batch b where n sequences carried k drafts each took `ms`. */
+  verifyStep(b: number, n: number, k: number, ms: number): void {
+    if (n === 0 || k < 1 || k > this.maxDraft) return;
+    const e = this.est(this.verify, b, k);
+    const c0 = this.c0(b);
+    const v = this.v(b, k);
+    const pred = c0 !== undefined && v !== undefined ? c0.v + n * v.v : undefined;
+    this.dueOf(b, k).tries = 0;
+    if (e.add(ms, n, pred) && this.best.get(b) === k) this.changed(b, k);
+  }
+
+  /** Drafting k tokens for n sequences took `ms`. */
+  draftPass(n: number, k: number, ms: number): void {
+    if (n === 0 || k < 1 || k > this.maxDraft) return;
+    const e = this.est(this.draft, n, k);
+    if (e.add(ms, 1, e.value()?.v) && this.best.get(this.lastB) === k) this.changed(this.lastB, k);
+  }
+
+  /** One sequence's verify: of `drafts` drafts, the first `accepted` stood. */
+  accepted(drafts: number, accepted: number): void {
+    for (let j = 0; j < drafts; j++) {
+      this.prop[j] = (this.prop[j] ?? 0) * DECAY + 1;
+      this.acc[j] = (this.acc[j] ?? 0) * DECAY + (j < accepted ? 1 : 0);
+    }
+  }
+
+  /**
+   * Expected tokens per verify pass with k drafts: 1 + Σ a_j, each a_j the posterior mean
+   * (Beta(1, 1) prior), or with `optimistic` the bound (accepted + 1) / (proposed + 1); a_j is
+   * at most a_{j−1} (the first j+1 standing needs the first j to).
+   */
+  expected(k: number, optimistic = false): number {
+    let e = 1;
+    let prev = 1;
+    for (let j = 0; j < k; j++) {
+      const a = this.acc[j] ?? 0;
+      const p = this.prop[j] ?? 0;
+      const mean = (a + 1) / (p + 2);
+      prev = Math.min(prev, optimistic ? Math.min(1, (a + 1) / (p + 1)) : mean);
+      e += prev;
+    }
+    return e;
+  }
+
+  /** Predicted milliseconds of a step with k drafts for n of b sequences (undefined: not measured). */
+  cost(b: number, n: number, k: number): number | undefined {
+    return this.costOf(b, n, k)?.v;
+  }
+
+  /** The estimates at batch b with n drafting: milliseconds per step and expected tokens, by k. */
+  estimates(b: number, n = b): { k: number; ms?: number; tokens: number }[] {
+    return Array.from({ length: this.maxDraft + 1 }, (_, k) => ({ k, ms: this.cost(b, n, k), tokens: this.expected(k) }));
+  }
+
+  /** cost(), with its standard error. */
+  private costOf(b: number, n: number, k: number): Val | undefined {
+    const c0 = this.c0(b);
+    if (k === 0 || c0 === undefined) return c0;
+    const v = this.v(b, k);
+    const d = this.d(n, k);
+    if (v === undefined || d === undefined || this.est(this.verify, b, k).n < MIN) return undefined;
+    const ms = c0.v + n * v.v + d.v;
+    return { v: ms, se: Math.max(0.01 * ms, Math.hypot(n * v.se, d.se)) };
+  }
+
+  /** Tokens a step with k drafts emits, over all b sequences. */
+  private tokens(b: number, n: number, k: number, optimistic = false): number {
+    return b + n * (this.expected(k, optimistic) - 1);
+  }
+
+  /** Measurements behind option k at batch b (its verify passes; c0's for k = 0). */
+  private samples(b: number, k: number): number {
+    return k === 0 ? this.plain.get(b)?.n ?? 0 : this.est(this.verify, b, k).n;
+  }
+
+  /** c0(b), once measured. */
+  private c0(b: number): Val | undefined {
+    const e = this.plain.get(b);
+    return e && e.n >= MIN ? e.value() : undefined;
+  }
+
+  /** v(b, k): (verify pass time − c0) / sequences drafting in it, at least 0. */
+  private v(b: number, k: number): Val | undefined {
+    const c0 = this.c0(b);
+    const m = this.est(this.verify, b, k).value();
+    return c0 && m && { v: Math.max(0, (m.v - c0.v) / m.w), se: m.se / m.w };
+  }
+
+  /** d(n, k), from the nearest number of sequences drafting k that is measured. */
+  private d(n: number, k: number): Val | undefined {
+    let best: Est | undefined;
+    let dist = Infinity;
+    for (const [m, es] of this.draft) {
+      const e = es[k];
+      const x = Math.abs(m - n) - (m > n ? 0.5 : 0); // a tie goes to the larger batch
+      if (e && e.n >= MIN && x < dist) {
+        best = e;
+        dist = x;
+      }
+    }
+    return best?.value();
+  }
+
+  /** The chosen option's times changed regime at batch b: measure the others anew. */
+  private changed(b: number, kept: number): void {
+    if (kept !== 0) this.plain.get(b)?.forget();
+    this.verify.get(b)?.forEach((e, k) => k !== kept && e.forget());
+    for (const es of this.draft.values()) es.forEach((e, k) => k !== kept && e.forget());
+    const ds = this.due.get(b) ?? [];
+    this.due.set(b, ds);
+    for (let k = 0; k <= this.maxDraft; k++) {
+      if (k !== kept) ds[k] = { next: 0, interval: BASE, tries: 0, last: this.step };
+    }
+  }
+
+  private take(k: number, explore: boolean): number {
+    this.decided[k]++;
+    if (explore) this.explored++;
+    return k;
+  }
+
+  private est(m: Map<number, Est[]>, key: number, k: number): Est {
+    let es = m.get(key);
+    if (!es) m.set(key, (es = []));
+    return (es[k] ??= new Est());
+  }
+
+  private dueOf(b: number, k: number): Due {
+    let ds = this.due.get(b);
+    if (!ds) this.due.set(b, (ds = []));
+    return (ds[k] ??= { next: 0, interval: BASE, tries: 0, last: this.step });
+  }
+}
