@@ -147,7 +147,7 @@ function advanceBytes(s: string, from: number, bytes: number): number {
 /** Characters per slice when encoding long text a slice at a time (about 2 ms of work each). */
 const SLICE_CHARS = 2048;
 /** encodePartsAsync lets the event loop run after this much work. */
-const SLICE_MS = 4;
+const SLICE_MS = 2;
 // Pre-tokens at the end of a slice that may come out differently once the text goes on: a
 // regex match can look one character past its end, so only the last one or two can change.
 const SLICE_KEEP_BACK = 3;
