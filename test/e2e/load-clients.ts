@@ -2,20 +2,26 @@
 // server's event loop (where each decode step blocks for its whole duration): CLIENTS clients
 // streaming chat completions back to back, one client that keeps disconnecting mid-stream, four
 // loops of malformed requests, and SLOW_READERS clients that stop reading until the server has
-// paused a stream for want of a reader, then read slowly, for a fixed time. Checks every stream's
-// shape and prints one JSON report on stdout.
+// paused a stream for want of a reader, then read slowly, for a fixed time. One seed in CONSTRAINED_EVERY
+// seed asks for structured output (response_format json_schema): its answer must parse and
+// validate. Prompts repeat across seeds, so most start after a cached prefix. Checks every
+// stream's shape and prints one JSON report on stdout.
 //
 //   node --import tsx test/e2e/load-clients.ts URL CLIENTS DURATION_MS MAX_TOKENS
 
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseSse, post } from './http.ts';
+import { assertValidJson } from '../helpers/ajv.ts';
 
 export interface StreamRecord {
   seed: number;
   text: string;
   finish: string;
   completionTokens: number;
+  /** usage.prompt_tokens_details.cached_tokens */
+  cachedTokens: number;
+  constrained: boolean;
 }
 
 export interface LoadReport {
@@ -30,6 +36,17 @@ export interface LoadReport {
 
 export const SLOW_READERS = 2;
 
+/** Seeds whose prompt number (seed % 97) leaves 3 divided by this ask for structured output. */
+export const CONSTRAINED_EVERY = 5;
+/** Their schema: bounded, so even the near-random test model closes it within CONSTRAINED_TOKENS. */
+export const LOAD_SCHEMA = {
+  type: 'object',
+  properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 9 } },
+  required: ['ok', 'n'],
+  additionalProperties: false,
+};
+const CONSTRAINED_TOKENS = 32;
+
 /**
  * A name the load test's server also answers to, 2 MiB long. Every chunk carries the name the
  * client used, so a slow reader's stream fills the socket's buffers (MBs on loopback) in a few
@@ -39,9 +56,11 @@ export const SLOW_ALIAS = `dsv3-test-slow-${'s'.repeat(2 * 2 ** 20)}`;
 
 /** The request body for a seed (streamed or not); the rerun uses the same one. */
 export function loadBody(seed: number, stream: boolean, maxTokens: number) {
+  const constrained = (seed % 97) % CONSTRAINED_EVERY === 3;
   return {
     messages: [{ role: 'user', content: `Client ${seed % 97} says hello.` }],
-    max_tokens: maxTokens,
+    max_tokens: constrained ? CONSTRAINED_TOKENS : maxTokens,
+    ...(constrained ? { response_format: { type: 'json_schema', json_schema: { name: 'load', schema: LOAD_SCHEMA, strict: true } } } : {}),
     temperature: 1,
     seed,
     stream,
@@ -83,6 +102,8 @@ async function slowStream(url: string, seed: number, maxTokens: number): Promise
 }
 
 function checkStream(status: number, raw: string, seed: number, maxTokens: number, model?: string): StreamRecord {
+  const constrained = (seed % 97) % CONSTRAINED_EVERY === 3;
+  if (constrained) maxTokens = CONSTRAINED_TOKENS;
   const fail = (what: string) => new Error(`seed ${seed}: ${what}: ${raw.slice(0, 300)}`);
   if (status !== 200) throw fail(`status ${status}`);
   const { events, done } = parseSse(raw);
@@ -96,7 +117,17 @@ function checkStream(status: number, raw: string, seed: number, maxTokens: numbe
   if (fin !== 'length' && fin !== 'stop') throw fail(`finish_reason ${fin}`);
   if ((fin === 'length') !== (last.usage.completion_tokens === maxTokens)) throw fail('finish and usage disagree');
   const text = events.slice(0, -1).map((e) => e.choices[0].delta.content ?? '').join('');
-  return { seed, text, finish: fin, completionTokens: last.usage.completion_tokens };
+  if (constrained) {
+    if (fin !== 'stop') throw fail('structured output not closed within max_tokens');
+    try {
+      assertValidJson(LOAD_SCHEMA, text);
+    } catch (e) {
+      throw fail(`structured output: ${(e as Error).message}`);
+    }
+  }
+  const cachedTokens = last.usage.prompt_tokens_details?.cached_tokens;
+  if (!Number.isInteger(cachedTokens)) throw fail('no usage.prompt_tokens_details.cached_tokens');
+  return { seed, text, finish: fin, completionTokens: last.usage.completion_tokens, cachedTokens, constrained };
 }
 
 // A request whose body never arrives in full: the client hangs up mid-send.

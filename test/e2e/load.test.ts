@@ -1,7 +1,8 @@
 // Load on loopback, bounded in time: 32 clients streaming chat completions back to back, a
 // client that keeps disconnecting mid-stream, a steady stream of malformed requests (bad
 // JSON, wrong types, unknown routes and models, over-long prompts, bodies cut off mid-send),
-// and slow readers (paused by the server until they read, then reading slowly), all at once
+// slow readers (paused by the server until they read, then reading slowly), structured-output
+// requests (grammar-constrained) and prompts that start after a cached prefix, all at once
 // for a fixed time. The clients run in their own process (load-clients.ts); the
 // server runs here, so its scheduler and memory can be inspected. Every stream must be
 // well-formed and complete, and equal to a non-streamed rerun with the same seed; the server
@@ -13,7 +14,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { fullGc, loadTextModel, post, startServer, waitFor, type TestServer } from './helpers.ts';
-import { loadBody, SLOW_ALIAS, SLOW_READERS, type LoadReport } from './load-clients.ts';
+import { CONSTRAINED_EVERY, loadBody, SLOW_ALIAS, SLOW_READERS, type LoadReport } from './load-clients.ts';
 
 const CLIENTS = 32;
 const DURATION_MS = 6000;
@@ -25,7 +26,8 @@ const m = loadTextModel();
 let srv: TestServer;
 
 before(async () => {
-  srv = await startServer(m, { maxBatch: CLIENTS, maxQueue: 64, modelNames: [SLOW_ALIAS] });
+  // A small prefix cache: it fills during the warm-up, so its memory is in the baseline.
+  srv = await startServer(m, { maxBatch: CLIENTS, maxQueue: 64, modelNames: [SLOW_ALIAS], prefixCacheBytes: 4 * 2 ** 20 });
 });
 after(() => srv.close());
 
@@ -33,8 +35,12 @@ const rssMb = () => process.memoryUsage().rss / 2 ** 20;
 
 describe('server under load', () => {
   it(`serves ${CLIENTS} streaming clients amid malformed requests and disconnects`, async () => {
-    // Warm-up, so first-request costs stay out of the baseline.
-    await Promise.all([1, 2, 3, 4].map((s) => post(`${srv.url}/v1/chat/completions`, loadBody(s, true, MAX_TOKENS))));
+    // Warm-up, so first-request costs (the grammar worker too) stay out of the baseline, and
+    // the prefix cache full.
+    const warm = Array.from({ length: 200 }, (_, s) => s + 1);
+    for (let i = 0; i < warm.length; i += CLIENTS) {
+      await Promise.all(warm.slice(i, i + CLIENTS).map((s) => post(`${srv.url}/v1/chat/completions`, loadBody(s, true, MAX_TOKENS))));
+    }
     fullGc();
     const rss0 = rssMb();
     const mem0 = process.memoryUsage();
@@ -53,6 +59,10 @@ describe('server under load', () => {
     assert.ok(report.malformed > 0 && report.disconnects > 0);
     assert.ok(report.slow.length >= SLOW_READERS, `every slow reader finished a stream (${report.slow.length})`);
     assert.ok(maxPaused >= 1, 'the slow readers\' streams were paused');
+    const constrained = report.records.filter((r) => r.constrained).length;
+    assert.ok(constrained >= 4, `structured-output streams: ${constrained}`);
+    const cached = report.records.filter((r) => r.cachedTokens > 0).length;
+    assert.ok(cached >= report.records.length / 2, `streams after a cached prefix: ${cached} of ${report.records.length}`);
 
     await waitFor(() => srv.scheduler.load.active === 0 && srv.scheduler.load.queued === 0, 5000, 'the server to go idle');
     const health = (await (await fetch(`${srv.url}/health`)).json()) as { status: string };
@@ -80,6 +90,7 @@ describe('server under load', () => {
     const tokens = report.records.reduce((a, r) => a + r.completionTokens, 0);
     process.stderr.write(
       `load: ${report.records.length} streams, ${tokens} tokens (${(tokens / report.elapsedS).toFixed(0)} tok/s), ` +
+        `(${constrained} constrained, ${cached} after a cached prefix), ` +
         `${report.malformed} malformed requests, ${report.disconnects} disconnects, ${report.slow.length} slow readers' streams ` +
         `(up to ${maxPaused} paused at once) in ${report.elapsedS.toFixed(1)} s; ` +
         `RSS ${rss0.toFixed(0)} MB -> ${(rss0 + grown).toFixed(0)} MB (JS heap ${mb(mem0.heapUsed)} -> ${mb(mem.heapUsed)} MB, ` +
