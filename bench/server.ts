@@ -2,6 +2,7 @@
 // The server is the real command in its own process; this process only runs the clients.
 // Without --model it serves a random tiny model with the real DeepSeek-V3 tokenizer (what the
 // tests use), so the numbers measure the serving path on this machine, not a real model.
+// bench/serve-vs-llama.ts runs the same kind of load against dsv3 and llama-server on bench-s.
 //
 //   node --import tsx bench/server.ts [--model DIR] [--kernels auto|native|ref] [--seconds 10]
 //     [--max-tokens 32] [--clients 1,8,32]
@@ -12,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { tinyConfig, writeRandomCheckpoint } from '../src/model/init.ts';
+import { streamRequest } from './serve-common.ts';
 
 const { values } = parseArgs({
   options: {
@@ -55,29 +57,11 @@ const url = await new Promise<string>((resolve, reject) => {
 interface One { tokens: number; ttftMs: number }
 
 async function streamOnce(seed: number): Promise<One> {
-  const t0 = performance.now();
-  const res = await fetch(`${url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      messages: [{ role: 'user', content: `Benchmark client ${seed}: write something.` }],
-      max_tokens: maxTokens, temperature: 1, seed, stream: true, stream_options: { include_usage: true },
-    }),
+  const r = await streamRequest(url, '/v1/chat/completions', {
+    messages: [{ role: 'user', content: `Benchmark client ${seed}: write something.` }],
+    max_tokens: maxTokens, temperature: 1, seed, stream: true, stream_options: { include_usage: true },
   });
-  const reader = res.body!.getReader();
-  const dec = new TextDecoder();
-  let text = '';
-  let ttft = 0;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += dec.decode(value, { stream: true });
-    if (!ttft && /"content":"[^"]/.test(text)) ttft = performance.now() - t0;
-  }
-  const usage = /"usage":(\{[^}]*\})/g;
-  let tokens = 0;
-  for (const m of text.matchAll(usage)) tokens = JSON.parse(m[1]).completion_tokens;
-  return { tokens, ttftMs: ttft };
+  return { tokens: r.tokens, ttftMs: r.ttftMs ?? 0 };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
