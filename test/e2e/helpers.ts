@@ -2,6 +2,7 @@
 // (textCheckpoint), the app on Node's HTTP stack on an ephemeral loopback port, and a forced GC
 // for memory checks. HTTP client helpers are in http.ts.
 
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -12,6 +13,8 @@ import { Scheduler, type SchedulerOptions } from '../../src/engine/scheduler.ts'
 import { Tokenizer } from '../../src/text/tokenizer.ts';
 import { createApp } from '../../src/server/app.ts';
 import { textCheckpoint } from '../helpers/fixtures.ts';
+import { DSV3_BIN } from '../helpers/cli.ts';
+import { waitFor } from './http.ts';
 
 export { parseSse, post, waitFor } from './http.ts';
 
@@ -26,6 +29,31 @@ export function loadTextModel(): TextModel {
 }
 
 export const MODEL_NAME = 'dsv3-test';
+
+/** A real `dsv3 serve` process (reference kernels, a free port, --quiet). */
+export interface ServeProcess {
+  child: ChildProcess;
+  url: string;
+  /** Its exit code (null: killed by a signal). */
+  exited: Promise<number | null>;
+  stderr(): string;
+}
+
+/** Starts `dsv3 serve --model dir … flags`; resolves once it listens. */
+export async function serveProcess(dir: string, flags: string[] = []): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [DSV3_BIN, 'serve', '--model', dir, '--kernels', 'ref', '--port', '0', '--quiet', ...flags],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  await waitFor(() => /listening on (\S+) /.test(stderr) || child.exitCode !== null, 60_000, 'dsv3 serve to listen');
+  const url = /listening on (\S+) /.exec(stderr)?.[1];
+  if (!url) {
+    child.kill('SIGKILL');
+    throw new Error(`dsv3 serve did not start:\n${stderr}`);
+  }
+  return { child, url, exited, stderr: () => stderr };
+}
 
 export interface TestServer {
   url: string;

@@ -6,7 +6,7 @@
 
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { DeepseekV3 } from '../../src/model/deepseek-v3.ts';
@@ -14,7 +14,7 @@ import { refKernels } from '../../src/kernels/ref/index.ts';
 import { Tokenizer } from '../../src/text/tokenizer.ts';
 import { textCheckpoint } from '../helpers/fixtures.ts';
 import { REPO_ROOT } from '../helpers/golden.ts';
-import { MODEL_NAME, startServer, waitFor } from './helpers.ts';
+import { MODEL_NAME, serveProcess, startServer } from './helpers.ts';
 
 const dir = textCheckpoint({ num_nextn_predict_layers: 1 }, { seed: 5 });
 const m = { model: DeepseekV3.load(dir, { kernels: refKernels }), tokenizer: Tokenizer.fromDir(dir) };
@@ -108,14 +108,8 @@ describe('prefix cache through the server', () => {
     assert.equal(bad.status, 2, bad.stderr);
     assert.match(bad.stderr, /^dsv3 serve: --cache-mb must be an integer >= 0, got "-1"\n$/);
     for (const [args, want] of [[[], 'cached'], [['--cache-mb', '0'], 'none']] as const) {
-      const child = spawn(process.execPath, [BIN, 'serve', '--model', dir, '--kernels', 'ref', '--port', '0', '--quiet', ...args],
-        { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      const { child, url, exited } = await serveProcess(dir, [...args]);
       try {
-        await waitFor(() => /listening on (\S+) /.test(stderr) || child.exitCode !== null, 60_000, 'dsv3 serve to listen');
-        const url = /listening on (\S+) /.exec(stderr)?.[1];
-        assert.ok(url, stderr);
         const c = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 });
         const req = { model: 'ignored', prompt: 'Twice the same prompt', max_tokens: 2, temperature: 0 };
         const models = await c.models.list();
@@ -125,7 +119,7 @@ describe('prefix cache through the server', () => {
         assert.equal(cachedOf(u), want === 'cached' ? u.prompt_tokens - 1 : 0, `${args.join(' ')}: ${JSON.stringify(u)}`);
       } finally {
         child.kill('SIGTERM');
-        await new Promise((r) => child.exitCode !== null ? r(null) : child.once('exit', r));
+        await exited;
       }
     }
   });

@@ -5,7 +5,7 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join } from 'node:path';
@@ -17,9 +17,9 @@ import { Scheduler } from '../../src/engine/scheduler.ts';
 import { createApp } from '../../src/server/app.ts';
 import { Tokenizer } from '../../src/text/tokenizer.ts';
 import { renderChat, type ChatMessage } from '../../src/text/chat-template.ts';
-import { DEEPSEEK_TOKENIZER_DIR, REPO_ROOT } from '../helpers/golden.ts';
+import { DEEPSEEK_TOKENIZER_DIR } from '../helpers/golden.ts';
 import { textCheckpoint } from '../helpers/fixtures.ts';
-import { MODEL_NAME, parseSse, post, startServer, waitFor, type TestServer } from './helpers.ts';
+import { MODEL_NAME, parseSse, post, serveProcess, startServer, waitFor, type TestServer } from './helpers.ts';
 import { DSV3_BIN as BIN } from '../helpers/cli.ts';
 
 const dir = textCheckpoint();
@@ -303,23 +303,12 @@ describe('API key and methods', () => {
 });
 
 describe('shutdown', () => {
-  // The real `dsv3 serve`, on a free port; resolves with its URL once it listens.
-  const serveProcess = async () => {
-    const child = spawn(process.execPath,
-      [BIN, 'serve', '--model', dir, '--kernels', 'ref', '--port', '0', '--quiet', '--model-name', MODEL_NAME],
-      { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    await waitFor(() => /listening on (\S+) /.test(stderr) || child.exitCode !== null, 60_000, 'dsv3 serve to listen');
-    const url = /listening on (\S+) /.exec(stderr)?.[1];
-    assert.ok(url, stderr);
-    return { child, url, exited, stderr: () => stderr };
-  };
+  // The real `dsv3 serve`, on a free port.
+  const serve = () => serveProcess(dir, ['--model-name', MODEL_NAME]);
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     it(`ends each open stream with an error event and [DONE] on ${signal}, then exits`, async () => {
-      const s = await serveProcess();
+      const s = await serve();
       try {
         const sdk = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'x', maxRetries: 0 });
         const chat = await sdk.chat.completions.create({

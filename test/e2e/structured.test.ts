@@ -6,8 +6,7 @@
 // max_tokens (an unbounded string may run on until max_tokens, then finish_reason is "length").
 // Also: the names the model answers to (--served-model-name).
 
-import { spawn } from 'node:child_process';
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
@@ -16,9 +15,8 @@ import { refKernels } from '../../src/kernels/ref/index.ts';
 import { loadKernels } from '../../src/kernels/index.ts';
 import { Tokenizer } from '../../src/text/tokenizer.ts';
 import { DEFAULT_MODEL_DIR, textCheckpoint } from '../helpers/fixtures.ts';
-import { REPO_ROOT } from '../helpers/golden.ts';
 import { assertValidJson, schemaErrors } from '../helpers/ajv.ts';
-import { MODEL_NAME, loadTextModel, parseSse, post, startServer, waitFor, type TestServer } from './helpers.ts';
+import { MODEL_NAME, loadTextModel, parseSse, post, serveProcess, startServer, type TestServer } from './helpers.ts';
 
 const m = loadTextModel();
 let srv: TestServer;
@@ -259,14 +257,8 @@ describe('served model names', () => {
   it('dsv3 serve takes --served-model-name (repeatable), else the folder name and "default"', async () => {
     const dir = textCheckpoint();
     const names = async (flags: string[]) => {
-      const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/dsv3.js'), 'serve', '--model', dir, '--kernels', 'ref', '--port', '0', '--quiet', ...flags],
-        { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      const { child, url } = await serveProcess(dir, flags);
       try {
-        await waitFor(() => /listening on (\S+) /.test(stderr) || child.exitCode !== null, 60_000, 'dsv3 serve to listen');
-        const url = /listening on (\S+) /.exec(stderr)?.[1];
-        assert.ok(url, stderr);
         const list = await (await fetch(`${url}/v1/models`)).json() as { data: { id: string }[] };
         return list.data.map((x) => x.id);
       } finally {
