@@ -296,24 +296,13 @@ export class PrefixCache {
   private insert(tokens: readonly number[], cache: SequenceCache, n: number): void {
     if (n <= 0 || this.budget <= 0) return;
     const t = ++this.clock;
+    const { m, path } = this.walk(tokens, n);
+    for (const c of path) c.lastUsed = t;
+    if (m >= n) return; // all held
+    // The new leaf hangs below the last edge matched, split where the match ended inside it.
+    const last = path.at(-1);
     let node = this.root;
-    let m = 0;
-    while (m < n) {
-      const child = node.children.get(tokens[m]);
-      if (!child) break;
-      let i = 0;
-      while (i < child.n && m + i < n && child.tokens[i] === tokens[m + i]) i++;
-      child.lastUsed = t;
-      m += i;
-      if (i === child.n) {
-        node = child;
-        continue;
-      }
-      if (m === n) return; // ends inside this edge: all held
-      node = this.split(child, i);
-      break;
-    }
-    if (m >= n) return;
+    if (last) node = m === last.depth + last.n ? last : this.split(last, m - last.depth);
     // Make room without evicting where the new leaf hangs (a pin protects it and its ancestors).
     node.pins++;
     const per = this.bytesPerToken;
