@@ -11,7 +11,6 @@ import { copyFileSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from
 import { join } from 'node:path';
 import { DeepseekV3, type LoadOptions } from './deepseek-v3.ts';
 import { refKernels } from '../kernels/ref/index.ts';
-import { Checkpoint, writeSafetensors, type TensorSpec } from '../io/safetensors.ts';
 import { convertToGguf } from '../io/convert-gguf.ts';
 import { GgufFile, GgufType, writeGguf, type GgufKV, type GgufScalarType, type GgufTensorSpec, type GgmlTypeName } from '../io/gguf.ts';
 import { formatOfGgml } from '../tensor/dtypes.ts';
@@ -19,7 +18,7 @@ import { parseConfig } from '../io/config.ts';
 import { Tokenizer } from '../text/tokenizer.ts';
 import { toApiError } from '../server/errors.ts';
 import { DsError, type ErrorCode } from '../errors.ts';
-import { DEFAULT_MODEL_DIR, tempDir } from '../../test/helpers/fixtures.ts';
+import { DEFAULT_MODEL_DIR, rewriteCheckpoint as rewrite, tempDir } from '../../test/helpers/fixtures.ts';
 import { GOLDEN_MISSING, REPO_ROOT, goldenModelDir, goldenModels } from '../../test/helpers/golden.ts';
 
 /** A copy of a checkpoint folder (its config, weights and tokenizer files) in a temp folder. */
@@ -33,23 +32,6 @@ function copyModel(src: string): string {
     }
   }
   return dst;
-}
-
-/** Rewrite dir/model.safetensors through `edit`, which may add, drop or change tensors. */
-function rewrite(dir: string, edit: (specs: TensorSpec[], data: Map<string, Uint8Array>) => void): void {
-  const file = join(dir, 'model.safetensors');
-  const ck = Checkpoint.open(dir);
-  const specs: TensorSpec[] = [];
-  const data = new Map<string, Uint8Array>();
-  for (const n of ck.names()) {
-    const t = ck.read(n);
-    specs.push({ name: n, dtype: t.dtype, shape: t.shape });
-    data.set(n, t.data.slice());
-  }
-  ck.close();
-  edit(specs, data);
-  unlinkSync(file);
-  writeSafetensors(file, specs, (n) => data.get(n)!);
 }
 
 function editConfig(dir: string, edit: (c: Record<string, unknown>) => void): void {

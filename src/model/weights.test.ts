@@ -7,28 +7,10 @@ import { readFileSync, writeFileSync, unlinkSync, readdirSync, statSync } from '
 import { join } from 'node:path';
 import { DeepseekV3 } from './deepseek-v3.ts';
 import { refKernels } from '../kernels/ref/index.ts';
-import { Checkpoint, writeSafetensors, type TensorSpec } from '../io/safetensors.ts';
 import { DsError, type ErrorCode } from '../errors.ts';
-import { randomCheckpoint } from '../../test/helpers/fixtures.ts';
+import { randomCheckpoint, rewriteCheckpoint as rewrite } from '../../test/helpers/fixtures.ts';
 import { tensorTable } from './weights.ts';
 import { tinyConfig } from './init.ts';
-
-/** Rewrite dir/model.safetensors through `edit`, which may drop or replace tensors. */
-function rewrite(dir: string, edit: (specs: TensorSpec[], data: Map<string, Uint8Array>) => void): void {
-  const file = join(dir, 'model.safetensors');
-  const ck = Checkpoint.open(dir);
-  const specs: TensorSpec[] = [];
-  const data = new Map<string, Uint8Array>();
-  for (const n of ck.names()) {
-    const t = ck.read(n);
-    specs.push({ name: n, dtype: t.dtype, shape: t.shape });
-    data.set(n, t.data);
-  }
-  ck.close();
-  edit(specs, data);
-  unlinkSync(file);
-  writeSafetensors(file, specs, (n) => data.get(n)!);
-}
 
 function loadFails(dir: string, code: ErrorCode, ...patterns: RegExp[]): void {
   assert.throws(

@@ -1,11 +1,32 @@
 // Temporary random checkpoints for tests: any config, any storage dtype, optional shards.
 
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
 import { tinyConfig, writeRandomCheckpoint, type InitOptions } from '../../src/model/init.ts';
 import { DEEPSEEK_TOKENIZER_DIR, REPO_ROOT } from './golden.ts';
+import { Checkpoint, writeSafetensors, type TensorSpec } from '../../src/io/safetensors.ts';
+
+/**
+ * Rewrite dir/model.safetensors through `edit`, which may add, drop or change tensors (the data
+ * are copies: the old file, possibly mapped, is gone before the new one is written).
+ */
+export function rewriteCheckpoint(dir: string, edit: (specs: TensorSpec[], data: Map<string, Uint8Array>) => void): void {
+  const file = join(dir, 'model.safetensors');
+  const ck = Checkpoint.open(dir);
+  const specs: TensorSpec[] = [];
+  const data = new Map<string, Uint8Array>();
+  for (const n of ck.names()) {
+    const t = ck.read(n);
+    specs.push({ name: n, dtype: t.dtype, shape: t.shape });
+    data.set(n, t.data.slice());
+  }
+  ck.close();
+  edit(specs, data);
+  unlinkSync(file);
+  writeSafetensors(file, specs, (n) => data.get(n)!);
+}
 
 const dirs: string[] = [];
 after(() => {
