@@ -118,7 +118,8 @@ export function createApp(opts: AppOptions): Hono<Env> {
   };
 
   // A body of up to 4 MB: decoding it and parsing it are each tens of ms, so the event loop
-  // gets a turn in between (chatCompletion and textCompletion give it one after the parse).
+  // gets a turn in between (and after the parse: chatCompletion before it renders the
+  // messages, encodePrompt before it tokenizes).
   const body = async (c: { req: { text(): Promise<string> } }) => {
     const text = await c.req.text();
     if (text.length > 2 ** 16) await new Promise<void>((resolve) => setImmediate(resolve));

@@ -38,6 +38,7 @@ export const SLOW_READERS = 2;
 
 /** Seeds whose prompt number (seed % 97) leaves 3 divided by this ask for structured output. */
 export const CONSTRAINED_EVERY = 5;
+const isConstrained = (seed: number) => (seed % 97) % CONSTRAINED_EVERY === 3;
 /** Their schema: bounded, so even the near-random test model closes it within CONSTRAINED_TOKENS. */
 export const LOAD_SCHEMA = {
   type: 'object',
@@ -56,7 +57,7 @@ export const SLOW_ALIAS = `dsv3-test-slow-${'s'.repeat(2 * 2 ** 20)}`;
 
 /** The request body for a seed (streamed or not); the rerun uses the same one. */
 export function loadBody(seed: number, stream: boolean, maxTokens: number) {
-  const constrained = (seed % 97) % CONSTRAINED_EVERY === 3;
+  const constrained = isConstrained(seed);
   return {
     messages: [{ role: 'user', content: `Client ${seed % 97} says hello.` }],
     max_tokens: constrained ? CONSTRAINED_TOKENS : maxTokens,
@@ -102,7 +103,7 @@ async function slowStream(url: string, seed: number, maxTokens: number): Promise
 }
 
 function checkStream(status: number, raw: string, seed: number, maxTokens: number, model?: string): StreamRecord {
-  const constrained = (seed % 97) % CONSTRAINED_EVERY === 3;
+  const constrained = isConstrained(seed);
   if (constrained) maxTokens = CONSTRAINED_TOKENS;
   const fail = (what: string) => new Error(`seed ${seed}: ${what}: ${raw.slice(0, 300)}`);
   if (status !== 200) throw fail(`status ${status}`);
