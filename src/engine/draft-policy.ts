@@ -29,9 +29,11 @@
 // when the chosen one loses the lead; an interval doubles only once the option's deepest draft
 // position has about 24 verdicts, so a thin acceptance estimate does not stay thin). An option
 // that could not win even at its best (each a_j at (accepted + 1) / (proposed + 1), its time 1.5
-// standard errors lower) is tried only every 4096 steps; an unmeasured one that a shorter draft's
-// such time rules out (drafting further costs at least as much) is not tried. So on a
-// compute-bound model plain decoding costs almost nothing beyond the first measurements.
+// standard errors lower) is tried only every 4096 steps; before it counts as measured, the least
+// of its first 2 timings stands for that time, so drafts never accepted are ruled out in 3
+// steps, the first of which (the warm-up, left out) drafts for one sequence only. An unmeasured one that a shorter draft's such time rules out (each draft further costs
+// at least as much as each before it) is not tried. So on a compute-bound model plain decoding costs almost nothing
+// beyond the first measurements.
 //
 // Only the speed changes: greedy output is the same whatever k is, and a seeded sampler's
 // sequence is never drafted for under this policy (its output would depend on the timings;
@@ -41,8 +43,10 @@
 const WINDOW = 15;
 /** Of those, the highest and lowest fifth are left out of the mean (from 6 on). */
 const TRIM = 0.2;
-/** Measurements (after the warm-up one) before an option counts as measured. */
+/** Measurements (after the warm-up one) before an option counts as measured ... */
 const MIN = 4;
+/** ... and before its least ones may rule it out (see least()). */
+const LOOK = 2;
 /** Another option replaces the chosen one when expected this much faster ... */
 const HYSTERESIS = 0.01;
 /** ... plus this many of its standard errors; one that looks faster, but not by that, is
@@ -101,6 +105,11 @@ class Est {
   /** The last value() (null: to compute; it is asked more often than measurements come). */
   private cached: (Val & { w: number }) | undefined | null = null;
 
+  /** Whether a measurement came at all (the warm-up one included). */
+  get timed(): boolean {
+    return this.seen > 0;
+  }
+
   /** Measurements that count. */
   get n(): number {
     return this.xs.length;
@@ -139,6 +148,11 @@ class Est {
       this.ws.shift();
     }
     return false;
+  }
+
+  /** The least measurement that counts (undefined: none). */
+  least(): number | undefined {
+    return this.xs.length > 0 ? Math.min(...this.xs) : undefined;
   }
 
   /** Drop the measurements (not the warm-up: that was paid). */
@@ -201,6 +215,11 @@ export class DraftPolicy {
   /** Decode steps by the draft length chosen for them (index k; 0 = plain decoding). */
   readonly decided: number[];
   explored = 0;
+  /**
+   * The draft length just chosen is timed for the first time at this batch size, a warm-up
+   * that is left out: the scheduler drafts for one sequence only, the cheapest such step.
+   */
+  probe = false;
   private step = 0;
   /** The batch size of the last choice (a drafting pass belongs to it). */
   private lastB = 0;
@@ -274,17 +293,22 @@ export class DraftPolicy {
     // standard errors cheaper) are left alone; the others are tried when due.
     const c0 = costs[0]!.v;
     const floor = rate[bestK];
+    const lows = costs.map((c, k) => (c ? c.v - Z * c.se : this.least(b, n, k)));
     for (let k = 0; k <= this.maxDraft; k++) {
       if (k === bestK) continue;
       const d = this.dueOf(b, k);
       if (k > 0) {
-        let low = costs[k] ? costs[k]!.v - Z * costs[k]!.se : 0;
-        // Not measured: at least what a shorter draft costs at its least.
-        for (let j = 1; j < k && !costs[k]; j++) if (costs[j]) low = Math.max(low, costs[j]!.v - Z * costs[j]!.se);
+        // Not timed at all: each draft costs at least what each of a shorter draft's did at its
+        // least (one more MTP pass, and one more row per sequence in a verify pass, where rows
+        // cost no less as a pass grows).
+        let low = lows[k] ?? 0;
+        for (let j = 1; j < k && lows[k] === undefined; j++) {
+          if (lows[j] !== undefined) low = Math.max(low, c0 + ((lows[j]! - c0) * k) / j);
+        }
         d.out = low > 0 && this.tokens(b, n, k, true) / Math.max(low, c0) < floor;
       }
-      // (One that cannot win is looked at again only every MAX steps, if measured.)
-      if (d.out && !costs[k]) continue;
+      // (One that cannot win is looked at again only every MAX steps, if it was ever timed.)
+      if (d.out && lows[k] === undefined) continue;
       if (this.step < (d.out ? d.last + MAX : d.next)) continue;
       d.last = this.step;
       if (!costs[k]) {
@@ -385,6 +409,23 @@ export class DraftPolicy {
     return { v: ms, se: Math.max(0.01 * ms, Math.hypot(n * v.se, d.se)) };
   }
 
+  /**
+   * What a step with k drafts costs at least, from its first LOOK timings, before it counts as
+   * measured: the least verify pass and the least drafting pass (stalls only add time). Enough
+   * to rule out an option that loses by far, like drafts that are never accepted, in LOOK
+   * steps (after the warm-up) rather than MIN. Undefined: fewer timings.
+   */
+  private least(b: number, n: number, k: number): number | undefined {
+    const c0 = this.c0(b);
+    const e = this.est(this.verify, b, k);
+    const w = e.value()?.w;
+    if (k === 0 || c0 === undefined || e.n < LOOK || w === undefined) return undefined;
+    // (Drafting for n sequences costs no less than for fewer; none timed yet: at least 0.)
+    let d = Infinity;
+    for (const [m, es] of this.draft) if (m <= n && es[k]?.n) d = Math.min(d, es[k].least()!);
+    return c0.v + (n * Math.max(0, e.least()! - c0.v)) / w + (d === Infinity ? 0 : d);
+  }
+
   /** Tokens a step with k drafts emits, over all b sequences. */
   private tokens(b: number, n: number, k: number, optimistic = false): number {
     return b + n * (this.expected(k, optimistic) - 1);
@@ -436,6 +477,7 @@ export class DraftPolicy {
   }
 
   private take(k: number, explore: boolean): number {
+    this.probe = k > 0 && this.adaptive && !this.est(this.verify, this.lastB, k).timed;
     this.decided[k]++;
     if (explore) this.explored++;
     return k;
