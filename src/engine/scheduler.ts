@@ -15,9 +15,10 @@
 // from the latent caches (see speculative.ts). How many tokens to draft is decided step by
 // step from measured pass times and acceptance (draft-policy.ts), so drafting happens where it
 // pays and plain decoding where it does not. Sequences not drafting keep the MTP rows they
-// owe (pending) and compute them in one batched cache-only pass when they next draft; in
-// plain decoding a sequence that would owe more than PENDING_CAP rows, with no draft planned
-// soon and no prefix cache to keep them for, stops keeping them (it never drafts again).
+// owe (pending) and compute them in one batched cache-only pass when they next draft, or when
+// they owe more than PENDING_CAP; one with no draft planned within PENDING_CAP steps and no
+// prefix cache to keep them for stops keeping them (it never drafts again), and a batch of
+// such sequences decodes exactly as without speculation.
 
 import { DsError } from '../errors.ts';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
@@ -329,7 +330,7 @@ export class Scheduler {
       return;
     }
     try {
-      if (this.draftTokens > 0) this.speculativeStep(batch);
+      if (this.draftTokens > 0 && batch.some((s) => !s.mtpOff)) this.speculativeStep(batch);
       else this.plainStep(batch);
     } catch (e) {
       for (const s of batch) this.drop(s, 'error', e as Error);
@@ -369,6 +370,7 @@ export class Scheduler {
 
   private plainStep(batch: Seq[]): void {
     const V = this.model.cfg.vocab_size;
+    const t0 = performance.now();
     const plan = this.plan(batch);
     const r = this.model.forward(
       plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })),
@@ -381,27 +383,66 @@ export class Scheduler {
       this.fed(s, ids);
       if (!s.cancelled && whole) picks.push({ s, j });
     });
-    // One Kernels.sampleBatch call picks for every sampler that makes batch rows (the native
-    // backend over all rows at once, in parallel); any other picks with its own sample().
+    const results = this.sampleRows(r.logits, picks);
+    const prompts = plan.some((p) => p.s.generated === 0);
+    let emitMs = 0;
+    for (const { s, j } of picks) {
+      const logits = r.logits.subarray(j * V, (j + 1) * V);
+      const got = this.pick(s, logits, results.get(s));
+      if (!got) continue;
+      if (s.generated > 0) s.spec?.record(0, 0, 1);
+      const te = performance.now();
+      if (this.emit(s, got.id, logits, got.lp)) s.feed = [got.id];
+      emitMs += performance.now() - te;
+    }
+    // With speculation, a batch where no sequence keeps MTP rows decodes here: the policy
+    // still counts the step (its schedule of looks at drafting is in steps) and times it.
+    if (this.draftPolicy && !prompts) {
+      this.draftPolicy.plainStep(plan.length, this.stepMs(t0, emitMs));
+      this.draftPolicy.choose(plan.length, 0);
+    }
+  }
+
+  /**
+   * A decode step's time for the draft policy: from `t0` on, less the time spent emitting
+   * (the same per token however they come), plus the wait since the last step (the event
+   * loop's turn, the batch set up: the same per step whatever k is, so what drafting saves on
+   * it counts), at most the step's own time.
+   */
+  private stepMs(t0: number, emitMs: number): number {
+    const gap = this.stepEnd > 0 ? t0 - this.stepEnd : 0;
+    const ms = performance.now() - t0 - emitMs;
+    return ms + Math.min(gap, ms);
+  }
+
+  /**
+   * One Kernels.sampleBatch call for every pick (sequence s, row j of `logits`) whose sampler
+   * makes batch rows: the native backend samples all rows at once, in parallel.
+   */
+  private sampleRows(logits: Float32Array, picks: readonly { s: Seq; j: number }[]): Map<Seq, SampleResult> {
     const rows = picks.filter(({ s }) => s.req.sampler.batchRow && s.req.sampler.settle);
     const results = new Map<Seq, SampleResult>();
     if (rows.length > 0) {
-      const got = this.model.K.sampleBatch(r.logits, V, rows.map(({ s, j }) =>
+      const got = this.model.K.sampleBatch(logits, this.model.cfg.vocab_size, rows.map(({ s, j }) =>
         ({ ...s.req.sampler.batchRow!(s.history, s.req.logprobs ?? -1), row: j })));
       rows.forEach(({ s }, i) => results.set(s, got[i]!));
     }
-    for (const { s, j } of picks) {
-      const logits = r.logits.subarray(j * V, (j + 1) * V);
-      const res = results.get(s);
-      const id = res ? s.req.sampler.settle!(res) : s.cancelled ? -1 : s.req.sampler.sample(logits, s.history);
-      if (s.cancelled) continue; // (by an earlier sequence's onToken)
-      if (id < 0) {
-        this.drop(s, 'error', noPick()); // nothing allowed (all -Infinity, NaN or masked): this sequence only
-        continue;
-      }
-      const lp = res?.logprob !== undefined ? { logprob: res.logprob, top: res.top! } : undefined;
-      if (this.emit(s, id, logits, lp)) s.feed = [id];
+    return results;
+  }
+
+  /**
+   * A sequence's next token from its sampleRows result, or else its sampler's own sample().
+   * Null: it was cancelled (by an earlier sequence's onToken), or nothing was allowed (all
+   * -Infinity, NaN or masked), which ends this sequence only, with an error.
+   */
+  private pick(s: Seq, logits: Float32Array, res: SampleResult | undefined): { id: number; lp?: TokenLogprobs } | null {
+    const id = res ? s.req.sampler.settle!(res) : s.cancelled ? -1 : s.req.sampler.sample(logits, s.history);
+    if (s.cancelled) return null;
+    if (id < 0) {
+      this.drop(s, 'error', noPick());
+      return null;
     }
+    return { id, lp: res?.logprob !== undefined ? { logprob: res.logprob, top: res.top! } : undefined };
   }
 
   /** Record one generated token; false when the sequence has finished. */
@@ -442,6 +483,8 @@ export class Scheduler {
 
     const drafting: Seq[] = [];
     const catchUp = new Set<Seq>();
+    // Without drafts every sequence picks as in plainStep, batch-wide.
+    const results = batched ? this.sampleRows(r.logits, plan.flatMap(({ s }, j) => (s.cancelled ? [] : [{ s, j }]))) : null;
     plan.forEach(({ s, ids, whole }, j) => {
       const prefill = s.generated === 0;
       const p0 = s.prefilled;
@@ -468,10 +511,14 @@ export class Scheduler {
       const row = (i: number) => logits.subarray(i * V, (i + 1) * V);
 
       let tokens: number[];
+      let lp: TokenLogprobs | undefined;
       const sampler = s.req.sampler;
       if (prefill || s.drafts.length === 0) {
         // Nothing to verify: the token is picked exactly as plain decoding picks it.
-        tokens = [sampler.sample(row(0), s.history)];
+        const got = this.pick(s, row(0), results?.get(s));
+        if (!got) return;
+        tokens = [got.id];
+        lp = got.lp;
       } else {
         tokens = sampler.greedy
           ? acceptGreedy(s.drafts, (i, h) => sampler.sample(row(i), h), s.history)
@@ -493,7 +540,7 @@ export class Scheduler {
       const te = performance.now();
       let alive = true;
       for (const [i, id] of tokens.entries()) {
-        alive = this.emit(s, id, row(prefill ? 0 : i));
+        alive = this.emit(s, id, row(prefill ? 0 : i), lp);
         if (!alive) break;
       }
       emitMs += performance.now() - te;
@@ -503,11 +550,7 @@ export class Scheduler {
       }
     });
     if (!prompts) {
-      // A step's cost includes the wait since the last one (the event loop's turn, the batch
-      // set up), which is the same per step whatever k is: what drafting saves on it counts.
-      const gap = this.stepEnd > 0 ? t0 - this.stepEnd : 0;
-      let ms = performance.now() - t0 - emitMs;
-      ms += Math.min(gap, ms);
+      const ms = this.stepMs(t0, emitMs);
       if (withDrafts.length === 0) this.draftPolicy!.plainStep(plan.length, ms);
       else if (kStep > 0) this.draftPolicy!.verifyStep(plan.length, withDrafts.length, kStep, ms);
     }
@@ -590,13 +633,16 @@ export class Scheduler {
     const b = seqs.filter((s) => !catchUp.has(s)).length;
     const k = b > 0 ? pol.choose(b, room.filter((x) => x > 0).length) : 0;
     const want = room.map((x) => Math.min(x, k));
+    // (A warm-up timing, left out by the policy: one sequence drafts, the cheapest such step.)
+    if (pol.probe) want.fill(0, want.findIndex((w) => w > 0) + 1);
     for (const s of seqs) {
       s.drafts = [];
       s.draftDists = [];
     }
     // Rows owed from before this step are paid in a pass of their own, so the drafting pass
     // below costs what it does in steady drafting; a sequence not drafting keeps owing up to
-    // PENDING_CAP rows (with the fixed policy it pays every step).
+    // PENDING_CAP rows while a draft is planned within as many steps, and stops keeping them
+    // otherwise (with the fixed policy it pays every step).
     const owed: { s: Seq; n: number }[] = [];
     let keep: boolean | undefined;
     for (const [i, s] of seqs.entries()) {
@@ -604,10 +650,10 @@ export class Scheduler {
       if (want[i] > 0) {
         if (s.mtpOld) owed.push({ s, n: s.mtpOld });
       } else if (!pol.adaptive) owed.push({ s, n: s.mtpIds.length });
-      else if (s.mtpIds.length > PENDING_CAP) {
+      else {
         keep ??= this.prefixCache !== null || pol.keepsMtp(b, PENDING_CAP);
-        if (keep) owed.push({ s, n: s.mtpIds.length });
-        else this.stopMtp(s);
+        if (!keep) this.stopMtp(s);
+        else if (s.mtpIds.length > PENDING_CAP) owed.push({ s, n: s.mtpIds.length });
       }
     }
     this.payRows(owed);

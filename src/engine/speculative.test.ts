@@ -114,6 +114,26 @@ describe('MTP speculative decoding', () => {
     }
   });
 
+  it('where the policy plans no draft, sequences stop keeping MTP rows and decode as without speculation', async () => {
+    const model = DeepseekV3.load(randomCheckpoint({ max_position_embeddings: 256 }, { seed: 21 }), { kernels: backends()[0] });
+    const s = new Scheduler(model, { speculative: { draftTokens: 2 }, maxBatch: 2 });
+    const pol = s.draftPolicy!;
+    pol.keepsMtp = () => false; // (as when drafting is ruled out at this batch size)
+    let mtpPasses = 0;
+    const mtp = model.mtp.bind(model);
+    model.mtp = (...a: Parameters<typeof mtp>) => (mtpPasses++, mtp(...a));
+    const prompts = [[1, 2, 3], [50, 60, 70, 80]];
+    const n = 40;
+    const out = await Promise.all(prompts.map((p) => run(s, p, n)));
+    for (const [i, p] of prompts.entries()) {
+      assert.deepEqual(out[i].ids, (await greedyDecode(model, [p], { maxNewTokens: n }))[0]);
+      assert.deepEqual(out[i].r.spec!.lengths, [n - 1], 'every decode step plain');
+    }
+    assert.equal(mtpPasses, 0, 'no MTP pass: the rows owed for the prompts were dropped, none added');
+    // The policy still counts every step (its looks at drafting are scheduled in steps).
+    assert.deepEqual(pol.stats.decided, [n, 0, 0]);
+  });
+
   it('a sequence paused and resumed mid-stream keeps greedy output identical, while another runs in its slot', async () => {
     const model = DeepseekV3.load(randomCheckpoint({ max_position_embeddings: 256 }, { seed: 21 }), { kernels: backends()[0] });
     const s = new Scheduler(model, { speculative: { draftTokens: 2, policy: 'fixed' }, maxBatch: 1 });
