@@ -3,12 +3,16 @@
 // per draft position and tokens per drafted verify pass. The outputs are checked to be
 // identical to plain decoding's.
 //   node --import tsx bench/speculative.ts [DIR] [--tokens 200] [--rounds 3] [--batch 1]
-//     [--draft-vocab N] [--bench-s] [--configs plain,a1,a2,a3,f1,f2,f3]
+//     [--draft-vocab N] [--bench-s] [--configs plain,a1,a2,a3,f1,f2,f3] [--fresh] [--prompts P]
 // DIR defaults to the shipped model; --bench-s uses a random bench-s-sized checkpoint with an
 // MTP module (written once into .cache/bench/). --batch B decodes B sequences together
 // (maxBatch B), each wave of B prompts submitted at once; the speed of a wave is its tokens
-// after the first over the time from its first token to its last.
-// Configurations: plain decoding; `aK` is `--speculative mtp --draft-tokens K` (the adaptive
+// after the first over the time from its first token to its last. A round decodes --prompts
+// prompts (waves of B): by default B, or at batch 1 three (eight with --tokens under 200).
+// Each configuration keeps one Scheduler over all its rounds, as `dsv3 serve` and the library's
+// Model do (the draft policy's measurements carry over); --fresh makes a new one per round, a
+// new process's first requests, which pay for measuring each option at each batch size.
+// Configurations: plain decoding (named again: a control, plain against itself); `aK` is `--speculative mtp --draft-tokens K` (the adaptive
 // policy: each step drafts 0 … K tokens, whichever it expects to decode fastest); `fK` drafts
 // K tokens every step (policy 'fixed'), what speculating costs or gains when forced.
 
@@ -32,6 +36,8 @@ const { values, positionals } = parseArgs({
     'draft-vocab': { type: 'string' },
     'bench-s': { type: 'boolean' },
     configs: { type: 'string', default: 'plain,a1,a2,a3,f1,f2,f3' },
+    fresh: { type: 'boolean' },
+    prompts: { type: 'string' },
   },
   allowPositionals: true,
 });
@@ -47,15 +53,17 @@ const TEXTS = [
 ];
 const hasTokenizer = existsSync(join(dir, 'tokenizer.json'));
 const tok = hasTokenizer ? Tokenizer.fromDir(dir) : null;
-// Batch 1: three prompts one after another; batch B: one wave of B prompts.
-const prompts = (B === 1 ? TEXTS.slice(0, 3) : Array.from({ length: B }, (_, i) => TEXTS[i % TEXTS.length])).map((t, i) =>
+// Batch 1: three (or eight) prompts one after another; batch B: one wave of B prompts.
+const P = Number(values.prompts ?? (B === 1 ? (n < 200 ? 8 : 3) : B));
+const prompts = Array.from({ length: P }, (_, i) => TEXTS[i % TEXTS.length]).map((t, i) =>
   tok ? tok.encode(t, { addSpecialTokens: true }) : [1 + i, 40 + 7 * i, 60 + 3 * i, 900 - i]);
 
 const V = model.cfg.vocab_size;
 const N = Number(values['draft-vocab'] ?? draftVocabulary(V));
 interface Config { name: string; k: number; policy?: 'adaptive' | 'fixed' }
-const CONFIGS: Config[] = values.configs.split(',').map((c) => {
-  if (c === 'plain') return { name: 'plain decoding', k: 0 };
+const CONFIGS: Config[] = values.configs.split(',').map((c, i) => {
+  // (plain again: the same against itself, what the rounds' noise alone makes of a ratio)
+  if (c === 'plain') return { name: i === 0 ? 'plain decoding' : 'plain decoding again (control)', k: 0 };
   const m = /^([af])([1-9])$/.exec(c);
   if (!m) throw new Error(`--configs: unknown configuration "${c}" (plain, aK or fK)`);
   const k = Number(m[2]);
@@ -63,11 +71,17 @@ const CONFIGS: Config[] = values.configs.split(',').map((c) => {
 });
 if (CONFIGS[0].k !== 0) throw new Error('--configs: the first configuration must be plain (the reference)');
 
+const schedulers = new Map<Config, Scheduler>();
 async function run(c: Config) {
-  const s = new Scheduler(model, {
-    maxBatch: B,
-    speculative: c.k ? { draftTokens: c.k, draftVocab: N, policy: c.policy } : undefined,
-  });
+  let s = schedulers.get(c);
+  if (!s || values.fresh) {
+    s = new Scheduler(model, {
+      maxBatch: B,
+      speculative: c.k ? { draftTokens: c.k, draftVocab: N, policy: c.policy } : undefined,
+    });
+    schedulers.set(c, s);
+  }
+  const before = s.draftPolicy?.stats;
   const out: { ids: number[]; r: SeqResult }[] = [];
   let tokens = 0;
   let secs = 0;
@@ -75,13 +89,14 @@ async function run(c: Config) {
     const wave = await Promise.all(prompts.slice(w, w + B).map((prompt) => {
       const ids: number[] = [];
       return new Promise<{ ids: number[]; r: SeqResult }>((done) =>
-        s.submit({ prompt, maxNewTokens: n, sampler: new Sampler({ temperature: 0 }), onToken: (id) => void ids.push(id), onDone: (r) => done({ ids, r }) }));
+        s!.submit({ prompt, maxNewTokens: n, sampler: new Sampler({ temperature: 0 }), onToken: (id) => void ids.push(id), onDone: (r) => done({ ids, r }) }));
     }));
     out.push(...wave);
     tokens += wave.reduce((a, o) => a + o.r.completionTokens - 1, 0);
     secs += (Math.max(...wave.map((o) => o.r.totalMs)) - Math.min(...wave.map((o) => o.r.ttftMs))) / 1e3;
   }
-  return { out, tps: tokens / secs, spec: out.map((o) => o.r.spec!), decided: s.draftPolicy?.stats };
+  const after = s.draftPolicy?.stats;
+  return { out, tps: tokens / secs, spec: out.map((o) => o.r.spec!), explored: (after?.explored ?? 0) - (before?.explored ?? 0) };
 }
 
 // Rounds over the configurations in rotating order; each speed is the median over the rounds,
@@ -91,7 +106,8 @@ async function run(c: Config) {
 const ROUNDS = Number(values.rounds);
 const runs = new Map<Config, Awaited<ReturnType<typeof run>>[]>(CONFIGS.map((c) => [c, []]));
 const load0 = loadavg()[0];
-await run(CONFIGS[0]); // warm-up
+// Warm-up (the JIT; and each persistent Scheduler's first requests, which --fresh measures).
+for (const c of values.fresh ? [CONFIGS[0]] : CONFIGS) await run(c);
 for (let r = 0; r < ROUNDS; r++) {
   for (let i = 0; i < CONFIGS.length; i++) {
     const c = CONFIGS[(i + r) % CONFIGS.length];
@@ -108,12 +124,18 @@ const base = runs.get(plain)!;
 const pct = (x: number) => (x * 100).toFixed(0) + '%';
 console.log(
   `model ${dir}: ${prompts.length} prompts × ${n} greedy tokens, batch ${B}, draft vocabulary ${N}, ` +
-    `median of ${ROUNDS} rounds; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`,
+    `median of ${ROUNDS} rounds, ${values.fresh ? 'a new Scheduler each round' : 'one Scheduler per configuration'}; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`,
 );
 console.log(`plain decoding: ${median(base.map((x) => x.tps)).toFixed(1)} tok/s`);
 for (const c of CONFIGS.slice(1)) {
   const rs = runs.get(c)!;
   const ratios = rs.map((x, i) => x.tps / base[i].tps);
+  const line = `${c.name}: ${median(rs.map((x) => x.tps)).toFixed(1)} tok/s (${median(ratios).toFixed(3)}× plain; rounds ` +
+    `${ratios.map((x) => x.toFixed(2)).join(' ')})`;
+  if (c.k === 0) {
+    console.log(line);
+    continue;
+  }
   const same = rs.every((x) => x.out.every((o, i) => o.ids.join() === base[0].out[i].ids.join()));
   const all = rs.flatMap((x) => x.spec);
   const perPos = Array.from({ length: c.k }, (_, j) => {
@@ -122,16 +144,14 @@ for (const c of CONFIGS.slice(1)) {
   });
   const steps = all.reduce((a, s) => a + s.steps, 0);
   const emitted = all.reduce((a, s) => a + s.emitted, 0);
+  // Each sequence's decode steps by the drafts it verified (one that stopped keeping MTP rows
+  // decodes plain, whatever the policy chooses for the others).
   const decided = new Array(c.k + 1).fill(0);
-  let explored = 0;
-  for (const x of rs) {
-    x.decided!.decided.forEach((d, k) => (decided[k] += d));
-    explored += x.decided!.explored;
-  }
+  for (const sp of all) sp.lengths.forEach((d, k) => (decided[k] += d));
+  const explored = rs.reduce((a, x) => a + x.explored, 0);
   const total = decided.reduce((a, b) => a + b, 0);
   console.log(
-    `${c.name}: ${median(rs.map((x) => x.tps)).toFixed(1)} tok/s (${median(ratios).toFixed(3)}× plain; rounds ` +
-      `${ratios.map((x) => x.toFixed(2)).join(' ')}), steps by draft length [${decided.map((d) => pct(d / total)).join(', ')}]` +
+    `${line}, sequence steps by draft length [${decided.map((d) => pct(d / total)).join(', ')}]` +
       ` (${explored} exploring), acceptance per position [${perPos.join(', ')}], ` +
       `${steps ? (emitted / steps).toFixed(2) : '–'} tokens per drafted step, output ${same ? 'identical' : 'DIFFERENT'}`,
   );
