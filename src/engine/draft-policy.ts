@@ -31,8 +31,9 @@
 // that could not win even at its best (each a_j at (accepted + 1) / (proposed + 1), its time 1.5
 // standard errors lower) is tried only every 4096 steps; before it counts as measured, the least
 // of its first 2 timings stands for that time, so drafts never accepted are ruled out in 3
-// steps, the first of which (the warm-up, left out) drafts for one sequence only. An unmeasured one that a shorter draft's such time rules out (each draft further costs
-// at least as much as each before it) is not tried. So on a compute-bound model plain decoding costs almost nothing
+// steps, the first of which (the warm-up, left out) drafts for one sequence only. An untimed
+// one that a shorter draft's such time rules out (each draft further costs at least as much as
+// each before it) is not tried. So on a compute-bound model plain decoding costs almost nothing
 // beyond the first measurements.
 //
 // Only the speed changes: greedy output is the same whatever k is, and a seeded sampler's
