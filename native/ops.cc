@@ -618,22 +618,7 @@ void op_gather_rows(float* out, const float* x, const std::int32_t* rows, i64 n,
   for (i64 i = 0; i < n; i++) std::memcpy(out + i * D, x + (i64)rows[i] * D, (std::size_t)D * 4);
 }
 
-i64 op_argmax(const float* x, i64 n) {
-  // The maximum over eight independent lanes (v > m is false for NaN, so NaN never wins;
-  // the compiler turns these into vector max instructions), then its first index.
-  float m[8];
-  for (int l = 0; l < 8; l++) m[l] = -INFINITY;
-  i64 i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; l++) m[l] = x[i + l] > m[l] ? x[i + l] : m[l];
-  for (; i < n; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
-  float best = m[0];
-  for (int l = 1; l < 8; l++) best = m[l] > best ? m[l] : best;
-  if (!(best > -INFINITY)) return -1;
-  for (i = 0; i < n; i++)
-    if (x[i] == best) return i;
-  return -1;
-}
+i64 op_argmax(const float* x, i64 n) { return argmax_lanes(x, n); }
 
 void op_scatter_add_rows(float* out, const float* src, const std::int32_t* rows, const float* w, i64 n, i64 D) {
   const int nt = threads_for((double)n * D);

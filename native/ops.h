@@ -2,6 +2,8 @@
 #pragma once
 #include "common.h"
 
+#include <cmath>
+
 namespace dsv3 {
 
 struct RouteArgs {
@@ -40,6 +42,28 @@ void op_gather_rows(float* out, const float* x, const std::int32_t* rows, i64 n,
 void op_scatter_add_rows(float* out, const float* src, const std::int32_t* rows, const float* w, i64 n, i64 D);
 /** Index of the largest of x[0..n), the lowest on ties, NaN never winning; -1 if none > -inf. */
 i64 op_argmax(const float* x, i64 n);
+
+/**
+ * The first index of the largest of x[0, n), or -1 when none is above -inf: the maximum over
+ * eight independent lanes (v > m is false for NaN, so NaN never wins; the compiler turns these
+ * into vector max instructions), then its first index. op_argmax (float logits) and the
+ * sampler (double scores) both use it.
+ */
+template <class T>
+i64 argmax_lanes(const T* x, i64 n) {
+  T m[8];
+  for (int l = 0; l < 8; l++) m[l] = -INFINITY;
+  i64 i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) m[l] = x[i + l] > m[l] ? x[i + l] : m[l];
+  for (; i < n; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
+  T best = m[0];
+  for (int l = 1; l < 8; l++) best = m[l] > best ? m[l] : best;
+  if (!(best > -INFINITY)) return -1;
+  for (i = 0; i < n; i++)
+    if (x[i] == best) return i;
+  return -1;
+}
 /** One SwiGLU network of ffn_experts and the rows it serves. */
 struct FfnNet {
   WView gate, up, down;        // [I, D], [I, D], [D, I]

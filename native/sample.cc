@@ -320,18 +320,9 @@ std::int32_t pick(Scratch& s, const SampleRowArgs& a, std::int64_t V, const Kern
       x[id] = v;
     }
   }
-  // The maximum over eight independent lanes (vector max instructions), then its first index.
-  double lm[8];
-  for (int k = 0; k < 8; k++) lm[k] = -INFINITY;
-  std::int64_t i = 0;
-  for (; i + 8 <= V; i += 8)
-    for (int k = 0; k < 8; k++) lm[k] = x[i + k] > lm[k] ? x[i + k] : lm[k];
-  for (; i < V; i++) lm[0] = x[i] > lm[0] ? x[i] : lm[0];
-  double max = lm[0];
-  for (int k = 1; k < 8; k++) max = lm[k] > max ? lm[k] : max;
-  if (!(max > -INFINITY)) return -1;
-  std::int64_t best = 0;
-  while (x[best] != max) best++;
+  const std::int64_t best = argmax_lanes(x, V);
+  if (best < 0) return -1;
+  const double max = x[best];
   if (a.temperature == 0 || max == INFINITY) return (std::int32_t)best;
 
   Dist d{x, V, true, nullptr, 0};
