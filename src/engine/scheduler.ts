@@ -17,8 +17,9 @@
 // pays and plain decoding where it does not. Sequences not drafting keep the MTP rows they
 // owe (pending) and compute them in one batched cache-only pass when they next draft, or when
 // they owe more than PENDING_CAP; one with no draft planned within PENDING_CAP steps and no
-// prefix cache to keep them for stops keeping them (it never drafts again), and a batch of
-// such sequences decodes exactly as without speculation.
+// prefix cache to keep them for stops keeping them (it never drafts again). A step with no
+// drafts to verify is the plain decode step, which only records the rows owed by sequences that
+// keep them: a batch that keeps none decodes exactly as without speculation.
 
 import { DsError } from '../errors.ts';
 import type { DeepseekV3 } from '../model/deepseek-v3.ts';
@@ -161,6 +162,8 @@ export class Scheduler {
   readonly draftPolicy: DraftPolicy | null;
   /** When the last step ended (0: the steps had stopped), for the time between steps. */
   private stepEnd = 0;
+  /** The MTP passes' logits over the whole vocabulary (past the draft vocabulary: -Infinity). */
+  private draftLogits: Float32Array | null = null;
 
   constructor(
     readonly model: DeepseekV3,
@@ -234,11 +237,17 @@ export class Scheduler {
       draftDists: [],
       mtpIds: [],
       mtpHidden: null,
+      mtpOld: 0,
+      mtpOff: false,
       spec: this.draftTokens > 0 ? new SpecStats() : null,
       t0: performance.now(),
       ttft: 0,
       cancelled: false,
       done: false,
+      // (Every field from the start: sequences of one shape keep the step's code monomorphic.)
+      cached: undefined,
+      pin: undefined,
+      paused: false,
     };
     this.queue.push(s);
     this.kick();
@@ -330,8 +339,12 @@ export class Scheduler {
       return;
     }
     try {
-      if (this.draftTokens > 0 && batch.some((s) => !s.mtpOff)) this.speculativeStep(batch);
-      else this.plainStep(batch);
+      const t0 = performance.now();
+      const plan = this.plan(batch);
+      // Drafts to verify, or a prompt chunk with more to come (whose MTP rows are paid now):
+      // the speculative step; otherwise a plain one (that keeps MTP rows where they are kept).
+      if (this.draftTokens > 0 && plan.some((p) => p.s.drafts.length > 0 || !p.whole)) this.speculativeStep(plan, t0);
+      else this.plainStep(plan, t0);
     } catch (e) {
       for (const s of batch) this.drop(s, 'error', e as Error);
     }
@@ -368,39 +381,57 @@ export class Scheduler {
     s.prefilled += ids.length;
   }
 
-  private plainStep(batch: Seq[]): void {
+  /**
+   * A step without drafts: every sequence picks from the head batched over the batch. With
+   * speculation, the sequences that keep MTP rows owe this step's, and draft() then chooses
+   * the next step's draft length (or, where none keeps them, the policy just counts the step).
+   */
+  private plainStep(plan: { s: Seq; ids: number[]; whole: boolean }[], t0: number): void {
     const V = this.model.cfg.vocab_size;
-    const t0 = performance.now();
-    const plan = this.plan(batch);
+    const D = this.model.cfg.hidden_size;
     const r = this.model.forward(
       plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })),
       { logits: 'last', attn: this.attn },
     );
     this.steps++;
     this.stepRows += plan.length;
-    const picks: { s: Seq; j: number }[] = [];
+    const picks: { s: Seq; j: number; p0: number }[] = [];
     plan.forEach(({ s, ids, whole }, j) => {
+      const p0 = s.prefilled;
       this.fed(s, ids);
-      if (!s.cancelled && whole) picks.push({ s, j });
+      if (!s.cancelled && whole) picks.push({ s, j, p0 });
     });
     const results = this.sampleRows(r.logits, picks);
     const prompts = plan.some((p) => p.s.generated === 0);
+    const alive: Seq[] = [];
+    let keeps = false;
     let emitMs = 0;
-    for (const { s, j } of picks) {
+    for (const { s, j, p0 } of picks) {
       const logits = r.logits.subarray(j * V, (j + 1) * V);
       const got = this.pick(s, logits, results.get(s));
       if (!got) continue;
       if (s.generated > 0) s.spec?.record(0, 0, 1);
+      if (this.draftTokens > 0 && !s.mtpOff) {
+        // Row i pairs hidden state h_i with token i+1 (after a prompt: each prompt row's).
+        const { row, len } = r.seqs[j];
+        const ids = s.generated === 0 ? [...s.req.prompt.slice(p0 + 1), got.id] : [got.id];
+        this.owe(s, ids, r.hidden.subarray(row * D, (row + len) * D));
+        keeps = true;
+      }
       const te = performance.now();
-      if (this.emit(s, got.id, logits, got.lp)) s.feed = [got.id];
+      if (this.emit(s, got.id, logits, got.lp)) {
+        s.feed = [got.id];
+        alive.push(s);
+      }
       emitMs += performance.now() - te;
     }
-    // With speculation, a batch where no sequence keeps MTP rows decodes here: the policy
-    // still counts the step (its schedule of looks at drafting is in steps) and times it.
-    if (this.draftPolicy && !prompts) {
-      this.draftPolicy.plainStep(plan.length, this.stepMs(t0, emitMs));
-      this.draftPolicy.choose(plan.length, 0);
-    }
+    const pol = this.draftPolicy;
+    if (!pol) return;
+    // (The policy times steps without prompt rows; it counts every step, since its schedule of
+    // looks at drafting is in steps.)
+    if (!prompts) pol.plainStep(plan.length, this.stepMs(t0, emitMs));
+    if (keeps) this.draft(alive, new Set(), !prompts);
+    else if (!prompts) pol.choose(plan.length, 0);
   }
 
   /**
@@ -459,32 +490,27 @@ export class Scheduler {
     return reason === null && !s.cancelled;
   }
 
-  /** One verify pass for every sequence, then one batched MTP pass per draft position. */
-  private speculativeStep(batch: Seq[]): void {
+  /**
+   * A step with drafts to verify or a prompt chunk with more to come: one verify pass for
+   * every sequence, the head over the rows that are read, then one batched MTP pass per draft
+   * position.
+   */
+  private speculativeStep(plan: { s: Seq; ids: number[]; whole: boolean }[], t0: number): void {
     const m = this.model;
     const V = m.cfg.vocab_size;
     const D = m.cfg.hidden_size;
     const L = m.cfg.num_hidden_layers;
-    const t0 = performance.now();
-    const plan = this.plan(batch);
     // Sequences verifying drafts, and their common draft length (-1: they differ).
     const withDrafts = plan.filter((p) => p.s.generated > 0 && p.s.drafts.length > 0);
     const kStep = withDrafts.every((p) => p.s.drafts.length === withDrafts[0].s.drafts.length) ? withDrafts[0]?.s.drafts.length ?? 0 : -1;
     const prompts = plan.some((p) => p.s.generated === 0);
-    // No drafts and no unfinished prompt: a plain decode step, with the head batched as plainStep's.
-    const batched = withDrafts.length === 0 && plan.every((p) => p.whole);
-    const r = m.forward(
-      plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })),
-      { logits: batched ? 'last' : 'none', attn: this.attn },
-    );
+    const r = m.forward(plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })), { logits: 'none', attn: this.attn });
     this.steps++;
     this.stepRows += plan.length;
     let emitMs = 0;
 
     const drafting: Seq[] = [];
     const catchUp = new Set<Seq>();
-    // Without drafts every sequence picks as in plainStep, batch-wide.
-    const results = batched ? this.sampleRows(r.logits, plan.flatMap(({ s }, j) => (s.cancelled ? [] : [{ s, j }]))) : null;
     plan.forEach(({ s, ids, whole }, j) => {
       const prefill = s.generated === 0;
       const p0 = s.prefilled;
@@ -500,14 +526,10 @@ export class Scheduler {
         return;
       }
       // Logits only for the rows that are read: the prompt's last, or next + every draft.
-      let logits = r.logits.subarray(j * V, (j + 1) * V);
-      if (!batched) {
-        const nRows = prefill ? 1 : slice.len;
-        const first = slice.row + slice.len - nRows;
-        const hidden = r.hidden.subarray(first * D, (first + nRows) * D);
-        logits = new Float32Array(nRows * V);
-        m.K.matmul(logits, hidden, nRows, m.weights.lm_head);
-      }
+      const nRows = prefill ? 1 : slice.len;
+      const first = slice.row + slice.len - nRows;
+      const logits = new Float32Array(nRows * V);
+      m.K.matmul(logits, r.hidden.subarray(first * D, (first + nRows) * D), nRows, m.weights.lm_head);
       const row = (i: number) => logits.subarray(i * V, (i + 1) * V);
 
       let tokens: number[];
@@ -515,7 +537,7 @@ export class Scheduler {
       const sampler = s.req.sampler;
       if (prefill || s.drafts.length === 0) {
         // Nothing to verify: the token is picked exactly as plain decoding picks it.
-        const got = this.pick(s, row(0), results?.get(s));
+        const got = this.pick(s, row(0), undefined);
         if (!got) return;
         tokens = [got.id];
         lp = got.lp;
@@ -549,11 +571,7 @@ export class Scheduler {
         drafting.push(s);
       }
     });
-    if (!prompts) {
-      const ms = this.stepMs(t0, emitMs);
-      if (withDrafts.length === 0) this.draftPolicy!.plainStep(plan.length, ms);
-      else if (kStep > 0) this.draftPolicy!.verifyStep(plan.length, withDrafts.length, kStep, ms);
-    }
+    if (!prompts && kStep > 0) this.draftPolicy!.verifyStep(plan.length, withDrafts.length, kStep, this.stepMs(t0, emitMs));
     this.draft(drafting, catchUp, !prompts);
   }
 
@@ -636,8 +654,8 @@ export class Scheduler {
     // (A warm-up timing, left out by the policy: one sequence drafts, the cheapest such step.)
     if (pol.probe) want.fill(0, want.findIndex((w) => w > 0) + 1);
     for (const s of seqs) {
-      s.drafts = [];
-      s.draftDists = [];
+      if (s.drafts.length > 0) s.drafts = [];
+      if (s.draftDists.length > 0) s.draftDists = [];
     }
     // Rows owed from before this step are paid in a pass of their own, so the drafting pass
     // below costs what it does in steady drafting; a sequence not drafting keeps owing up to
@@ -657,12 +675,10 @@ export class Scheduler {
       }
     }
     this.payRows(owed);
+    if (want.every((w) => w === 0)) return;
 
     const t0 = performance.now();
     const N = this.draftVocab;
-    // Draft logits over the whole vocabulary: ids past the draft vocabulary stay -Infinity,
-    // so a draft's distribution q is exactly the one it was drawn from.
-    const logits = new Float32Array(V).fill(-Infinity);
     let cur = seqs.flatMap((s, i) => {
       if (want[i] === 0) return [];
       const c = { s, want: want[i], ids: s.mtpIds, hidden: s.mtpHidden!.subarray(0, s.mtpIds.length * D) };
@@ -670,6 +686,9 @@ export class Scheduler {
       return [c];
     });
     const drafters = cur.length;
+    // Draft logits over the whole vocabulary: ids past the draft vocabulary stay -Infinity,
+    // so a draft's distribution q is exactly the one it was drawn from.
+    const logits = (this.draftLogits ??= new Float32Array(V).fill(-Infinity));
     for (let j = 0; cur.length > 0; j++) {
       const out = m.mtp(
         cur.map((c) => ({ ids: c.ids, hidden: c.hidden, cache: c.s.cache! })),
@@ -687,7 +706,7 @@ export class Scheduler {
       }
       cur = next;
     }
-    if (clean && drafters > 0 && want.every((w) => w === 0 || w === k)) pol.draftPass(drafters, k, performance.now() - t0);
+    if (clean && want.every((w) => w === 0 || w === k)) pol.draftPass(drafters, k, performance.now() - t0);
   }
 
   private drop(s: Seq, reason: FinishReason, error?: Error): void {

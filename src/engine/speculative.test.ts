@@ -134,6 +134,29 @@ describe('MTP speculative decoding', () => {
     assert.deepEqual(pol.stats.decided, [n, 0, 0]);
   });
 
+  it('plain steps between drafting steps keep the MTP rows for the next draft; output stays that of plain decoding', async () => {
+    const model = DeepseekV3.load(randomCheckpoint({ max_position_embeddings: 256 }, { seed: 21 }), { kernels: backends()[0] });
+    const s = new Scheduler(model, { speculative: { draftTokens: 2 }, maxBatch: 2 });
+    const pol = s.draftPolicy!;
+    let step = 0;
+    pol.choose = () => (step++ % 3 === 2 ? 2 : 0); // two plain steps, then two drafts
+    pol.keepsMtp = () => true;
+    const rows: number[] = [];
+    const mtp = model.mtp.bind(model);
+    model.mtp = (...a: Parameters<typeof mtp>) => (rows.push(a[0].reduce((n, b) => n + b.ids.length, 0)), mtp(...a));
+    const prompts = [[1, 2, 3], [50, 60, 70, 80]];
+    const n = 40;
+    const out = await Promise.all(prompts.map((p) => run(s, p, n)));
+    for (const [i, p] of prompts.entries()) {
+      assert.deepEqual(out[i].ids, (await greedyDecode(model, [p], { maxNewTokens: n }))[0]);
+      const [plain, , two] = out[i].r.spec!.lengths;
+      assert.ok(plain > 10 && two > 5, `plain and drafted steps both ran: ${out[i].r.spec!.lengths}`);
+    }
+    // The rows owed over plain steps (the prompts', then one per sequence and step) are paid in
+    // a pass of their own before a draft: passes of more than one row per sequence.
+    assert.ok(rows.some((r) => r > 2 * prompts.length), `${rows}`);
+  });
+
   it('a sequence paused and resumed mid-stream keeps greedy output identical, while another runs in its slot', async () => {
     const model = DeepseekV3.load(randomCheckpoint({ max_position_embeddings: 256 }, { seed: 21 }), { kernels: backends()[0] });
     const s = new Scheduler(model, { speculative: { draftTokens: 2, policy: 'fixed' }, maxBatch: 1 });
