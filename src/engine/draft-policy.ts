@@ -7,34 +7,43 @@
 // second from running estimates of
 //   - c0(b): the time of a plain decode step at batch b (forward, head, sampling),
 //   - v(b, k): what a verify pass adds per sequence carrying k drafts,
-//   - d(n, k): the time of drafting k tokens for n sequences (the MTP passes),
+//   - d(b, k): the time of drafting k tokens for the sequences at batch b (the MTP passes),
 //   - a_j: the fraction of drafts whose first j+1 positions were all accepted (all sequences),
 // as  rate(k) = (b + n·(E_k − 1)) / (c0 + n·v + d),  E_k = 1 + a_0 + … + a_{k−1},
 // against rate(0) = b / c0. Times come from performance.now() around the passes (the work
 // done per emitted token, like streaming it out, is left out: it cancels from the comparison).
 //
-// Estimates. Each time is a trimmed mean (the median up to 5) of its last 15 measurements,
-// with a standard error from their spread; the first measurement of each pays for warm-up and
-// is dropped, and an option counts as measured after 4 more. A measurement over twice the
-// estimate is a step that lost the CPU to another process and is left out, unless 5 come in a
-// row; 5 in a row that far above it, or 3 below half of it, are a change of regime (another
-// load on the machine, say): the estimate starts again from them, and if they are the chosen
-// option's, every other option at that batch size is measured anew. Verify passes are kept as
-// whole pass times, so v follows c0 when c0 is measured anew.
+// Estimates. The machine's speed drifts (this VM's memory bandwidth swings by half from minute
+// to minute), and the options are timed at different times: the chosen one every step, the
+// others when explored, seconds apart. So v and d are kept in units of c0 at the time: each
+// verify or drafting pass counts as its time over c0 now, the median of the last 5 plain steps
+// at that batch size. What decides is then how drafting compared with plain steps around it,
+// not how fast the machine was when each was last timed. (While drafting is chosen, plain
+// decoding is looked at again at least every 64 steps, and a batch size whose last plain step
+// is older than 128 steps starts with one, so that c0 now stays recent.) Each estimate is a
+// trimmed mean (the median up to 5) of its last 15 measurements, with a standard error from
+// their spread; the first measurement of each pays for warm-up and is dropped, and an option
+// counts as measured after 4 more. A measurement over twice the estimate is a step that lost
+// the CPU to another process and is left out, unless 5 come in a row; 5 in a row that far
+// above it, or 3 below half of it, are a change of regime and the estimate starts again from
+// them. For c0 the streak must also last 50 ms (a VM that loses the CPU for a few milliseconds
+// stalls a dozen short steps); a change of regime in c0 (another load on the machine, say) has
+// drafting at that batch size measured anew, 64 steps later, once c0 now has settled.
 //
 // Choosing. The option chosen before is kept unless another is expected faster by 1% plus 1.5
-// of its standard errors; one that looks faster, but not by that, is tried every other step
-// until measured 15 times. Options not measured at this batch size are tried first, shortest
-// draft first. Measured ones are tried again after 8 steps, then 16, 32 … up to 4096 (back to 8
-// when the chosen one loses the lead; an interval doubles only once the option's deepest draft
-// position has about 24 verdicts, so a thin acceptance estimate does not stay thin). An option
-// that could not win even at its best (each a_j at (accepted + 1) / (proposed + 1), its time 1.5
-// standard errors lower) is tried only every 4096 steps; before it counts as measured, the least
-// of its first 2 timings stands for that time, so drafts never accepted are ruled out in 3
-// steps, the first of which (the warm-up, left out) drafts for one sequence only. An untimed
-// one that a shorter draft's such time rules out (each draft further costs at least as much as
-// each before it) is not tried. So on a compute-bound model plain decoding costs almost nothing
-// beyond the first measurements.
+// standard errors (the larger relative one of the two); one that looks faster, but not by
+// that, is tried every other step until measured 15 times. Options not measured at this batch
+// size are tried first, shortest draft first (a longer one waits while a shorter one is being
+// measured), in consecutive steps, as drafting runs once chosen. Measured ones are tried again
+// after 8 steps, then 16, 32 … up to 4096 (back to 8 when the chosen one loses the lead; an
+// interval doubles only once the option's deepest draft position has about 24 verdicts, so a
+// thin acceptance estimate does not stay thin). An option that could not win even at its best (each a_j at (accepted + 1) /
+// (proposed + 1), its time 1.5 standard errors lower) is tried only every 4096 steps; before
+// it counts as measured, the least of its first 2 timings stands for that time, so drafts never
+// accepted are ruled out in 3 steps, the first of which (the warm-up, left out) drafts for one
+// sequence only. An untimed one that a shorter draft's such time rules out (each draft further
+// costs at least as much as each before it) is not tried. So on a compute-bound model plain
+// decoding costs almost nothing beyond the first measurements.
 //
 // Only the speed changes: greedy output is the same whatever k is, and a seeded sampler's
 // sequence is never drafted for under this policy (its output would depend on the timings;
@@ -61,9 +70,15 @@ const FAR = 2;
 /** ... when this many come in a row above it (stalls come in twos and threes), or below. */
 const STREAK = 5;
 const LOWSTREAK = 3;
-/** Exploration backoff: first interval and longest (steps). */
+/** Exploration backoff: first interval and longest (steps) ... */
 const BASE = 8;
 const MAX = 4096;
+/** ... and longest for plain decoding while drafting is chosen (c0 now stays recent). */
+const PLAIN_MAX = 64;
+/** Plain steps whose median is c0 now. */
+const RECENT = 5;
+/** A change of regime in c0 lasts at least this long (ms). */
+const REGIME_MS = 50;
 /** Verdicts at an option's deepest draft position before its interval doubles. */
 const VERDICTS = 24;
 /** Steps in a row an option is tried without a measurement coming before it is put off. */
@@ -106,6 +121,12 @@ class Est {
   /** The last value() (null: to compute; it is asked more often than measurements come). */
   private cached: (Val & { w: number }) | undefined | null = null;
 
+  /**
+   * `regimeMs`: for times in ms, a streak far off the estimate must also last this long to be
+   * a change of regime (a VM that loses the CPU for a millisecond stalls a dozen short steps).
+   */
+  constructor(private readonly regimeMs = 0) {}
+
   /** Whether a measurement came at all (the warm-up one included). */
   get timed(): boolean {
     return this.seen > 0;
@@ -123,24 +144,28 @@ class Est {
   add(x: number, w: number, pred: number | undefined): boolean {
     if (++this.seen === 1) return false; // warm-up
     this.cached = null;
+    // (A streak of `n` measurements, or as many as last regimeMs.)
+    const streak = (n: number) => Math.max(n, Math.ceil(this.regimeMs / pred!));
     if (pred !== undefined && this.xs.length >= 1) {
       if (x > FAR * pred) {
         this.low = 0;
         this.high.push([x, w]);
-        if (this.high.length < STREAK) return false; // a stall, most likely: left out
-        this.xs = this.high.map((h) => h[0]);
-        this.ws = this.high.map((h) => h[1]);
+        if (this.high.length < streak(STREAK)) return false; // a stall, most likely: left out
+        const last = this.high.slice(-WINDOW);
+        this.xs = last.map((h) => h[0]);
+        this.ws = last.map((h) => h[1]);
         this.high = [];
         return true;
       }
-      this.high = [];
+      if (this.high.length > 0) this.high = [];
       this.low = x < pred / FAR ? this.low + 1 : 0;
     }
     this.xs.push(x);
     this.ws.push(w);
-    if (this.low >= LOWSTREAK) {
-      this.xs = this.xs.slice(-LOWSTREAK);
-      this.ws = this.ws.slice(-LOWSTREAK);
+    if (this.low >= streak(LOWSTREAK)) {
+      const n = Math.min(this.low, WINDOW);
+      this.xs = this.xs.slice(-n);
+      this.ws = this.ws.slice(-n);
       this.low = 0;
       return true;
     }
@@ -149,6 +174,14 @@ class Est {
       this.ws.shift();
     }
     return false;
+  }
+
+  /** The median of the last RECENT measurements that count (undefined: none). */
+  recent(): number | undefined {
+    const n = Math.min(RECENT, this.xs.length);
+    if (n === 0) return undefined;
+    const v = sorted(SORTED, this.xs.slice(-n));
+    return n % 2 ? v[n >> 1] : (v[n / 2 - 1] + v[n / 2]) / 2;
   }
 
   /** The least measurement that counts (undefined: none). */
@@ -224,8 +257,13 @@ export class DraftPolicy {
   private step = 0;
   /** The batch size of the last choice (a drafting pass belongs to it). */
   private lastB = 0;
-  /** c0 by batch size; verify pass times by batch size and k; drafting times by n and k. */
+  /**
+   * c0 by batch size (ms); verify and drafting passes by batch size and k, in units of c0 at
+   * the time (see the header).
+   */
   private readonly plain = new Map<number, Est>();
+  /** The step of the last plain step timed, by batch size (c0 now is that recent). */
+  private readonly plainAt = new Map<number, number>();
   private readonly verify = new Map<number, Est[]>();
   private readonly draft = new Map<number, Est[]>();
   private readonly due = new Map<number, Due[]>();
@@ -256,8 +294,9 @@ export class DraftPolicy {
     if (n === 0) return this.take(0, false);
     if (!this.adaptive) return this.take(this.maxDraft, false);
     const prev = this.best.get(b) ?? 0;
-    // (Plain steps measure c0; they are exploring only when drafting is what pays.)
-    if (this.c0(b) === undefined) return this.take(0, prev !== 0);
+    // (Plain steps measure c0; they are exploring only when drafting is what pays. Where c0
+    // now is stale, as at a batch size not seen for a while, drafting waits for a plain step.)
+    if (this.c0(b) === undefined || (prev !== 0 && !this.fresh(b))) return this.take(0, prev !== 0);
     const costs: (Val | undefined)[] = [];
     const rate: number[] = [];
     for (let k = 0; k <= this.maxDraft; k++) {
@@ -270,9 +309,10 @@ export class DraftPolicy {
     const inc = costs[prev] ? prev : 0;
     let bestK = inc;
     let promising = -1;
+    const seInc = costs[inc]!.se / costs[inc]!.v;
     for (let k = 0; k <= this.maxDraft; k++) {
       if (k === inc || !costs[k] || rate[k] <= rate[inc]) continue;
-      if (rate[k] > rate[inc] * (1 + HYSTERESIS + (ZS * costs[k]!.se) / costs[k]!.v)) {
+      if (rate[k] > rate[inc] * (1 + HYSTERESIS + ZS * Math.max(seInc, costs[k]!.se / costs[k]!.v))) {
         if (rate[k] > rate[bestK]) bestK = k;
       } else if (promising < 0 && this.samples(b, k) < FULL) promising = k;
     }
@@ -295,6 +335,8 @@ export class DraftPolicy {
     const c0 = costs[0]!.v;
     const floor = rate[bestK];
     const lows = costs.map((c, k) => (c ? c.v - Z * c.se : this.least(b, n, k)));
+    // (A shorter draft being measured: longer ones not yet measured wait for it.)
+    let waiting = false;
     for (let k = 0; k <= this.maxDraft; k++) {
       if (k === bestK) continue;
       const d = this.dueOf(b, k);
@@ -310,6 +352,8 @@ export class DraftPolicy {
       }
       // (One that cannot win is looked at again only every MAX steps, if it was ever timed.)
       if (d.out && lows[k] === undefined) continue;
+      if (!costs[k] && waiting) continue;
+      if (k > 0 && !costs[k] && !d.out && this.est(this.verify, b, k).timed) waiting = true;
       if (this.step < (d.out ? d.last + MAX : d.next)) continue;
       d.last = this.step;
       if (!costs[k]) {
@@ -317,7 +361,8 @@ export class DraftPolicy {
         d.tries = 0; // no measurement came (steps with prompts, or uneven drafts): later
       }
       d.next = this.step + d.interval;
-      if (k === 0 || (this.prop[k - 1] ?? 0) >= VERDICTS) d.interval = Math.min(2 * d.interval, MAX);
+      const longest = k === 0 && bestK > 0 ? PLAIN_MAX : MAX;
+      if (k === 0 || (this.prop[k - 1] ?? 0) >= VERDICTS) d.interval = Math.min(2 * d.interval, longest);
       if (costs[k]) return this.take(k, true);
     }
     return this.take(bestK, false);
@@ -332,7 +377,10 @@ export class DraftPolicy {
     const ds = this.due.get(b);
     for (let k = 1; k <= this.maxDraft; k++) {
       const d = ds?.[k];
-      if (!d || (d.out ? d.last + MAX : d.next) - this.step <= steps) return true;
+      if (!d) return true;
+      // (Out, and too little timed to be looked at again: not tried while that holds.)
+      if (d.out && this.est(this.verify, b, k).n < LOOK) continue;
+      if ((d.out ? d.last + MAX : d.next) - this.step <= steps) return true;
     }
     return false;
   }
@@ -340,27 +388,28 @@ export class DraftPolicy {
   /** A decode step without drafts and without prompt rows, at batch b, took `ms`. */
   plainStep(b: number, ms: number): void {
     let e = this.plain.get(b);
-    if (!e) this.plain.set(b, (e = new Est()));
+    if (!e) this.plain.set(b, (e = new Est(REGIME_MS)));
     this.dueOf(b, 0).tries = 0;
-    if (e.add(ms, 1, e.value()?.v) && (this.best.get(b) ?? 0) === 0) this.changed(b, 0);
+    this.plainAt.set(b, this.step);
+    if (e.add(ms, 1, e.value()?.v)) this.changed(b);
   }
 
   /** A verify pass at batch b where n sequences carried k drafts each took `ms`. */
   verifyStep(b: number, n: number, k: number, ms: number): void {
     if (n === 0 || k < 1 || k > this.maxDraft) return;
-    const e = this.est(this.verify, b, k);
-    const c0 = this.c0(b);
+    const now = this.now(b);
+    if (now === undefined || !this.fresh(b)) return;
     const v = this.v(b, k);
-    const pred = c0 !== undefined && v !== undefined ? c0.v + n * v.v : undefined;
     this.dueOf(b, k).tries = 0;
-    if (e.add(ms, n, pred) && this.best.get(b) === k) this.changed(b, k);
+    this.est(this.verify, b, k).add(ms / now, n, v !== undefined ? 1 + n * v.v : undefined);
   }
 
-  /** Drafting k tokens for n sequences took `ms`. */
+  /** Drafting k tokens for n sequences (at the batch size of the last choice) took `ms`. */
   draftPass(n: number, k: number, ms: number): void {
-    if (n === 0 || k < 1 || k > this.maxDraft) return;
-    const e = this.est(this.draft, n, k);
-    if (e.add(ms, 1, e.value()?.v) && this.best.get(this.lastB) === k) this.changed(this.lastB, k);
+    const now = this.now(this.lastB);
+    if (n === 0 || k < 1 || k > this.maxDraft || now === undefined || !this.fresh(this.lastB)) return;
+    const e = this.est(this.draft, this.lastB, k);
+    e.add(ms / now, n, e.value()?.v);
   }
 
   /** One sequence's verify: of `drafts` drafts, the first `accepted` stood. */
@@ -391,7 +440,8 @@ export class DraftPolicy {
 
   /** Predicted milliseconds of a step with k drafts for n of b sequences (undefined: not measured). */
   cost(b: number, n: number, k: number): number | undefined {
-    return this.costOf(b, n, k)?.v;
+    const c = this.costOf(b, n, k)?.v;
+    return c === undefined ? undefined : c * this.now(b)!;
   }
 
   /** The estimates at batch b with n drafting: milliseconds per step and expected tokens, by k. */
@@ -399,15 +449,15 @@ export class DraftPolicy {
     return Array.from({ length: this.maxDraft + 1 }, (_, k) => ({ k, ms: this.cost(b, n, k), tokens: this.expected(k) }));
   }
 
-  /** cost(), with its standard error. */
+  /** cost(), in units of c0 now, with its standard error. */
   private costOf(b: number, n: number, k: number): Val | undefined {
-    const c0 = this.c0(b);
-    if (k === 0 || c0 === undefined) return c0;
+    if (this.c0(b) === undefined) return undefined;
+    if (k === 0) return { v: 1, se: 0 };
     const v = this.v(b, k);
-    const d = this.d(n, k);
+    const d = this.d(b, n, k);
     if (v === undefined || d === undefined || this.est(this.verify, b, k).n < MIN) return undefined;
-    const ms = c0.v + n * v.v + d.v;
-    return { v: ms, se: Math.max(0.01 * ms, Math.hypot(n * v.se, d.se)) };
+    const c = 1 + n * v.v + d.v;
+    return { v: c, se: Math.max(0.01 * c, Math.hypot(n * v.se, d.se)) };
   }
 
   /**
@@ -417,14 +467,13 @@ export class DraftPolicy {
    * steps (after the warm-up) rather than MIN. Undefined: fewer timings.
    */
   private least(b: number, n: number, k: number): number | undefined {
-    const c0 = this.c0(b);
     const e = this.est(this.verify, b, k);
     const w = e.value()?.w;
-    if (k === 0 || c0 === undefined || e.n < LOOK || w === undefined) return undefined;
+    if (k === 0 || this.c0(b) === undefined || e.n < LOOK || w === undefined) return undefined;
     // (Drafting for n sequences costs no less than for fewer; none timed yet: at least 0.)
-    let d = Infinity;
-    for (const [m, es] of this.draft) if (m <= n && es[k]?.n) d = Math.min(d, es[k].least()!);
-    return c0.v + (n * Math.max(0, e.least()! - c0.v)) / w + (d === Infinity ? 0 : d);
+    const d = this.est(this.draft, b, k);
+    const dw = d.value()?.w ?? n;
+    return 1 + (n * Math.max(0, e.least()! - 1)) / w + (d.n ? (d.least()! * Math.min(n, dw)) / dw : 0);
   }
 
   /** Tokens a step with k drafts emits, over all b sequences. */
@@ -437,43 +486,49 @@ export class DraftPolicy {
     return k === 0 ? this.plain.get(b)?.n ?? 0 : this.est(this.verify, b, k).n;
   }
 
-  /** c0(b), once measured. */
+  /** c0(b), once measured (ms). */
   private c0(b: number): Val | undefined {
     const e = this.plain.get(b);
     return e && e.n >= MIN ? e.value() : undefined;
   }
 
-  /** v(b, k): (verify pass time − c0) / sequences drafting in it, at least 0. */
+  /** c0 now at batch b (ms): the median of the last plain steps, once c0 is measured. */
+  private now(b: number): number | undefined {
+    return this.c0(b) && this.plain.get(b)!.recent();
+  }
+
+  /** Whether c0 now at batch b is recent: a plain step was timed there within 2 × PLAIN_MAX steps. */
+  private fresh(b: number): boolean {
+    return this.step - (this.plainAt.get(b) ?? -Infinity) <= 2 * PLAIN_MAX;
+  }
+
+  /** v(b, k) in units of c0: (verify pass − c0) / sequences drafting in it, at least 0. */
   private v(b: number, k: number): Val | undefined {
-    const c0 = this.c0(b);
     const m = this.est(this.verify, b, k).value();
-    return c0 && m && { v: Math.max(0, (m.v - c0.v) / m.w), se: m.se / m.w };
+    return m && { v: Math.max(0, (m.v - 1) / m.w), se: m.se / m.w };
   }
 
-  /** d(n, k), from the nearest number of sequences drafting k that is measured. */
-  private d(n: number, k: number): Val | undefined {
-    let best: Est | undefined;
-    let dist = Infinity;
-    for (const [m, es] of this.draft) {
-      const e = es[k];
-      const x = Math.abs(m - n) - (m > n ? 0.5 : 0); // a tie goes to the larger batch
-      if (e && e.n >= MIN && x < dist) {
-        best = e;
-        dist = x;
-      }
-    }
-    return best?.value();
+  /**
+   * d(b, k) in units of c0, for n sequences drafting: as measured (for more sequences than it
+   * was measured for, in proportion).
+   */
+  private d(b: number, n: number, k: number): Val | undefined {
+    const e = this.est(this.draft, b, k);
+    const m = e.n >= MIN ? e.value() : undefined;
+    const f = m ? Math.max(1, n / m.w) : 1;
+    return m && { v: m.v * f, se: m.se * f };
   }
 
-  /** The chosen option's times changed regime at batch b: measure the others anew. */
-  private changed(b: number, kept: number): void {
-    if (kept !== 0) this.plain.get(b)?.forget();
-    this.verify.get(b)?.forEach((e, k) => k !== kept && e.forget());
-    for (const es of this.draft.values()) es.forEach((e, k) => k !== kept && e.forget());
-    const ds = this.due.get(b) ?? [];
-    this.due.set(b, ds);
-    for (let k = 0; k <= this.maxDraft; k++) {
-      if (k !== kept) ds[k] = { next: 0, interval: BASE, tries: 0, last: this.step };
+  /**
+   * c0 changed regime at batch b: drafting there is measured anew, once plain steps have
+   * settled c0 now (a change often comes as a ramp, or goes again soon after).
+   */
+  private changed(b: number): void {
+    this.verify.get(b)?.forEach((e) => e.forget());
+    this.draft.get(b)?.forEach((e) => e.forget());
+    const ds = this.due.get(b)!;
+    for (let k = 1; k <= this.maxDraft; k++) {
+      ds[k] = { next: this.step + PLAIN_MAX, interval: BASE, tries: 0, last: this.step };
     }
   }
 
