@@ -8,13 +8,16 @@
 // MTP module (written once into .cache/bench/). --batch B decodes B sequences together
 // (maxBatch B), each wave of B prompts submitted at once; the speed of a wave is its tokens
 // after the first over the time from its first token to its last. A round decodes --prompts
-// prompts (waves of B): by default B, or at batch 1 three (eight with --tokens under 200).
-// Each configuration keeps one Scheduler over all its rounds, as `dsv3 serve` and the library's
-// Model do (the draft policy's measurements carry over); --fresh makes a new one per round, a
-// new process's first requests, which pay for measuring each option at each batch size.
-// Configurations: plain decoding (named again: a control, plain against itself); `aK` is `--speculative mtp --draft-tokens K` (the adaptive
-// policy: each step drafts 0 … K tokens, whichever it expects to decode fastest); `fK` drafts
-// K tokens every step (policy 'fixed'), what speculating costs or gains when forced.
+// prompts (waves of B): by default B, or at batch 1 three (eight with --tokens under 200),
+// every wave under every configuration in turn, so that configurations are compared over the
+// same seconds. Each ratio to plain decoding is the 20%-trimmed mean of the rounds' ratios, ±
+// its standard error. Each configuration keeps one Scheduler over all its rounds, as `dsv3
+// serve` and the library's Model do (the draft policy's measurements carry over); --fresh makes
+// a new one per round, a new process's first requests, which pay for measuring each option at
+// each batch size. Configurations: plain decoding (named again: a control, plain against
+// itself); `aK` is `--speculative mtp --draft-tokens K` (the adaptive policy: each step drafts
+// 0 … K tokens, whichever it expects to decode fastest); `fK` drafts K tokens every step
+// (policy 'fixed'), what speculating costs or gains when forced.
 
 import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -24,9 +27,10 @@ import { DeepseekV3 } from '../src/model/deepseek-v3.ts';
 import { loadKernels } from '../src/kernels/index.ts';
 import { Scheduler, type SeqResult } from '../src/engine/scheduler.ts';
 import { Sampler } from '../src/engine/sampler.ts';
-import { draftVocabulary } from '../src/engine/speculative.ts';
+import { draftVocabulary, type SpecStats } from '../src/engine/speculative.ts';
 import { Tokenizer } from '../src/text/tokenizer.ts';
 import { benchSMtpDir } from './bench-s-mtp.ts';
+import { Rng } from '../src/tensor/random.ts';
 
 const { values, positionals } = parseArgs({
   options: {
@@ -38,6 +42,7 @@ const { values, positionals } = parseArgs({
     configs: { type: 'string', default: 'plain,a1,a2,a3,f1,f2,f3' },
     fresh: { type: 'boolean' },
     prompts: { type: 'string' },
+    instances: { type: 'string', default: '4' },
   },
   allowPositionals: true,
 });
@@ -71,67 +76,116 @@ const CONFIGS: Config[] = values.configs.split(',').map((c, i) => {
 });
 if (CONFIGS[0].k !== 0) throw new Error('--configs: the first configuration must be plain (the reference)');
 
-const schedulers = new Map<Config, Scheduler>();
-async function run(c: Config) {
-  let s = schedulers.get(c);
-  if (!s || values.fresh) {
-    s = new Scheduler(model, {
-      maxBatch: B,
-      speculative: c.k ? { draftTokens: c.k, draftVocab: N, policy: c.policy } : undefined,
-    });
-    schedulers.set(c, s);
-  }
-  const before = s.draftPolicy?.stats;
-  const out: { ids: number[]; r: SeqResult }[] = [];
-  let tokens = 0;
-  let secs = 0;
-  for (let w = 0; w < prompts.length; w += B) {
-    const wave = await Promise.all(prompts.slice(w, w + B).map((prompt) => {
-      const ids: number[] = [];
-      return new Promise<{ ids: number[]; r: SeqResult }>((done) =>
-        s!.submit({ prompt, maxNewTokens: n, sampler: new Sampler({ temperature: 0 }), onToken: (id) => void ids.push(id), onDone: (r) => done({ ids, r }) }));
-    }));
-    out.push(...wave);
-    tokens += wave.reduce((a, o) => a + o.r.completionTokens - 1, 0);
-    secs += (Math.max(...wave.map((o) => o.r.totalMs)) - Math.min(...wave.map((o) => o.r.ttftMs))) / 1e3;
-  }
-  const after = s.draftPolicy?.stats;
-  return { out, tps: tokens / secs, spec: out.map((o) => o.r.spec!), explored: (after?.explored ?? 0) - (before?.explored ?? 0) };
+// Schedulers by configuration: round r runs instance r mod --instances (one instance alone can
+// run a few percent faster or slower than another of the same configuration throughout a run,
+// like a different memory layout would).
+const INSTANCES = Number(values.instances);
+const schedulers = new Map<Config, Scheduler[]>(CONFIGS.map((c) => [c, []]));
+type Seqs = { ids: number[]; r: SeqResult }[];
+/** One wave (prompts w … w+B−1) under configuration c: its sequences, and the decode time. */
+async function wave(c: Config, w: number, s: Scheduler): Promise<{ out: Seqs; tokens: number; secs: number }> {
+  const out = await Promise.all(prompts.slice(w, w + B).map((prompt) => {
+    const ids: number[] = [];
+    return new Promise<{ ids: number[]; r: SeqResult }>((done) =>
+      s.submit({ prompt, maxNewTokens: n, sampler: new Sampler({ temperature: 0 }), onToken: (id) => void ids.push(id), onDone: (r) => done({ ids, r }) }));
+  }));
+  const tokens = out.reduce((a, o) => a + o.r.completionTokens - 1, 0);
+  const secs = (Math.max(...out.map((o) => o.r.totalMs)) - Math.min(...out.map((o) => o.r.ttftMs))) / 1e3;
+  return { out, tokens, secs };
 }
 
-// Rounds over the configurations in rotating order; each speed is the median over the rounds,
-// and each ratio the median of the rounds' ratios to plain decoding in the same round
-// (throughput on this shared VM drifts between minutes, which sequential runs mistake for a
-// speed-up or a slow-down).
+const rng = new Rng(1);
+function shuffled<T>(xs: readonly T[]): T[] {
+  const out = [...xs];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.uniform() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+/**
+ * One round: every wave under every configuration, the configurations taking turns wave by
+ * wave in random order (throughput on this shared VM drifts from second to second, which
+ * configurations timed one after another would mistake for a speed-up or a slow-down).
+ */
+async function round(r: number, configs: Config[]) {
+  const res = new Map(configs.map((c) => [c, { out: [] as Seqs, tokens: 0, secs: 0, explored: 0 }]));
+  const inst = new Map<Config, Scheduler>();
+  for (const c of configs) {
+    const all = schedulers.get(c)!;
+    const i = values.fresh ? 0 : r % INSTANCES;
+    if (!all[i] || values.fresh) {
+      all[i] = new Scheduler(model, {
+        maxBatch: B,
+        speculative: c.k ? { draftTokens: c.k, draftVocab: N, policy: c.policy } : undefined,
+      });
+    }
+    inst.set(c, all[i]);
+    res.get(c)!.explored = -(all[i].draftPolicy?.stats.explored ?? 0);
+  }
+  for (let w = 0; w < prompts.length; w += B) {
+    // (In a new random order each time: a configuration always run after the same other one
+    // would pay for that one's leftovers, its garbage to collect, say, throughout a run.)
+    for (const c of shuffled(configs)) {
+      const x = await wave(c, w, inst.get(c)!);
+      const acc = res.get(c)!;
+      acc.out.push(...x.out);
+      acc.tokens += x.tokens;
+      acc.secs += x.secs;
+    }
+  }
+  return new Map([...res].map(([c, x]) => [c, {
+    out: x.out,
+    tps: x.tokens / x.secs,
+    spec: x.out.map((o) => o.r.spec!),
+    explored: x.explored + (inst.get(c)!.draftPolicy?.stats.explored ?? 0),
+  }]));
+}
+
+// Each speed is the median over the rounds, and each ratio the 20%-trimmed mean (± its
+// standard error) of the rounds' ratios to plain decoding in the same round: to the geometric
+// mean of every plain configuration's speed, so that no single instance's quirks (one can run
+// a few percent off another throughout a run) become the reference.
 const ROUNDS = Number(values.rounds);
-const runs = new Map<Config, Awaited<ReturnType<typeof run>>[]>(CONFIGS.map((c) => [c, []]));
+type Run = { out: Seqs; tps: number; spec: SpecStats[]; explored: number };
+const runs = new Map<Config, Run[]>(CONFIGS.map((c) => [c, []]));
 const load0 = loadavg()[0];
 // Warm-up (the JIT; and each persistent Scheduler's first requests, which --fresh measures).
-for (const c of values.fresh ? [CONFIGS[0]] : CONFIGS) await run(c);
-for (let r = 0; r < ROUNDS; r++) {
-  for (let i = 0; i < CONFIGS.length; i++) {
-    const c = CONFIGS[(i + r) % CONFIGS.length];
-    runs.get(c)!.push(await run(c));
-  }
-}
+if (values.fresh) await round(0, [CONFIGS[0]]);
+else for (let i = 0; i < INSTANCES; i++) await round(i, CONFIGS);
+for (let r = 0; r < ROUNDS; r++) for (const [c, x] of await round(r, CONFIGS)) runs.get(c)!.push(x);
 const median = (v: number[]) => {
   const s = [...v].sort((a, b) => a - b);
   const h = s.length >> 1;
   return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 };
-const plain = CONFIGS[0];
-const base = runs.get(plain)!;
+/** The 20%-trimmed mean and its standard error (from the winsorized variance). */
+function trimmed(v: number[]): { mean: number; se: number } {
+  const s = [...v].sort((a, b) => a - b);
+  const g = Math.floor(0.2 * s.length);
+  const kept = s.slice(g, s.length - g);
+  const mean = kept.reduce((a, x) => a + x, 0) / kept.length;
+  const w = s.map((x) => Math.min(Math.max(x, s[g]), s[s.length - 1 - g]));
+  const wm = w.reduce((a, x) => a + x, 0) / w.length;
+  const wv = w.reduce((a, x) => a + (x - wm) ** 2, 0) / (w.length - 1);
+  return { mean, se: Math.sqrt(wv) / (0.6 * Math.sqrt(s.length)) };
+}
+const base = runs.get(CONFIGS[0])!;
+const plains = CONFIGS.filter((c) => c.k === 0).map((c) => runs.get(c)!);
+const ref = base.map((_, i) => Math.exp(plains.reduce((a, rs) => a + Math.log(rs[i].tps), 0) / plains.length));
 const pct = (x: number) => (x * 100).toFixed(0) + '%';
 console.log(
   `model ${dir}: ${prompts.length} prompts × ${n} greedy tokens, batch ${B}, draft vocabulary ${N}, ` +
-    `median of ${ROUNDS} rounds, ${values.fresh ? 'a new Scheduler each round' : 'one Scheduler per configuration'}; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`,
+    `${ROUNDS} rounds, ${values.fresh ? 'a new Scheduler each round' : 'one Scheduler per configuration'}; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`,
 );
 console.log(`plain decoding: ${median(base.map((x) => x.tps)).toFixed(1)} tok/s`);
-for (const c of CONFIGS.slice(1)) {
+for (const c of plains.length > 1 ? CONFIGS : CONFIGS.slice(1)) {
   const rs = runs.get(c)!;
-  const ratios = rs.map((x, i) => x.tps / base[i].tps);
-  const line = `${c.name}: ${median(rs.map((x) => x.tps)).toFixed(1)} tok/s (${median(ratios).toFixed(3)}× plain; rounds ` +
-    `${ratios.map((x) => x.toFixed(2)).join(' ')})`;
+  const ratios = rs.map((x, i) => x.tps / ref[i]);
+  const t = trimmed(ratios);
+  const line = `${c.name}: ${median(rs.map((x) => x.tps)).toFixed(1)} tok/s (${t.mean.toFixed(3)} ± ${t.se.toFixed(3)}× plain; ` +
+    `median ${median(ratios).toFixed(3)}×)`;
   if (c.k === 0) {
     console.log(line);
     continue;
