@@ -4,20 +4,23 @@
 // identical to plain decoding's.
 //   node --import tsx bench/speculative.ts [DIR] [--tokens 200] [--rounds 3] [--batch 1]
 //     [--draft-vocab N] [--bench-s] [--configs plain,a1,a2,a3,f1,f2,f3] [--fresh] [--prompts P]
+//     [--instances 4]
 // DIR defaults to the shipped model; --bench-s uses a random bench-s-sized checkpoint with an
 // MTP module (written once into .cache/bench/). --batch B decodes B sequences together
 // (maxBatch B), each wave of B prompts submitted at once; the speed of a wave is its tokens
 // after the first over the time from its first token to its last. A round decodes --prompts
 // prompts (waves of B): by default B, or at batch 1 three (eight with --tokens under 200),
-// every wave under every configuration in turn, so that configurations are compared over the
-// same seconds. Each ratio to plain decoding is the 20%-trimmed mean of the rounds' ratios, ±
-// its standard error. Each configuration keeps one Scheduler over all its rounds, as `dsv3
-// serve` and the library's Model do (the draft policy's measurements carry over); --fresh makes
-// a new one per round, a new process's first requests, which pay for measuring each option at
-// each batch size. Configurations: plain decoding (named again: a control, plain against
-// itself); `aK` is `--speculative mtp --draft-tokens K` (the adaptive policy: each step drafts
-// 0 … K tokens, whichever it expects to decode fastest); `fK` drafts K tokens every step
-// (policy 'fixed'), what speculating costs or gains when forced.
+// every wave under every configuration, in a new random order each time, so that
+// configurations are compared over the same seconds. Each ratio to plain decoding (the
+// geometric mean of the plain configurations in the round) is the 20%-trimmed mean of the
+// rounds' ratios, ± its standard error. Each configuration keeps its Schedulers over all its
+// rounds, as `dsv3 serve` and the library's Model do (the draft policy's measurements carry
+// over), --instances of them used in turn; --fresh makes a new one per round, a new process's
+// first requests, which pay for measuring each option at each batch size. Configurations:
+// plain decoding (named again: a control, plain against itself); `aK` is `--speculative mtp
+// --draft-tokens K` (the adaptive policy: each step drafts 0 … K tokens, whichever it expects
+// to decode fastest); `fK` drafts K tokens every step (policy 'fixed'), what speculating costs
+// or gains when forced.
 
 import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -177,7 +180,7 @@ const ref = base.map((_, i) => Math.exp(plains.reduce((a, rs) => a + Math.log(rs
 const pct = (x: number) => (x * 100).toFixed(0) + '%';
 console.log(
   `model ${dir}: ${prompts.length} prompts × ${n} greedy tokens, batch ${B}, draft vocabulary ${N}, ` +
-    `${ROUNDS} rounds, ${values.fresh ? 'a new Scheduler each round' : 'one Scheduler per configuration'}; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`,
+    `${ROUNDS} rounds, ${values.fresh ? 'a new Scheduler each round' : 'Schedulers kept over the rounds'}; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`,
 );
 console.log(`plain decoding: ${median(base.map((x) => x.tps)).toFixed(1)} tok/s`);
 for (const c of plains.length > 1 ? CONFIGS : CONFIGS.slice(1)) {
