@@ -31,19 +31,18 @@
 // drafting at that batch size measured anew, 64 steps later, once c0 now has settled.
 //
 // Choosing. The option chosen before is kept unless another is expected faster by 1% plus 1.5
-// standard errors (the larger relative one of the two); one that looks faster, but not by
-// that, is tried every other step until measured 15 times. Options not measured at this batch
-// size are tried first, shortest draft first (a longer one waits while a shorter one is being
-// measured), in consecutive steps, as drafting runs once chosen. Measured ones are tried again
-// after 8 steps, then 16, 32 … up to 4096 (back to 8 when the chosen one loses the lead; an
-// interval doubles only once the option's deepest draft position has about 24 verdicts, so a
-// thin acceptance estimate does not stay thin). An option that could not win even at its best (each a_j at (accepted + 1) /
-// (proposed + 1), its time 1.5 standard errors lower) is tried only every 4096 steps; before
-// it counts as measured, the least of its first 2 timings stands for that time, so drafts never
-// accepted are ruled out in 3 steps, the first of which (the warm-up, left out) drafts for one
-// sequence only. An untimed one that a shorter draft's such time rules out (each draft further
-// costs at least as much as each before it) is not tried. So on a compute-bound model plain
-// decoding costs almost nothing beyond the first measurements.
+// standard errors (the larger relative one of the two); one that looks faster, but not by that, is
+// tried every other step until measured 15 times. Options not measured at this batch size are tried
+// first, shortest draft first, in consecutive steps, as drafting runs once chosen. Measured ones
+// are tried again after 8 steps, then 16, 32 … up to 4096 (back to 8 when the chosen one loses the
+// lead; an interval doubles only once the option's deepest draft position has about 24 verdicts, so
+// a thin acceptance estimate does not stay thin). An option that could not win even at its best
+// (each a_j at (accepted + 1) / (proposed + 1), its time 1.5 standard errors lower) is tried only
+// every 4096 steps; before it counts as measured, the least of its first 2 timings stands for that
+// time, so drafts never accepted are ruled out in 3 steps, the first of which (the warm-up, left
+// out) drafts for one sequence only. An untimed one that a shorter draft's such time rules out
+// (each draft further costs at least as much as each before it) is not tried. So on a compute-bound
+// model plain decoding costs almost nothing beyond the first measurements.
 //
 // Only the speed changes: greedy output is the same whatever k is, and a seeded sampler's
 // sequence is never drafted for under this policy (its output would depend on the timings;
@@ -99,6 +98,11 @@ function sorted(out: Float64Array, xs: ArrayLike<number>, from?: number): Float6
     out[j] = x;
   }
   return out;
+}
+
+/** The median of the first n entries of v, sorted ascending. */
+function median(v: ArrayLike<number>, n: number): number {
+  return n % 2 ? v[n >> 1] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /** An estimate and its standard error. */
@@ -180,8 +184,7 @@ class Est {
   recent(): number | undefined {
     const n = Math.min(RECENT, this.xs.length);
     if (n === 0) return undefined;
-    const v = sorted(SORTED, this.xs.slice(-n));
-    return n % 2 ? v[n >> 1] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    return median(sorted(SORTED, this.xs.slice(-n)), n);
   }
 
   /** The least measurement that counts (undefined: none). */
@@ -217,9 +220,9 @@ class Est {
     for (let i = q; i < n - q; i++) t += v[i];
     const mean = t / (n - 2 * q);
     // The spread from the median absolute deviation (σ ≈ 1.4826 MAD).
-    const med = n % 2 ? v[n >> 1] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    const med = median(v, n);
     const dev = sorted(DEVS, v.subarray(0, n), med);
-    const mad = n % 2 ? dev[n >> 1] : (dev[n / 2 - 1] + dev[n / 2]) / 2;
+    const mad = median(dev, n);
     let w = 0;
     for (const x of this.ws) w += x;
     return { v: mean, se: (1.15 * 1.4826 * mad) / Math.sqrt(n), w: w / n };
@@ -296,7 +299,7 @@ export class DraftPolicy {
     const prev = this.best.get(b) ?? 0;
     // (Plain steps measure c0; they are exploring only when drafting is what pays. Where c0
     // now is stale, as at a batch size not seen for a while, drafting waits for a plain step.)
-    if (this.c0(b) === undefined || (prev !== 0 && !this.fresh(b))) return this.take(0, prev !== 0);
+    if (!this.measured(b) || (prev !== 0 && !this.fresh(b))) return this.take(0, prev !== 0);
     const costs: (Val | undefined)[] = [];
     const rate: number[] = [];
     for (let k = 0; k <= this.maxDraft; k++) {
@@ -335,8 +338,6 @@ export class DraftPolicy {
     const c0 = costs[0]!.v;
     const floor = rate[bestK];
     const lows = costs.map((c, k) => (c ? c.v - Z * c.se : this.least(b, n, k)));
-    // (A shorter draft being measured: longer ones not yet measured wait for it.)
-    let waiting = false;
     for (let k = 0; k <= this.maxDraft; k++) {
       if (k === bestK) continue;
       const d = this.dueOf(b, k);
@@ -352,8 +353,6 @@ export class DraftPolicy {
       }
       // (One that cannot win is looked at again only every MAX steps, if it was ever timed.)
       if (d.out && lows[k] === undefined) continue;
-      if (!costs[k] && waiting) continue;
-      if (k > 0 && !costs[k] && !d.out && this.est(this.verify, b, k).timed) waiting = true;
       if (this.step < (d.out ? d.last + MAX : d.next)) continue;
       d.last = this.step;
       if (!costs[k]) {
@@ -451,7 +450,7 @@ export class DraftPolicy {
 
   /** cost(), in units of c0 now, with its standard error. */
   private costOf(b: number, n: number, k: number): Val | undefined {
-    if (this.c0(b) === undefined) return undefined;
+    if (!this.measured(b)) return undefined;
     if (k === 0) return { v: 1, se: 0 };
     const v = this.v(b, k);
     const d = this.d(b, n, k);
@@ -469,7 +468,7 @@ export class DraftPolicy {
   private least(b: number, n: number, k: number): number | undefined {
     const e = this.est(this.verify, b, k);
     const w = e.value()?.w;
-    if (k === 0 || this.c0(b) === undefined || e.n < LOOK || w === undefined) return undefined;
+    if (k === 0 || !this.measured(b) || e.n < LOOK || w === undefined) return undefined;
     // (Drafting for n sequences costs no less than for fewer; none timed yet: at least 0.)
     const d = this.est(this.draft, b, k);
     const dw = d.value()?.w ?? n;
@@ -486,15 +485,14 @@ export class DraftPolicy {
     return k === 0 ? this.plain.get(b)?.n ?? 0 : this.est(this.verify, b, k).n;
   }
 
-  /** c0(b), once measured (ms). */
-  private c0(b: number): Val | undefined {
-    const e = this.plain.get(b);
-    return e && e.n >= MIN ? e.value() : undefined;
+  /** Whether c0 is measured at batch b (the unit every other time there is kept in). */
+  private measured(b: number): boolean {
+    return (this.plain.get(b)?.n ?? 0) >= MIN;
   }
 
   /** c0 now at batch b (ms): the median of the last plain steps, once c0 is measured. */
   private now(b: number): number | undefined {
-    return this.c0(b) && this.plain.get(b)!.recent();
+    return this.measured(b) ? this.plain.get(b)!.recent() : undefined;
   }
 
   /** Whether c0 now at batch b is recent: a plain step was timed there within 2 × PLAIN_MAX steps. */
