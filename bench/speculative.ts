@@ -113,7 +113,7 @@ function shuffled<T>(xs: readonly T[]): T[] {
  * configurations timed one after another would mistake for a speed-up or a slow-down).
  */
 async function round(r: number, configs: Config[]) {
-  const res = new Map(configs.map((c) => [c, { out: [] as Seqs, tokens: 0, secs: 0, explored: 0 }]));
+  const res = new Map(configs.map((c) => [c, { out: [] as Seqs, tokens: 0, secs: 0, explored0: 0 }]));
   const inst = new Map<Config, Scheduler>();
   for (const c of configs) {
     const all = schedulers.get(c)!;
@@ -125,7 +125,7 @@ async function round(r: number, configs: Config[]) {
       });
     }
     inst.set(c, all[i]);
-    res.get(c)!.explored = -(all[i].draftPolicy?.stats.explored ?? 0);
+    res.get(c)!.explored0 = all[i].draftPolicy?.stats.explored ?? 0;
   }
   for (let w = 0; w < prompts.length; w += B) {
     // (In a new random order each time: a configuration always run after the same other one
@@ -142,7 +142,7 @@ async function round(r: number, configs: Config[]) {
     out: x.out,
     tps: x.tokens / x.secs,
     spec: x.out.map((o) => o.r.spec!),
-    explored: x.explored + (inst.get(c)!.draftPolicy?.stats.explored ?? 0),
+    explored: (inst.get(c)!.draftPolicy?.stats.explored ?? 0) - x.explored0,
   }]));
 }
 

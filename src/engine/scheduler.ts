@@ -131,6 +131,9 @@ interface Seq {
   paused?: boolean;
 }
 
+/** What each sequence feeds a step (see Scheduler.plan). */
+type Plan = { s: Seq; ids: number[]; whole: boolean }[];
+
 export interface SeqHandle {
   id: number;
   cancel(): void;
@@ -358,9 +361,9 @@ export class Scheduler {
    * sequence left out (budget spent) waits for the next step. `whole`: the prompt is in
    * after this step, so the sequence picks a token.
    */
-  private plan(batch: Seq[]): { s: Seq; ids: number[]; whole: boolean }[] {
+  private plan(batch: Seq[]): Plan {
     let budget = this.prefillChunk;
-    const out: { s: Seq; ids: number[]; whole: boolean }[] = [];
+    const out: Plan = [];
     for (const s of batch) {
       if (s.generated > 0) {
         out.push({ s, ids: [...s.feed, ...s.drafts], whole: true });
@@ -386,7 +389,7 @@ export class Scheduler {
    * speculation, the sequences that keep MTP rows owe this step's, and draft() then chooses
    * the next step's draft length (or, where none keeps them, the policy just counts the step).
    */
-  private plainStep(plan: { s: Seq; ids: number[]; whole: boolean }[], t0: number): void {
+  private plainStep(plan: Plan, t0: number): void {
     const V = this.model.cfg.vocab_size;
     const D = this.model.cfg.hidden_size;
     const r = this.model.forward(
@@ -495,7 +498,7 @@ export class Scheduler {
    * every sequence, the head over the rows that are read, then one batched MTP pass per draft
    * position.
    */
-  private speculativeStep(plan: { s: Seq; ids: number[]; whole: boolean }[], t0: number): void {
+  private speculativeStep(plan: Plan, t0: number): void {
     const m = this.model;
     const V = m.cfg.vocab_size;
     const D = m.cfg.hidden_size;
