@@ -507,14 +507,20 @@ export class Scheduler {
     const withDrafts = plan.filter((p) => p.s.generated > 0 && p.s.drafts.length > 0);
     const kStep = withDrafts.every((p) => p.s.drafts.length === withDrafts[0].s.drafts.length) ? withDrafts[0]?.s.drafts.length ?? 0 : -1;
     const prompts = plan.some((p) => p.s.generated === 0);
-    const r = m.forward(plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })), { logits: 'none', attn: this.attn });
+    // Logits only for the rows that are read, in one head matmul: a prompt's last row, or a
+    // running sequence's next token and every draft.
+    const reads = plan.map((p) => (!p.whole ? 0 : p.s.generated === 0 ? 1 : p.ids.length));
+    const r = m.forward(plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })), { logits: reads, attn: this.attn });
     this.steps++;
     this.stepRows += plan.length;
     let emitMs = 0;
 
     const drafting: Seq[] = [];
     const catchUp = new Set<Seq>();
+    let read = 0; // logits rows of the sequences before
     plan.forEach(({ s, ids, whole }, j) => {
+      const first = read;
+      read += reads[j];
       const prefill = s.generated === 0;
       const p0 = s.prefilled;
       this.fed(s, ids);
@@ -528,12 +534,7 @@ export class Scheduler {
         catchUp.add(s);
         return;
       }
-      // Logits only for the rows that are read: the prompt's last, or next + every draft.
-      const nRows = prefill ? 1 : slice.len;
-      const first = slice.row + slice.len - nRows;
-      const logits = new Float32Array(nRows * V);
-      m.K.matmul(logits, r.hidden.subarray(first * D, (first + nRows) * D), nRows, m.weights.lm_head);
-      const row = (i: number) => logits.subarray(i * V, (i + 1) * V);
+      const row = (i: number) => r.logits.subarray((first + i) * V, (first + i + 1) * V);
 
       let tokens: number[];
       let lp: TokenLogprobs | undefined;

@@ -117,7 +117,19 @@ for (const v of VARIANTS) {
           assert.deepEqual(batch.logits.subarray(o, o + s.length), s, K.name);
           o += s.length;
         }
+        // Row counts per sequence (a verify pass): the last n[i] rows of each, in one matmul.
+        const counts = [2, 0, 1];
+        const some = m.forward(seqs.map((ids) => ({ ids, cache: m.newCache() })), { logits: counts });
+        const want = solo.flatMap((s, i) => [...s.subarray(s.length - counts[i] * V)]);
+        assert.deepEqual(some.logits, Float32Array.from(want), K.name);
       }
+      // A count past a sequence's tokens is refused before any cache is written.
+      const cache = model.newCache();
+      assert.throws(
+        () => model.forward([{ ids: seqs[0], cache }], { logits: [6] }),
+        (e: unknown) => e instanceof DsError && e.code === 'BAD_INPUT' && /row count/.test(e.message),
+      );
+      assert.equal(cache.layers[0].length, 0);
     });
 
     it('batched generation equals one-by-one generation', async () => {

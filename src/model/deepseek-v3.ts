@@ -32,8 +32,11 @@ export interface SeqInput {
 
 export interface ForwardOptions {
   attn?: AttnImpl;
-  /** Which rows get logits: every token, the last token of each sequence, or none. */
-  logits?: 'all' | 'last' | 'none';
+  /**
+   * Which rows get logits: every token, the last token of each sequence, none, or the last
+   * n[i] rows of sequence i (a verify pass: one head matmul over every row that is read).
+   */
+  logits?: 'all' | 'last' | 'none' | readonly number[];
   onRoute?: (layer: number, r: Routing) => void;
   /** Called with the residual stream [T, D] after each layer (for debugging and tests). */
   onLayer?: (layer: number, x: Float32Array) => void;
@@ -44,10 +47,16 @@ export interface ForwardOptions {
   tape?: Tape;
 }
 
+export interface MtpOptions extends Omit<ForwardOptions, 'logits'> {
+  logits?: 'all' | 'last' | 'none';
+  module?: number;
+  vocab?: number;
+}
+
 export interface ForwardResult {
   /** [T, D] final hidden states after model.norm (the MTP input). */
   hidden: Float32Array;
-  /** [rows, vocab]: T rows for 'all', one per sequence for 'last'. */
+  /** [rows, vocab]: T rows for 'all', one per sequence for 'last', sequence by sequence for n[]. */
   logits: Float32Array;
   seqs: SeqSlice[];
 }
@@ -243,6 +252,10 @@ export class DeepseekV3 {
     const { K, cfg, weights: w } = this;
     const D = cfg.hidden_size;
     const { T, ids, pos, seqs } = this.flatten(batch, 0);
+    const mode = opts.logits ?? 'last';
+    if (typeof mode !== 'string' && (mode.length !== seqs.length || seqs.some((s, i) => !(Number.isInteger(mode[i]) && mode[i] >= 0 && mode[i] <= s.len)))) {
+      throw new DsError('BAD_INPUT', `logits: one row count per sequence, each 0 … its tokens (got ${JSON.stringify(mode)})`);
+    }
     const ctx = this.context(T, pos, seqs, opts);
 
     const x = ctx.mem.f32(T * D); // the residual stream [T, D]
@@ -256,16 +269,22 @@ export class DeepseekV3 {
     K.rmsNorm(hidden, x, w.norm, T, this.dims.eps);
     if (opts.tape) opts.tape.main = { ctx, ids, x, hidden };
 
-    const mode = opts.logits ?? 'last';
     let rows: Float32Array;
     let nRows: number;
     if (mode === 'all') {
       rows = hidden;
       nRows = T;
-    } else if (mode === 'last') {
-      nRows = seqs.length;
+    } else if (mode === 'last' || typeof mode !== 'string') {
+      const take = (i: number) => (mode === 'last' ? 1 : mode[i]);
+      nRows = 0;
+      for (let i = 0; i < seqs.length; i++) nRows += take(i);
       rows = ctx.mem.f32(nRows * D);
-      seqs.forEach((s, i) => rows.set(hidden.subarray((s.row + s.len - 1) * D, (s.row + s.len) * D), i * D));
+      let at = 0;
+      seqs.forEach((s, i) => {
+        const n = take(i);
+        rows.set(hidden.subarray((s.row + s.len - n) * D, (s.row + s.len) * D), at * D);
+        at += n;
+      });
     } else {
       nRows = 0;
       rows = hidden;
@@ -284,7 +303,7 @@ export class DeepseekV3 {
    * With `vocab`, they cover only token ids 0 … vocab-1 (a draft vocabulary; see
    * engine/scheduler.ts): the head's other rows are not read.
    */
-  mtp(batch: MtpInput[], opts: ForwardOptions & { module?: number; vocab?: number } = {}): MtpOutput {
+  mtp(batch: MtpInput[], opts: MtpOptions = {}): MtpOutput {
     const k = opts.module ?? 0;
     const m = this.weights.mtp[k];
     if (!m) throw new DsError('BAD_INPUT', `this model has no MTP module ${k} (loaded ${this.weights.mtp.length})`);
