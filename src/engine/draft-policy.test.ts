@@ -6,7 +6,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { DraftPolicy } from './draft-policy.ts';
+import { DraftPolicy, PATIENCE } from './draft-policy.ts';
 import { Rng } from '../tensor/random.ts';
 
 interface Machine {
@@ -121,10 +121,13 @@ describe('draft policy', () => {
     // 10 + 3·0.4 + 3·1.2 = 14.8 ms, twice plain decoding's speed. Batch 8: two, 1.35 times
     // plain's (the third draft's 8 verify rows, 3.2 ms, bring 8 · .43 tokens, 3.4; what the
     // step makes on average is 20.3 tokens in 18.8 ms).
+    // (After the policy's first PATIENCE steps, which never look at drafting.)
     for (const [b, k] of [[1, 3], [8, 2]] as const) {
       const top = best(MEMORY, b, 3);
       assert.equal(top.k, k);
-      const s = simulate(new DraftPolicy(3), () => MEMORY, 3000, b);
+      const p = new DraftPolicy(3);
+      simulate(p, () => MEMORY, PATIENCE, b);
+      const s = simulate(p, () => MEMORY, 3000, b);
       assert.ok(share(s, 0) < 0.03, `batch ${b}: ${s.decided}`);
       assert.ok(share(s, k) > 0.9, `batch ${b}: ${k} drafts pay (${s.decided})`);
       assert.ok(ratio(s) > 0.97 * top.ratio, `batch ${b}: ${ratio(s)} against ${top.ratio}`);
@@ -132,7 +135,9 @@ describe('draft policy', () => {
     // Drafts that cost much (4 ms a pass) and seldom stand after the first: one, not three.
     const m = { ...MEMORY, pass: 4, accept: [0.88, 0.4, 0.3] };
     assert.equal(best(m, 1, 3).k, 1);
-    const s = simulate(new DraftPolicy(3), () => m, 3000, 1);
+    const p = new DraftPolicy(3);
+    simulate(p, () => m, PATIENCE, 1);
+    const s = simulate(p, () => m, 3000, 1);
     assert.ok(share(s, 1) > 0.9, `${s.decided}`);
   });
 
@@ -143,14 +148,31 @@ describe('draft policy', () => {
     assert.ok(s.explored < 15, `explored ${s.explored} times`);
   });
 
-  it('rules out drafts that are never accepted within 3 drafting steps, on a fresh policy', () => {
-    // A short generation on a fresh process (bench-s: random weights): what exploring costs
+  it('does not look at drafting in its first PATIENCE steps, and keeps MTP rows only for sequences that outlast them', () => {
+    // A short generation on a new process must not pay for looking: some 4 plain steps at
+    // batch 8 on the shipped model, 4% of a 100-token generation. Even where drafting pays.
+    for (const b of [1, 8]) {
+      const p = new DraftPolicy(2);
+      assert.equal(p.keepsMtp(b, 64, 100), false, 'a 100-token sequence ends before any look');
+      assert.equal(p.keepsMtp(b, 64, 400), true, 'a 400-token one may draft after');
+      const s = simulate(p, () => MEMORY, PATIENCE, b);
+      assert.deepEqual(s.decided.slice(1), [0, 0], `batch ${b}: ${s.decided}`);
+      assert.equal(p.keepsMtp(b, 64, 100), true, 'a look is near');
+      const t = simulate(p, () => MEMORY, 200, b);
+      assert.ok(t.decided[2] > 150, `batch ${b}: then drafts (${t.decided})`);
+    }
+  });
+
+  it('rules out drafts that are never accepted within 3 drafting steps', () => {
+    // Bench-s (random weights), once the first PATIENCE steps are past: what exploring costs
     // must not show in 100 steps. A warm-up drafting for one sequence, then two timings whose
     // least is 1.6 plain steps.
     for (const b of [1, 8]) {
       const m = { ...COMPUTE, row: (0.6 * COMPUTE.plain) / b, pass: 0.1 * COMPUTE.plain, accept: [0, 0] };
-      const s = simulate(new DraftPolicy(2), () => m, 100, b);
-      assert.ok(s.decided[1] <= 3 && s.decided[2] === 0, `batch ${b}: ${s.decided}`);
+      const p = new DraftPolicy(2);
+      simulate(p, () => m, PATIENCE, b);
+      const s = simulate(p, () => m, 100, b);
+      assert.ok(s.decided[1] >= 1 && s.decided[1] <= 3 && s.decided[2] === 0, `batch ${b}: ${s.decided}`);
       assert.ok(ratio(s) > 0.97, `batch ${b}: ${ratio(s)}`);
     }
   });

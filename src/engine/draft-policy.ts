@@ -30,8 +30,11 @@
 // stalls a dozen short steps); a change of regime in c0 (another load on the machine, say) has
 // drafting at that batch size measured anew, 64 steps later, once c0 now has settled.
 //
-// Choosing. The option chosen before is kept unless another is expected faster by 1% plus 1.5
-// standard errors (the larger relative one of the two); one that looks faster, but not by that, is
+// Choosing. For its first 128 decode steps the policy decodes plain: looking at drafting costs
+// some plain steps (4 at batch 8 on the shipped model), which a short generation would not earn
+// back, and only sequences that may outlast those steps keep MTP rows for a look. After that, the
+// option chosen before is kept unless another is expected faster by 1% plus 1.5 standard errors
+// (the larger relative one of the two); one expected faster by more than 1%, but not by that, is
 // tried every other step until measured 15 times. Options not measured at this batch size are tried
 // first, shortest draft first, in consecutive steps, as drafting runs once chosen. Measured ones
 // are tried again after 8 steps, then 16, 32 … up to 4096 (back to 8 when the chosen one loses the
@@ -58,8 +61,9 @@ const MIN = 4;
 const LOOK = 2;
 /** Another option replaces the chosen one when expected this much faster ... */
 const HYSTERESIS = 0.01;
-/** ... plus this many of its standard errors; one that looks faster, but not by that, is
- * tried every other step until measured FULL times. */
+/** ... plus this many of its standard errors; one expected faster by more than HYSTERESIS,
+ * but not by that, is tried every other step until measured FULL times (one within HYSTERESIS
+ * could never replace it). */
 const ZS = 1.5;
 const FULL = 15;
 /** An option is out (cannot win) even this many standard errors cheaper than estimated. */
@@ -84,6 +88,8 @@ const VERDICTS = 24;
 const TRIES = 8;
 /** Acceptance counts decay by this per drafted sequence, so they follow the text. */
 const DECAY = 0.995;
+/** Decode steps before the first look at drafting (a short generation would not earn it back). */
+export const PATIENCE = 128;
 
 /** Scratch for Est (at most WINDOW + STREAK measurements). */
 const SORTED = new Float64Array(WINDOW + STREAK);
@@ -300,6 +306,7 @@ export class DraftPolicy {
     // (Plain steps measure c0; they are exploring only when drafting is what pays. Where c0
     // now is stale, as at a batch size not seen for a while, drafting waits for a plain step.)
     if (!this.measured(b) || (prev !== 0 && !this.fresh(b))) return this.take(0, prev !== 0);
+    if (this.step <= PATIENCE) return this.take(0, false);
     const costs: (Val | undefined)[] = [];
     const rate: number[] = [];
     for (let k = 0; k <= this.maxDraft; k++) {
@@ -307,8 +314,8 @@ export class DraftPolicy {
       rate.push(costs[k] ? this.tokens(b, n, k) / costs[k]!.v : NaN);
     }
     // The chosen option: the one before, unless another is expected faster by HYSTERESIS and
-    // ZS of its standard errors; one that looks faster, but not by that, is tried every other
-    // step while it has fewer than FULL measurements.
+    // ZS of its standard errors; one expected faster by more than HYSTERESIS, but not by that,
+    // is tried every other step while it has fewer than FULL measurements.
     const inc = costs[prev] ? prev : 0;
     let bestK = inc;
     let promising = -1;
@@ -317,7 +324,7 @@ export class DraftPolicy {
       if (k === inc || !costs[k] || rate[k] <= rate[inc]) continue;
       if (rate[k] > rate[inc] * (1 + HYSTERESIS + ZS * Math.max(seInc, costs[k]!.se / costs[k]!.v))) {
         if (rate[k] > rate[bestK]) bestK = k;
-      } else if (promising < 0 && this.samples(b, k) < FULL) promising = k;
+      } else if (promising < 0 && rate[k] > rate[inc] * (1 + HYSTERESIS) && this.samples(b, k) < FULL) promising = k;
     }
     if (prev !== bestK) {
       // The old best becomes an alternative: look at it again soon.
@@ -368,11 +375,13 @@ export class DraftPolicy {
   }
 
   /**
-   * Whether sequences not drafting now should keep their MTP cache rows up to date at batch
-   * `b`: drafting wins there, or is to be tried within `steps` steps.
+   * Whether a sequence not drafting now, with at most `left` steps to go, should keep its MTP
+   * cache rows up to date at batch `b`: drafting wins there, or is to be tried within `steps`
+   * steps, or (in the first PATIENCE steps) it may outlast them.
    */
-  keepsMtp(b: number, steps: number): boolean {
+  keepsMtp(b: number, steps: number, left = Infinity): boolean {
     if (!this.adaptive || (this.best.get(b) ?? 0) > 0) return true;
+    if (this.step < PATIENCE) return this.step + left > PATIENCE;
     const ds = this.due.get(b);
     for (let k = 1; k <= this.maxDraft; k++) {
       const d = ds?.[k];

@@ -59,12 +59,15 @@ const prompt = (n: number, seed: number, V: number) => Array.from({ length: n },
 
 /**
  * Make a scheduler's adaptive draft policy choose the draft lengths `pattern` in turn (0:
- * plain decoding, whose MTP rows the sequences then owe), from the start of each request
- * after the returned reset: the same drafts in two schedulers, whatever the timings.
+ * plain decoding, whose MTP rows the sequences then owe and keep), from the start of each
+ * request after the returned reset: the same drafts in two schedulers, whatever the timings.
  */
 function forceDrafts(s: Scheduler, pattern: readonly number[] | undefined): () => void {
   let i = 0;
-  if (pattern) s.draftPolicy!.choose = (_b, n) => (n === 0 ? 0 : pattern[i++ % pattern.length]);
+  if (pattern) {
+    s.draftPolicy!.choose = (_b, n) => (n === 0 ? 0 : pattern[i++ % pattern.length]);
+    s.draftPolicy!.keepsMtp = () => true; // (drafts are to come)
+  }
   return () => void (i = 0);
 }
 

@@ -663,17 +663,17 @@ export class Scheduler {
     }
     // Rows owed from before this step are paid in a pass of their own, so the drafting pass
     // below costs what it does in steady drafting; a sequence not drafting keeps owing up to
-    // PENDING_CAP rows while a draft is planned within as many steps, and stops keeping them
-    // otherwise (with the fixed policy it pays every step).
+    // PENDING_CAP rows while a draft is planned within as many steps (or, in the policy's
+    // first steps, while it may outlast them), and stops keeping them otherwise (with the
+    // fixed policy it pays every step).
     const owed: { s: Seq; n: number }[] = [];
-    let keep: boolean | undefined;
     for (const [i, s] of seqs.entries()) {
       if (s.mtpOff || s.mtpIds.length === 0) continue;
       if (want[i] > 0) {
         if (s.mtpOld) owed.push({ s, n: s.mtpOld });
       } else if (!pol.adaptive) owed.push({ s, n: s.mtpIds.length });
       else {
-        keep ??= this.prefixCache !== null || pol.keepsMtp(b, PENDING_CAP);
+        const keep = this.prefixCache !== null || pol.keepsMtp(b, PENDING_CAP, s.req.maxNewTokens - s.generated);
         if (!keep) this.stopMtp(s);
         else if (s.mtpIds.length > PENDING_CAP) owed.push({ s, n: s.mtpIds.length });
       }
