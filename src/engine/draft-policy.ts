@@ -154,13 +154,11 @@ class Est {
   add(x: number, w: number, pred: number | undefined): boolean {
     if (++this.seen === 1) return false; // warm-up
     this.cached = null;
-    // (A streak of `n` measurements, or as many as last regimeMs.)
-    const streak = (n: number) => Math.max(n, Math.ceil(this.regimeMs / pred!));
     if (pred !== undefined && this.xs.length >= 1) {
       if (x > FAR * pred) {
         this.low = 0;
         this.high.push([x, w]);
-        if (this.high.length < streak(STREAK)) return false; // a stall, most likely: left out
+        if (this.high.length < this.streak(STREAK, pred)) return false; // a stall, most likely: left out
         const last = this.high.slice(-WINDOW);
         this.xs = last.map((h) => h[0]);
         this.ws = last.map((h) => h[1]);
@@ -172,7 +170,8 @@ class Est {
     }
     this.xs.push(x);
     this.ws.push(w);
-    if (this.low >= streak(LOWSTREAK)) {
+    // (low counts only where there is a pred.)
+    if (this.low > 0 && this.low >= this.streak(LOWSTREAK, pred!)) {
       const n = Math.min(this.low, WINDOW);
       this.xs = this.xs.slice(-n);
       this.ws = this.ws.slice(-n);
@@ -184,6 +183,11 @@ class Est {
       this.ws.shift();
     }
     return false;
+  }
+
+  /** A streak of `n` measurements, or as many as last regimeMs at `pred` each. */
+  private streak(n: number, pred: number): number {
+    return Math.max(n, Math.ceil(this.regimeMs / pred));
   }
 
   /** The median of the last RECENT measurements that count (undefined: none). */
