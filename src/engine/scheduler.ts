@@ -394,7 +394,7 @@ export class Scheduler {
     const D = this.model.cfg.hidden_size;
     const r = this.model.forward(
       plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })),
-      { logits: 'last', attn: this.attn },
+      { logits: 'last', attn: this.attn, reuse: true },
     );
     this.steps++;
     this.stepRows += plan.length;
@@ -510,7 +510,7 @@ export class Scheduler {
     // Logits only for the rows that are read, in one head matmul: a prompt's last row, or a
     // running sequence's next token and every draft.
     const reads = plan.map((p) => (!p.whole ? 0 : p.s.generated === 0 ? 1 : p.ids.length));
-    const r = m.forward(plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })), { logits: reads, attn: this.attn });
+    const r = m.forward(plan.map((p) => ({ ids: p.ids, cache: p.s.cache! })), { logits: reads, attn: this.attn, reuse: true });
     this.steps++;
     this.stepRows += plan.length;
     let emitMs = 0;
@@ -696,7 +696,7 @@ export class Scheduler {
     for (let j = 0; cur.length > 0; j++) {
       const out = m.mtp(
         cur.map((c) => ({ ids: c.ids, hidden: c.hidden, cache: c.s.cache! })),
-        { logits: 'last', vocab: N, attn: this.attn },
+        { logits: 'last', vocab: N, attn: this.attn, reuse: true },
       );
       const next: typeof cur = [];
       for (const [i, c] of cur.entries()) {

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { DeepseekV3 } from './deepseek-v3.ts';
 import { refKernels } from '../kernels/ref/index.ts';
 import { DsError } from '../errors.ts';
+import { Tape } from './tape.ts';
 import { V2_STYLE, randomCheckpoint } from '../../test/helpers/fixtures.ts';
 import { backends } from '../../test/helpers/backends.ts';
 import { greedyDecode } from '../../test/helpers/greedy.ts';
@@ -245,6 +246,35 @@ describe('DeepseekV3 at inference', () => {
       // And the same inputs give the same outputs: nothing stale leaks from the arena.
       const r2 = model.forward([{ ids: [1, 2, 3, 4], cache: model.newCache() }], { logits: 'all' });
       assert.deepEqual(r2.logits, keep[1]);
+    }
+  });
+
+  it('with reuse, outputs are the same numbers, in memory the next pass with reuse takes over', () => {
+    for (const K of backends()) {
+      const model = DeepseekV3.load(randomCheckpoint({ num_nextn_predict_layers: 1 }, { seed: 8 }), { kernels: K });
+      const D = model.cfg.hidden_size;
+      // The same passes twice, on fresh caches: outputs as fresh arrays, then reused.
+      const run = (reuse: boolean) => {
+        const [a, b] = [model.newCache(), model.newCache()];
+        const f = model.forward([{ ids: [1, 2, 3, 4], cache: a }, { ids: [7, 8], cache: b }], { logits: [2, 1], reuse });
+        const fOut = [f.hidden.slice(), f.logits.slice()];
+        const m = model.mtp([{ ids: [2, 3, 4, 5], hidden: f.hidden.subarray(0, 4 * D), cache: a }], { logits: 'last', vocab: 40, reuse });
+        const mOut = [m.logits.slice(), m.block.slice()];
+        // Drafting chains the module on its own block: its output is the next pass's input.
+        const m2 = model.mtp([{ ids: [9], hidden: m.block, cache: a }], { logits: 'last', reuse });
+        const f2 = model.forward([{ ids: [3], cache: b }], { logits: 'last', reuse });
+        return { f, m, outs: [...fOut, ...mOut, m2.logits, m2.block, f2.hidden, f2.logits] };
+      };
+      const fresh = run(false);
+      const reused = run(true);
+      reused.outs.forEach((x, i) => assert.deepEqual(x, fresh.outs[i], `output ${i} (${K.name})`));
+      // The first pass's outputs were overwritten by the later ones (what reuse means), and
+      // without reuse they were not.
+      assert.equal(reused.f.logits.buffer, reused.outs[7].buffer);
+      assert.notDeepEqual(reused.f.logits.slice(0, 10), fresh.f.logits.slice(0, 10));
+      assert.deepEqual(fresh.f.logits, fresh.outs[1]);
+      assert.throws(() => model.forward([{ ids: [1], cache: model.newCache() }], { reuse: true, tape: new Tape() }),
+        (e: unknown) => e instanceof DsError && /reuse/.test(e.message));
     }
   });
 });

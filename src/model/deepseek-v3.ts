@@ -5,7 +5,7 @@
 // Training uses the same forward with a Tape (ForwardOptions.tape), then backward /
 // mtpBackward, on the float32 copy forTraining() makes.
 
-import { HEAP, Scratch } from '../tensor/scratch.ts';
+import { HEAP, Reused, Scratch } from '../tensor/scratch.ts';
 import { DsError } from '../errors.ts';
 import { configFromGguf, loadConfig, type DeepseekConfig } from '../io/config.ts';
 import { GgufFile, isGgufPath } from '../io/gguf.ts';
@@ -40,6 +40,14 @@ export interface ForwardOptions {
   onRoute?: (layer: number, r: Routing) => void;
   /** Called with the residual stream [T, D] after each layer (for debugging and tests). */
   onLayer?: (layer: number, x: Float32Array) => void;
+  /**
+   * Return the outputs (hidden and logits; mtp()'s logits and block) in memory the model
+   * reuses: valid until its next forward() or mtp() call, and not with `tape`. For a caller
+   * that reads them before the next pass, as the scheduler's steps do: on the shipped model a
+   * fresh logits array every decode step had the garbage collector run a full collection
+   * every few hundred steps, 7% of decode time.
+   */
+  reuse?: boolean;
   /**
    * Training: record what backward needs. Every sequence must start at position 0 (fresh
    * caches), and the model should come from forTraining().
@@ -109,6 +117,8 @@ export class DeepseekV3 {
   attn: AttnImpl = 'absorb';
   /** Temporary arrays of one inference pass (forward or mtp), reused by the next. */
   private readonly scratch = new Scratch();
+  /** The outputs of passes run with `reuse`, by kind. */
+  private readonly outs = { hidden: new Reused(), logits: new Reused(), mtpLogits: new Reused(), block: new Reused() };
 
   constructor(
     readonly cfg: DeepseekConfig,
@@ -242,6 +252,7 @@ export class DeepseekV3 {
    */
   private context(T: number, pos: Int32Array, seqs: SeqSlice[], opts: ForwardOptions): StepContext {
     const impl = opts.attn ?? this.attn;
+    if (opts.reuse && opts.tape) throw new DsError('BAD_INPUT', 'reuse: training keeps its outputs on the tape');
     if (!opts.tape) this.scratch.reset();
     const mem = opts.tape ? HEAP : this.scratch;
     return { K: this.K, dims: this.dims, T, pos, seqs, impl, onRoute: opts.onRoute, tape: opts.tape, mem };
@@ -265,7 +276,7 @@ export class DeepseekV3 {
       blockForward(ctx, w.layers[l], this.routes[l], l, caches, x);
       opts.onLayer?.(l, x);
     }
-    const hidden = new Float32Array(T * D);
+    const hidden = opts.reuse ? this.outs.hidden.view(T * D) : new Float32Array(T * D);
     K.rmsNorm(hidden, x, w.norm, T, this.dims.eps);
     if (opts.tape) opts.tape.main = { ctx, ids, x, hidden };
 
@@ -289,7 +300,7 @@ export class DeepseekV3 {
       nRows = 0;
       rows = hidden;
     }
-    const logits = new Float32Array(nRows * cfg.vocab_size);
+    const logits = opts.reuse ? this.outs.logits.view(nRows * cfg.vocab_size) : new Float32Array(nRows * cfg.vocab_size);
     if (nRows > 0) K.matmul(logits, rows, nRows, w.lm_head);
     return { hidden, logits, seqs };
   }
@@ -310,14 +321,15 @@ export class DeepseekV3 {
     const index = this.cfg.num_hidden_layers + k;
     const D = this.cfg.hidden_size;
     const { T, ids, pos, seqs } = this.flatten(batch, index);
-    const hidden = new Float32Array(T * D);
     for (const [i, b] of batch.entries()) {
       if (b.hidden.length !== b.ids.length * D) {
         throw new DsError('BAD_INPUT', `MTP input ${i}: ${b.ids.length} ids but ${b.hidden.length / D} hidden rows`);
       }
-      hidden.set(b.hidden, seqs[i].row * D);
     }
     const ctx = this.context(T, pos, seqs, opts);
+    // (After the arena's reset: no input is in it, since nothing a pass returns is.)
+    const hidden = ctx.mem.f32(T * D);
+    for (const [i, b] of batch.entries()) hidden.set(b.hidden, seqs[i].row * D);
     const caches = batch.map((b) => b.cache.layers[index]);
     const V = m.head.rows;
     const vocab = opts.vocab ?? V;
@@ -326,7 +338,8 @@ export class DeepseekV3 {
     }
     if (opts.tape && vocab !== V) throw new DsError('BAD_INPUT', 'training runs the MTP head over the whole vocabulary');
     const mode = opts.logits === 'none' ? 'none' : opts.logits === 'last';
-    return mtpForward(ctx, m, this.routes[index]!, index, caches, ids, hidden, mode, vocab);
+    const out = opts.reuse ? { logits: this.outs.mtpLogits, block: this.outs.block } : undefined;
+    return mtpForward(ctx, m, this.routes[index]!, index, caches, ids, hidden, mode, vocab, out);
   }
 
   /**

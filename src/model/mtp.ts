@@ -15,6 +15,7 @@ import type { SeqSlice } from './mla.ts';
 import type { LayerCache } from './cache.ts';
 import { NONE, embeddingBackward, linearBackward, type BackwardContext } from './tape.ts';
 import type { MtpWeights } from './weights.ts';
+import type { Reused } from '../tensor/scratch.ts';
 
 /** What mtpBackward needs, kept by mtpForward in ctx.tape.mtp under the layer index. */
 export class MtpSaved {
@@ -57,7 +58,10 @@ export function mtpForward(
   hidden: Float32Array,
   last: boolean | 'none' = false,
   vocab: number = w.head.rows,
+  /** Reused memory for the outputs (see ForwardOptions.reuse); fresh arrays without. */
+  out?: { logits: Reused; block: Reused },
 ): MtpOutput {
+  const fresh = (r: Reused | undefined, n: number) => (r ? r.view(n) : new Float32Array(n));
   const { K, T, mem } = ctx;
   const D = w.enorm.length;
   const e = mem.f32(T * D);
@@ -73,7 +77,7 @@ export function mtpForward(
     cat.set(hn.subarray(t * D, (t + 1) * D), t * 2 * D + D);
   }
   // With `last`, every row's x is a temporary: only the last rows' copies are returned.
-  let x = last ? mem.f32(T * D) : new Float32Array(T * D);
+  let x = last ? mem.f32(T * D) : fresh(out?.block, T * D);
   K.matmul(x, cat, T, w.eh_proj);
   if (last === 'none') {
     // Cache entries only (rows a later pass attends to; no logits, no block output).
@@ -99,7 +103,7 @@ export function mtpForward(
       }
       blockAppend({ ...ctx, T: T - n, pos: pl, seqs: sl }, w.layer, caches, xl);
     }
-    const xs = new Float32Array(n * D);
+    const xs = fresh(out?.block, n * D);
     const ps = new Int32Array(n);
     const ss = ctx.seqs.map((s, i): SeqSlice => {
       const r = s.row + s.len - 1;
@@ -115,7 +119,7 @@ export function mtpForward(
   const xn = mem.f32(rows * D);
   K.rmsNorm(xn, x, w.norm, rows, ctx.dims.eps);
   // A draft vocabulary: only the head's first `vocab` rows (token ids), a zero-copy slice.
-  const logits = new Float32Array(rows * vocab);
+  const logits = fresh(out?.logits, rows * vocab);
   K.matmul(logits, xn, rows, w.head, 0, vocab);
   if (ctx.tape) {
     const s = new MtpSaved();

@@ -3,7 +3,7 @@
 
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Scratch } from './scratch.ts';
+import { Reused, Scratch } from './scratch.ts';
 
 it('Scratch hands out zeroed, aligned, non-overlapping arrays until reset, then reuses its memory', () => {
   const s = new Scratch();
@@ -25,4 +25,17 @@ it('Scratch hands out zeroed, aligned, non-overlapping arrays until reset, then 
   const big = s.f32(1 << 20);
   assert.equal(big.byteOffset, 0);
   assert.equal(big.buffer.byteLength, 4 << 20, 'a 4 MiB request is a fresh array of its own');
+});
+
+it('Reused hands out views of one array, grown when a request is larger', () => {
+  const r = new Reused();
+  const a = r.view(10);
+  a.fill(3);
+  const b = r.view(4);
+  assert.equal(b.buffer, a.buffer, 'a smaller request takes the same memory');
+  assert.deepEqual([...b], [3, 3, 3, 3], 'not zeroed: the caller writes every element');
+  const c = r.view(11);
+  assert.equal(c.length, 11);
+  assert.notEqual(c.buffer, a.buffer, 'a larger one a new array, at least twice as large');
+  assert.equal(r.view(20).buffer, c.buffer);
 });

@@ -68,3 +68,18 @@ export class Scratch implements Alloc {
     }
   }
 }
+
+/**
+ * One array reused from call to call: view(n) is its first n elements (not zeroed; grown
+ * when n is more than it holds), valid until the next view(). For a pass's outputs that the
+ * caller reads before the next pass: a fresh array each step (the logits) is memory outside
+ * the JavaScript heap whose growth makes the garbage collector run full collections.
+ */
+export class Reused {
+  private buf = new Float32Array(0);
+
+  view(n: number): Float32Array {
+    if (this.buf.length < n) this.buf = new Float32Array(Math.max(n, 2 * this.buf.length));
+    return this.buf.subarray(0, n);
+  }
+}
