@@ -19,8 +19,10 @@
 // verify or drafting pass counts as its time over c0 now, the median of the last 5 plain steps
 // at that batch size. What decides is then how drafting compared with plain steps around it,
 // not how fast the machine was when each was last timed. (While drafting is chosen, plain
-// decoding is looked at again at least every 64 steps, and a batch size whose last plain step
-// is older than 128 steps starts with one, so that c0 now stays recent.) Each estimate is a
+// decoding is looked at again at least every 128 steps, and a batch size whose last plain step
+// is older than 256 steps starts with one, so that c0 now stays recent. A plain step right
+// after a drafting step is not timed: it runs slower, the drafting pass's weights and garbage
+// still about, so a look at plain decoding is two steps.) Each estimate is a
 // trimmed mean (the median up to 5) of its last 15 measurements, with a standard error from
 // their spread; the first measurement of each pays for warm-up and is dropped, and an option
 // counts as measured after 4 more. A measurement over twice the estimate is a step that lost
@@ -28,7 +30,7 @@
 // above it, or 3 below half of it, are a change of regime and the estimate starts again from
 // them. For c0 the streak must also last 50 ms (a VM that loses the CPU for a few milliseconds
 // stalls a dozen short steps); a change of regime in c0 (another load on the machine, say) has
-// drafting at that batch size measured anew, 64 steps later, once c0 now has settled.
+// drafting at that batch size measured anew, 128 steps later, once c0 now has settled.
 //
 // Choosing. For its first 128 decode steps the policy decodes plain: looking at drafting costs
 // some plain steps (4 at batch 8 on the shipped model), which a short generation would not earn
@@ -77,7 +79,7 @@ const LOWSTREAK = 3;
 const BASE = 8;
 const MAX = 4096;
 /** ... and longest for plain decoding while drafting is chosen (c0 now stays recent). */
-const PLAIN_MAX = 64;
+const PLAIN_MAX = 128;
 /** Plain steps whose median is c0 now. */
 const RECENT = 5;
 /** A change of regime in c0 lasts at least this long (ms). */
@@ -270,6 +272,11 @@ export class DraftPolicy {
   private step = 0;
   /** The batch size of the last choice (a drafting pass belongs to it). */
   private lastB = 0;
+  /** The draft length of the step being run, and of the one before it. */
+  private curK = 0;
+  private prevK = 0;
+  /** The next step repeats a look at plain decoding (see plainStep). */
+  private again = false;
   /**
    * c0 by batch size (ms); verify and drafting passes by batch size and k, in units of c0 at
    * the time (see the header).
@@ -310,6 +317,10 @@ export class DraftPolicy {
     // (Plain steps measure c0; they are exploring only when drafting is what pays. Where c0
     // now is stale, as at a batch size not seen for a while, drafting waits for a plain step.)
     if (!this.measured(b) || (prev !== 0 && !this.fresh(b))) return this.take(0, prev !== 0);
+    if (this.again) {
+      this.again = false;
+      return this.take(0, true);
+    }
     if (this.step <= PATIENCE) return this.take(0, false);
     const costs: (Val | undefined)[] = [];
     const rate: number[] = [];
@@ -373,6 +384,8 @@ export class DraftPolicy {
       d.next = this.step + d.interval;
       const longest = k === 0 && bestK > 0 ? PLAIN_MAX : MAX;
       if (k === 0 || (this.prop[k - 1] ?? 0) >= VERDICTS) d.interval = Math.min(2 * d.interval, longest);
+      // (A look at plain decoding is two steps: the first after drafting is not timed.)
+      if (k === 0) this.again = true;
       if (costs[k]) return this.take(k, true);
     }
     return this.take(bestK, false);
@@ -397,11 +410,17 @@ export class DraftPolicy {
     return false;
   }
 
-  /** A decode step without drafts and without prompt rows, at batch b, took `ms`. */
+  /**
+   * A decode step without drafts and without prompt rows, at batch b, took `ms`. One right
+   * after a drafting step is left out: it runs slower (the drafting pass's weights and garbage
+   * are still about), and while drafting is chosen every look at plain decoding would be such
+   * a step, which made plain decoding look slower than it is, and drafting stick where it lost.
+   */
   plainStep(b: number, ms: number): void {
     let e = this.plain.get(b);
     if (!e) this.plain.set(b, (e = new Est(REGIME_MS)));
     this.dueOf(b, 0).tries = 0;
+    if (this.prevK > 0) return;
     this.plainAt.set(b, this.step);
     if (e.add(ms, 1, e.value()?.v)) this.changed(b);
   }
@@ -544,6 +563,8 @@ export class DraftPolicy {
   }
 
   private take(k: number, explore: boolean): number {
+    this.prevK = this.curK;
+    this.curK = k;
     this.probe = k > 0 && this.adaptive && !this.est(this.verify, this.lastB, k).timed;
     this.decided[k]++;
     if (explore) this.explored++;
