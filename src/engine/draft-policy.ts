@@ -41,13 +41,18 @@
 // first, shortest draft first, in consecutive steps, as drafting runs once chosen. Measured ones
 // are tried again after 8 steps, then 16, 32 … up to 4096 (back to 8 when the chosen one loses the
 // lead; an interval doubles only once the option's deepest draft position has about 24 verdicts, so
-// a thin acceptance estimate does not stay thin). An option that could not win even at its best
-// (each a_j at (accepted + 1) / (proposed + 1), its time 1.5 standard errors lower) is tried only
-// every 4096 steps; before it counts as measured, the least of its first 2 timings stands for that
+// a thin acceptance estimate does not stay thin). Such a look drafts in as many consecutive steps
+// as bring 4 verdicts (4 at batch 1, one from batch 4 on): each look from plain decoding pays to
+// start (the MTP weights and the rows owed to read, the main model's weights to read again after),
+// and at batch 1 that was some 24 looks of one step each before an interval could double; on fresh
+// batch-1 Schedulers of the shipped model this took k ≤ 1 from 0.976 to 0.983–0.987× plain
+// decoding. An option that could not win even at its best (each a_j at (accepted + 1) /
+// (proposed + 1), its time 1.5 standard errors lower) is tried only every 4096 steps, and a look
+// at it stops; before it counts as measured, the least of its first 2 timings stands for that
 // time, so drafts never accepted are ruled out in 3 steps, the first of which (the warm-up, left
 // out) drafts for one sequence only. An untimed one that a shorter draft's such time rules out
-// (each draft further costs at least as much as each before it) is not tried. So on a compute-bound
-// model plain decoding costs almost nothing beyond the first measurements.
+// (each draft further costs at least as much as each before it) is not tried. So on a
+// compute-bound model plain decoding costs almost nothing beyond the first measurements.
 //
 // Only the speed changes: greedy output is the same whatever k is, and a seeded sampler's
 // sequence is never drafted for under this policy (its output would depend on the timings;
@@ -90,6 +95,8 @@ const VERDICTS = 24;
 const TRIES = 8;
 /** Acceptance counts decay by this per drafted sequence, so they follow the text. */
 const DECAY = 0.995;
+/** A look at drafting lasts until it brings this many verdicts (consecutive steps: each cold start costs). */
+const BURST = 4;
 /** Decode steps before the first look at drafting (a short generation would not earn it back). */
 export const PATIENCE = 128;
 
@@ -277,6 +284,9 @@ export class DraftPolicy {
   private prevK = 0;
   /** The next step repeats a look at plain decoding (see plainStep). */
   private again = false;
+  /** Steps left in a look at drafting (see BURST), and its draft length. */
+  private burst = 0;
+  private burstK = 0;
   /**
    * c0 by batch size (ms); verify and drafting passes by batch size and k, in units of c0 at
    * the time (see the header).
@@ -348,6 +358,27 @@ export class DraftPolicy {
       d.next = this.step + BASE;
       d.interval = BASE;
     }
+    // Options that could not beat the best one even at their best (optimistic acceptance, Z
+    // standard errors cheaper) are out: left alone, and a look at one stops.
+    const c0 = costs[0]!.v;
+    const floor = rate[bestK];
+    const lows = costs.map((c, k) => (c ? c.v - Z * c.se : this.least(b, n, k)));
+    for (let k = 1; k <= this.maxDraft; k++) {
+      if (k === bestK) continue;
+      // Not timed at all: each draft costs at least what each of a shorter draft's did at its
+      // least (one more MTP pass, and one more row per sequence in a verify pass, where rows
+      // cost no less as a pass grows).
+      let low = lows[k] ?? 0;
+      for (let j = 1; j < k && lows[k] === undefined; j++) {
+        if (lows[j] !== undefined) low = Math.max(low, c0 + ((lows[j]! - c0) * k) / j);
+      }
+      this.dueOf(b, k).out = low > 0 && this.tokens(b, n, k, true) / Math.max(low, c0) < floor;
+    }
+    if (this.burst > 0) {
+      this.burst--;
+      if (this.burstK !== bestK && !this.dueOf(b, this.burstK).out) return this.take(this.burstK, true);
+      this.burst = 0;
+    }
     if (bestK === inc && promising >= 0) {
       const d = this.dueOf(b, promising);
       if (this.step - d.last >= 2 && d.tries++ < TRIES) {
@@ -355,38 +386,30 @@ export class DraftPolicy {
         return this.take(promising, true);
       }
     }
-    // Options that could not beat the best one even at their best (optimistic acceptance, Z
-    // standard errors cheaper) are left alone; the others are tried when due.
-    const c0 = costs[0]!.v;
-    const floor = rate[bestK];
-    const lows = costs.map((c, k) => (c ? c.v - Z * c.se : this.least(b, n, k)));
+    // The others are tried when due.
     for (let k = 0; k <= this.maxDraft; k++) {
       if (k === bestK) continue;
       const d = this.dueOf(b, k);
-      if (k > 0) {
-        // Not timed at all: each draft costs at least what each of a shorter draft's did at its
-        // least (one more MTP pass, and one more row per sequence in a verify pass, where rows
-        // cost no less as a pass grows).
-        let low = lows[k] ?? 0;
-        for (let j = 1; j < k && lows[k] === undefined; j++) {
-          if (lows[j] !== undefined) low = Math.max(low, c0 + ((lows[j]! - c0) * k) / j);
-        }
-        d.out = low > 0 && this.tokens(b, n, k, true) / Math.max(low, c0) < floor;
-      }
       // (One that cannot win is looked at again only every MAX steps, if it was ever timed.)
       if (d.out && lows[k] === undefined) continue;
       if (this.step < (d.out ? d.last + MAX : d.next)) continue;
       d.last = this.step;
-      if (!costs[k]) {
-        if (d.tries++ < TRIES) return this.take(k, true);
-        d.tries = 0; // no measurement came (steps with prompts, or uneven drafts): later
-      }
+      if (!costs[k] && d.tries++ < TRIES) return this.take(k, true);
       d.next = this.step + d.interval;
       const longest = k === 0 && bestK > 0 ? PLAIN_MAX : MAX;
       if (k === 0 || (this.prop[k - 1] ?? 0) >= VERDICTS) d.interval = Math.min(2 * d.interval, longest);
-      // (A look at plain decoding is two steps: the first after drafting is not timed.)
+      if (!costs[k]) {
+        d.tries = 0; // no measurement came (steps with prompts, or uneven drafts): later
+        continue;
+      }
+      // A look at plain decoding is two steps (the first after drafting is not timed), one at
+      // drafting as many as bring BURST verdicts.
       if (k === 0) this.again = true;
-      if (costs[k]) return this.take(k, true);
+      else {
+        this.burst = Math.ceil(BURST / n) - 1;
+        this.burstK = k;
+      }
+      return this.take(k, true);
     }
     return this.take(bestK, false);
   }
