@@ -248,7 +248,8 @@ export class DeepseekV3 {
 
   /**
    * The context of one pass. At inference its temporaries come from the scratch arena,
-   * which this resets: nothing a pass returns may be taken from it (outputs are fresh).
+   * which this resets: nothing a pass returns may be taken from it (outputs are fresh arrays,
+   * or with `reuse` arrays of their own).
    */
   private context(T: number, pos: Int32Array, seqs: SeqSlice[], opts: ForwardOptions): StepContext {
     const impl = opts.attn ?? this.attn;
