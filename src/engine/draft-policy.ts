@@ -282,9 +282,10 @@ export class DraftPolicy {
   /** The draft length of the step being run, and of the one before it. */
   private curK = 0;
   private prevK = 0;
-  /** The next step repeats a look at plain decoding (see plainStep). */
-  private again = false;
-  /** Steps left in a look at drafting (see BURST), and its draft length. */
+  /**
+   * Steps left in a look, and its draft length: a look at plain decoding is two steps (see
+   * plainStep), one at drafting as many as bring BURST verdicts.
+   */
   private burst = 0;
   private burstK = 0;
   /**
@@ -327,10 +328,6 @@ export class DraftPolicy {
     // (Plain steps measure c0; they are exploring only when drafting is what pays. Where c0
     // now is stale, as at a batch size not seen for a while, drafting waits for a plain step.)
     if (!this.measured(b) || (prev !== 0 && !this.fresh(b))) return this.take(0, prev !== 0);
-    if (this.again) {
-      this.again = false;
-      return this.take(0, true);
-    }
     if (this.step <= PATIENCE) return this.take(0, false);
     const costs: (Val | undefined)[] = [];
     const rate: number[] = [];
@@ -404,11 +401,8 @@ export class DraftPolicy {
       }
       // A look at plain decoding is two steps (the first after drafting is not timed), one at
       // drafting as many as bring BURST verdicts.
-      if (k === 0) this.again = true;
-      else {
-        this.burst = Math.ceil(BURST / n) - 1;
-        this.burstK = k;
-      }
+      this.burst = k === 0 ? 1 : Math.ceil(BURST / n) - 1;
+      this.burstK = k;
       return this.take(k, true);
     }
     return this.take(bestK, false);

@@ -17,6 +17,11 @@ import { NONE, embeddingBackward, linearBackward, type BackwardContext } from '.
 import type { MtpWeights } from './weights.ts';
 import type { Reused } from '../tensor/scratch.ts';
 
+/** n elements of `r`'s memory, or a fresh array without it. */
+function outArray(r: Reused | undefined, n: number): Float32Array {
+  return r ? r.view(n) : new Float32Array(n);
+}
+
 /** What mtpBackward needs, kept by mtpForward in ctx.tape.mtp under the layer index. */
 export class MtpSaved {
   ctx: StepContext | null = null;
@@ -61,7 +66,6 @@ export function mtpForward(
   /** Reused memory for the outputs (see ForwardOptions.reuse); fresh arrays without. */
   out?: { logits: Reused; block: Reused },
 ): MtpOutput {
-  const fresh = (r: Reused | undefined, n: number) => (r ? r.view(n) : new Float32Array(n));
   const { K, T, mem } = ctx;
   const D = w.enorm.length;
   const e = mem.f32(T * D);
@@ -77,7 +81,7 @@ export function mtpForward(
     cat.set(hn.subarray(t * D, (t + 1) * D), t * 2 * D + D);
   }
   // With `last`, every row's x is a temporary: only the last rows' copies are returned.
-  let x = last ? mem.f32(T * D) : fresh(out?.block, T * D);
+  let x = last ? mem.f32(T * D) : outArray(out?.block, T * D);
   K.matmul(x, cat, T, w.eh_proj);
   if (last === 'none') {
     // Cache entries only (rows a later pass attends to; no logits, no block output).
@@ -103,7 +107,7 @@ export function mtpForward(
       }
       blockAppend({ ...ctx, T: T - n, pos: pl, seqs: sl }, w.layer, caches, xl);
     }
-    const xs = fresh(out?.block, n * D);
+    const xs = outArray(out?.block, n * D);
     const ps = new Int32Array(n);
     const ss = ctx.seqs.map((s, i): SeqSlice => {
       const r = s.row + s.len - 1;
@@ -119,7 +123,7 @@ export function mtpForward(
   const xn = mem.f32(rows * D);
   K.rmsNorm(xn, x, w.norm, rows, ctx.dims.eps);
   // A draft vocabulary: only the head's first `vocab` rows (token ids), a zero-copy slice.
-  const logits = fresh(out?.logits, rows * vocab);
+  const logits = outArray(out?.logits, rows * vocab);
   K.matmul(logits, xn, rows, w.head, 0, vocab);
   if (ctx.tape) {
     const s = new MtpSaved();
